@@ -1,0 +1,290 @@
+//! The adapter contract: [`RoomAdapter`], the inbound [`AdapterEvent`]s, the
+//! bounded [`EventSink`] they travel through, and [`AdapterStats`].
+//!
+//! A medium (in-process memory, Redis pub/sub, NATS, ...) plugs into the rooms
+//! engine by implementing [`RoomAdapter`] and passing the `rooms-conformance`
+//! suite. Nothing else in the core knows which medium is in use.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use async_trait::async_trait;
+//! use rooms_adapter::adapter::{AdapterEvent, EventSink, RoomAdapter};
+//! use rooms_adapter::{Envelope, Error, NodeId, RoomName};
+//!
+//! /// A medium that loops every publish on a subscribed room straight back.
+//! #[derive(Default)]
+//! struct Loopback {
+//!     sink: Mutex<Option<EventSink>>,
+//!     rooms: Mutex<std::collections::HashSet<RoomName>>,
+//! }
+//!
+//! #[async_trait]
+//! impl RoomAdapter for Loopback {
+//!     fn name(&self) -> &str { "loopback" }
+//!     async fn connect(&self, _node: NodeId, sink: EventSink) -> Result<(), Error> {
+//!         *self.sink.lock().unwrap() = Some(sink);
+//!         Ok(())
+//!     }
+//!     async fn disconnect(&self) -> Result<(), Error> {
+//!         self.sink.lock().unwrap().take();
+//!         Ok(())
+//!     }
+//!     async fn subscribe(&self, room: &RoomName) -> Result<(), Error> {
+//!         self.rooms.lock().unwrap().insert(room.clone());
+//!         Ok(())
+//!     }
+//!     async fn unsubscribe(&self, room: &RoomName) -> Result<(), Error> {
+//!         self.rooms.lock().unwrap().remove(room);
+//!         Ok(())
+//!     }
+//!     async fn publish(&self, room: &RoomName, envelope: &Envelope) -> Result<(), Error> {
+//!         if self.rooms.lock().unwrap().contains(room) {
+//!             if let Some(sink) = &*self.sink.lock().unwrap() {
+//!                 sink.send(AdapterEvent::Message { room: room.clone(), envelope: envelope.clone() });
+//!             }
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Error> {
+//! let adapter: Arc<dyn RoomAdapter> = Arc::new(Loopback::default());
+//! let rooms = rooms_adapter::Rooms::builder(adapter).build().await?;
+//! # rooms.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::error::Error;
+use crate::ids::{NodeId, RoomName};
+use crate::wire::{DecodeError, DecodeErrorKind, Envelope};
+
+/// What an adapter hands to the engine.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum AdapterEvent {
+    /// An envelope arrived on a room's channel.
+    Message {
+        /// The room (the channel with the prefix cut off).
+        room: RoomName,
+        /// The decoded envelope.
+        envelope: Envelope,
+    },
+    /// The medium was lost and is back; every listed room is subscribed again.
+    /// Messages published during the outage may have been missed: tell clients
+    /// to resync.
+    Reconnected {
+        /// The rooms that were re-subscribed.
+        rooms: Vec<RoomName>,
+        /// How long the medium was unavailable.
+        outage: Duration,
+    },
+}
+
+/// The medium between nodes. Object safe: the engine holds an
+/// `Arc<dyn RoomAdapter>`.
+///
+/// # Contract
+/// - [`connect`](Self::connect) starts delivering inbound envelopes of subscribed
+///   rooms into the [`EventSink`], including the node's own envelopes if the
+///   medium echoes them (the engine drops those by node id).
+/// - [`disconnect`](Self::disconnect) stops delivery, ends every background task,
+///   and is idempotent.
+/// - [`subscribe`](Self::subscribe) and [`unsubscribe`](Self::unsubscribe) are
+///   idempotent. `subscribe` returns once the medium has confirmed the
+///   subscription: an envelope published after it returns is delivered. The
+///   engine calls them only for the first local member of a room and after the
+///   last one leaves, never once per connection. A retryable error from
+///   `subscribe` still leaves the room wanted: the adapter subscribes it when the
+///   medium is back and reports it in [`AdapterEvent::Reconnected`].
+/// - [`publish`](Self::publish) sends one envelope to every node subscribed to
+///   the room. While the medium is down it fails within a bounded time.
+/// - Inbound payloads that cannot be decoded are skipped and counted
+///   ([`AdapterCounters::record_decode_error`]), never a panic.
+#[async_trait]
+pub trait RoomAdapter: Send + Sync + 'static {
+    /// A short name for logs and metrics, e.g. `memory` or `redis`.
+    fn name(&self) -> &str;
+
+    /// Starts delivering inbound events for `node` into `sink`.
+    async fn connect(&self, node: NodeId, sink: EventSink) -> Result<(), Error>;
+
+    /// Stops delivery and releases the medium. Idempotent.
+    async fn disconnect(&self) -> Result<(), Error>;
+
+    /// Subscribes this node to a room. Idempotent.
+    async fn subscribe(&self, room: &RoomName) -> Result<(), Error>;
+
+    /// Unsubscribes this node from a room. Idempotent.
+    async fn unsubscribe(&self, room: &RoomName) -> Result<(), Error>;
+
+    /// Publishes one envelope to a room, on every subscribed node.
+    async fn publish(&self, room: &RoomName, envelope: &Envelope) -> Result<(), Error>;
+
+    /// Counters readable at run time.
+    fn stats(&self) -> AdapterStats {
+        AdapterStats::default()
+    }
+}
+
+/// The bounded hand-off from an adapter's receive loop to the engine.
+///
+/// [`send`](Self::send) never waits: when the queue is full the event is dropped
+/// and counted ([`dropped`](Self::dropped)). This is the one overflow policy for
+/// every adapter, so a slow engine can never stall a medium's read loop.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    sender: mpsc::Sender<AdapterEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The receiving end of an [`EventSink`].
+pub type EventStream = mpsc::Receiver<AdapterEvent>;
+
+/// Whether [`EventSink::send`] handed the event over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkOutcome {
+    /// Queued for the engine.
+    Queued,
+    /// The queue was full; the event was dropped and counted.
+    DroppedFull,
+    /// The engine is gone; the adapter should stop.
+    Closed,
+}
+
+impl EventSink {
+    /// A sink that holds at most `capacity` events (at least 1), and its stream.
+    pub fn bounded(capacity: usize) -> (EventSink, EventStream) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        (
+            EventSink {
+                sender,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            receiver,
+        )
+    }
+
+    /// Hands an event over without waiting; drops and counts it when full.
+    pub fn send(&self, event: AdapterEvent) -> SinkOutcome {
+        match self.sender.try_send(event) {
+            Ok(()) => SinkOutcome::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                SinkOutcome::DroppedFull
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => SinkOutcome::Closed,
+        }
+    }
+
+    /// Hands over a lifecycle event (such as [`AdapterEvent::Reconnected`]),
+    /// waiting for room: these are rare and must not be lost.
+    pub async fn send_lifecycle(&self, event: AdapterEvent) -> SinkOutcome {
+        match self.sender.send(event).await {
+            Ok(()) => SinkOutcome::Queued,
+            Err(_) => SinkOutcome::Closed,
+        }
+    }
+
+    /// How many events were dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Whether the engine has gone away.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
+
+/// A snapshot of an adapter's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AdapterStats {
+    /// Envelopes published.
+    pub published: u64,
+    /// Publishes that failed.
+    pub publish_errors: u64,
+    /// Envelopes received and decoded.
+    pub received: u64,
+    /// Inbound payloads skipped, by reason.
+    pub decode_errors: BTreeMap<DecodeErrorKind, u64>,
+    /// Inbound events dropped because the engine's hand-off queue was full.
+    pub dropped_inbound: u64,
+    /// Times the medium was lost and restored.
+    pub reconnects: u64,
+    /// Rooms subscribed now.
+    pub subscriptions: u64,
+}
+
+impl AdapterStats {
+    /// All decode errors, of every kind.
+    pub fn decode_errors_total(&self) -> u64 {
+        self.decode_errors.values().sum()
+    }
+}
+
+/// Lock-free counters an adapter can embed to produce [`AdapterStats`].
+#[derive(Debug, Default)]
+pub struct AdapterCounters {
+    published: AtomicU64,
+    publish_errors: AtomicU64,
+    received: AtomicU64,
+    decode_errors: [AtomicU64; DecodeErrorKind::ALL.len()],
+    reconnects: AtomicU64,
+}
+
+impl AdapterCounters {
+    /// Counts one published envelope.
+    pub fn record_published(&self) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one failed publish.
+    pub fn record_publish_error(&self) {
+        self.publish_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one received envelope.
+    pub fn record_received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one skipped payload, and logs why at debug level.
+    pub fn record_decode_error(&self, room: &str, error: &DecodeError) {
+        tracing::debug!(room, %error, "skipping inbound payload");
+        self.decode_errors[error.kind().index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one reconnect.
+    pub fn record_reconnect(&self) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A snapshot, given what only the adapter knows: the current number of
+    /// subscriptions and the sink it delivers into.
+    pub fn snapshot(&self, subscriptions: usize, sink: Option<&EventSink>) -> AdapterStats {
+        let decode_errors = DecodeErrorKind::ALL
+            .iter()
+            .map(|kind| (*kind, self.decode_errors[kind.index()].load(Ordering::Relaxed)))
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        AdapterStats {
+            published: self.published.load(Ordering::Relaxed),
+            publish_errors: self.publish_errors.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            decode_errors,
+            dropped_inbound: sink.map_or(0, EventSink::dropped),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            subscriptions: subscriptions as u64,
+        }
+    }
+}

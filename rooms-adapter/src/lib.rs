@@ -1,0 +1,44 @@
+//! # rooms-adapter
+//!
+//! The core of `rooms`: cross-node room broadcasting for server-sent events.
+//!
+//! A server keeps many long-lived client connections; each joins named rooms; a
+//! broadcast to a room reaches every member on every node. This crate is
+//! transport- and medium-agnostic:
+//!
+//! - [`message`]: [`SseMessage`], what a broadcast carries.
+//! - [`wire`]: the v1 [`Envelope`], its JSON (TypeScript-compatible) and
+//!   MessagePack codecs, and decoding with auto-detection.
+//! - [`adapter`]: the [`RoomAdapter`] contract a medium implements (memory,
+//!   Redis, ...).
+//! - [`Rooms`]: the engine — registry, bounded per-connection queues, broadcast,
+//!   remote delivery with echo suppression, exclusion, dedup and filtering.
+//! - [`sse`]: WHATWG SSE framing, and with feature `axum` an axum response.
+//!
+//! The core knows nothing of Redis: see `rooms-adapter-memory` and
+//! `rooms-adapter-redis` for media, and `rooms-conformance` for the suite every
+//! medium must pass.
+#![warn(missing_docs)]
+
+pub mod adapter;
+pub mod broadcast;
+pub mod connection;
+pub mod engine;
+pub mod error;
+pub mod ids;
+pub mod message;
+mod registry;
+pub mod sequence;
+pub mod sse;
+pub mod wire;
+
+pub use adapter::{AdapterEvent, AdapterStats, EventSink, RoomAdapter};
+pub use broadcast::{BroadcastOptions, BroadcastReport, DeliveryFilter};
+pub use connection::{
+    ConnectOptions, ConnectionInfo, ConnectionReceiver, Delivery, SlowConsumerPolicy,
+};
+pub use engine::{EngineStats, Rooms, RoomsBuilder, RoomsEvent};
+pub use error::{Error, Result};
+pub use ids::{ConnectionId, NodeId, RoomName};
+pub use message::SseMessage;
+pub use wire::{Codec, Envelope};

@@ -1,0 +1,169 @@
+//! SSE framing per the WHATWG `text/event-stream` format.
+//!
+//! - `data` that is a JSON string is sent as its text; any other value as compact
+//!   JSON. Text with line breaks (LF, CR or CRLF) becomes several `data:` lines,
+//!   which the browser joins back with `\n`.
+//! - A CR or LF in `event` or `id` would inject fields into the stream: it is
+//!   rejected with [`Error::InvalidSseField`]. So is a NUL in `id` (browsers
+//!   ignore such an id).
+//! - `retry` is a number of milliseconds.
+//!
+//! ```
+//! use rooms_adapter::{sse, SseMessage};
+//!
+//! let frame = sse::frame(&SseMessage::new("line 1\nline 2").with_event("note").with_id("7"))?;
+//! assert_eq!(&frame[..], b"event: note\nid: 7\ndata: line 1\ndata: line 2\n\n");
+//!
+//! let bad = SseMessage::new(1).with_event("x\ndata: injected");
+//! assert!(sse::frame(&bad).is_err());
+//! # Ok::<(), rooms_adapter::Error>(())
+//! ```
+
+#[cfg(feature = "axum")]
+pub mod axum;
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::message::SseMessage;
+
+/// Checks that a message can be framed without injecting fields.
+pub fn validate(message: &SseMessage) -> Result<(), Error> {
+    if let Some(event) = &message.event {
+        if event.contains(['\r', '\n']) {
+            return Err(Error::InvalidSseField {
+                field: "event",
+                reason: "contains a line break (CR or LF)",
+            });
+        }
+    }
+    if let Some(id) = &message.id {
+        if id.contains(['\r', '\n']) {
+            return Err(Error::InvalidSseField {
+                field: "id",
+                reason: "contains a line break (CR or LF)",
+            });
+        }
+        if id.contains('\0') {
+            return Err(Error::InvalidSseField {
+                field: "id",
+                reason: "contains a NUL character",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Frames one message as a complete SSE event (ending in a blank line).
+pub fn frame(message: &SseMessage) -> Result<Bytes, Error> {
+    validate(message)?;
+    let json;
+    let data: &str = match &message.data {
+        Value::String(text) => text,
+        other => {
+            json = other.to_string();
+            &json
+        }
+    };
+    let mut out = String::with_capacity(data.len() + 32);
+    if let Some(event) = &message.event {
+        out.push_str("event: ");
+        out.push_str(event);
+        out.push('\n');
+    }
+    if let Some(id) = &message.id {
+        out.push_str("id: ");
+        out.push_str(id);
+        out.push('\n');
+    }
+    if let Some(retry) = message.retry {
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "retry: {retry}");
+    }
+    for line in data_lines(data) {
+        out.push_str("data: ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push('\n');
+    Ok(Bytes::from(out))
+}
+
+/// A comment line, e.g. for keep-alive: `: {text}\n\n`. Line breaks in `text`
+/// are replaced by spaces.
+pub fn comment(text: &str) -> Bytes {
+    let clean = text.replace(['\r', '\n'], " ");
+    Bytes::from(format!(": {clean}\n\n"))
+}
+
+/// Splits text at LF, CR or CRLF, as an SSE parser would.
+fn data_lines(data: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(data);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match text.find(['\r', '\n']) {
+            Some(at) => {
+                let skip = if text[at..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&text[at + skip..]);
+                Some(&text[..at])
+            }
+            None => {
+                rest = None;
+                Some(text)
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn framed(message: SseMessage) -> String {
+        String::from_utf8(frame(&message).expect("frames").to_vec()).expect("utf8")
+    }
+
+    #[test]
+    fn frames_every_line_ending_as_separate_data_lines() {
+        assert_eq!(
+            framed(SseMessage::new("a\r\nb\rc\nd")),
+            "data: a\ndata: b\ndata: c\ndata: d\n\n"
+        );
+        assert_eq!(framed(SseMessage::new("")), "data: \n\n");
+        assert_eq!(framed(SseMessage::new("end\n")), "data: end\ndata: \n\n");
+    }
+
+    #[test]
+    fn frames_json_values_compactly_with_all_fields() {
+        let message = SseMessage::new(json!({"a": [1, null]}))
+            .with_event("e")
+            .with_id("1")
+            .with_retry(500);
+        assert_eq!(
+            framed(message),
+            "event: e\nid: 1\nretry: 500\ndata: {\"a\":[1,null]}\n\n"
+        );
+        assert_eq!(framed(SseMessage::new(json!(null))), "data: null\n\n");
+    }
+
+    #[test]
+    fn rejects_field_injection() {
+        for bad in [
+            SseMessage::new(1).with_event("a\rb"),
+            SseMessage::new(1).with_event("a\nretry: 1"),
+            SseMessage::new(1).with_id("1\r\nevent: x"),
+            SseMessage::new(1).with_id("a\0b"),
+        ] {
+            assert!(matches!(frame(&bad), Err(Error::InvalidSseField { .. })), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn comment_cannot_inject() {
+        assert_eq!(&comment("ping\ndata: x")[..], b": ping data: x\n\n");
+    }
+}

@@ -1,0 +1,1 @@
+//! axum SSE transport (placeholder; built in the SSE issue).
