@@ -1,0 +1,72 @@
+//! How a backend plugs into the suite: [`Harness`] and [`Capabilities`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rooms_adapter::{Error, RoomAdapter, RoomName};
+
+/// What a harness's medium can do beyond the contract's minimum. Cases that need
+/// a capability the harness lacks are reported as skipped, not passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// [`Harness::cut`] and [`Harness::restore`] work: the medium can be taken
+    /// away from every node and brought back.
+    pub fault_injection: bool,
+    /// [`Harness::publish_raw`] works: raw bytes can be published on a room's
+    /// channel, as a foreign (or broken) publisher would.
+    pub raw_publish: bool,
+}
+
+impl Capabilities {
+    /// No optional capability.
+    pub const NONE: Capabilities = Capabilities {
+        fault_injection: false,
+        raw_publish: false,
+    };
+
+    /// Every optional capability.
+    pub const ALL: Capabilities = Capabilities {
+        fault_injection: true,
+        raw_publish: true,
+    };
+}
+
+/// A backend under test: a shared medium on which new nodes (adapters) can be
+/// made.
+///
+/// Each case calls [`Harness::setup`] once, makes the nodes it needs with
+/// [`Harness::new_adapter`], and calls [`Harness::teardown`] at the end.
+#[async_trait]
+pub trait Harness: Send + Sync + Sized + 'static {
+    /// A fresh, empty medium (e.g. a new in-process bus, or a throwaway
+    /// `redis-server` on a free port).
+    async fn setup() -> Result<Self, Error>;
+
+    /// A new, not yet connected adapter on the shared medium: one more node.
+    async fn new_adapter(&self) -> Result<Arc<dyn RoomAdapter>, Error>;
+
+    /// What this medium can do.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE
+    }
+
+    /// Makes the medium unavailable to every node (e.g. kills the server).
+    async fn cut(&self) -> Result<(), Error> {
+        Err(Error::Config("this harness cannot inject faults".into()))
+    }
+
+    /// Brings the medium back after [`cut`](Self::cut).
+    async fn restore(&self) -> Result<(), Error> {
+        Err(Error::Config("this harness cannot inject faults".into()))
+    }
+
+    /// Publishes raw bytes on `room`'s channel, bypassing every codec.
+    async fn publish_raw(&self, room: &RoomName, payload: &[u8]) -> Result<(), Error> {
+        let _ = (room, payload);
+        Err(Error::Config("this harness cannot publish raw payloads".into()))
+    }
+
+    /// Releases the medium (e.g. stops the server).
+    async fn teardown(self) {}
+}

@@ -1,0 +1,1 @@
+//! Memory harness (filled in next).
