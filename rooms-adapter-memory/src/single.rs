@@ -1,0 +1,77 @@
+//! [`MemoryAdapter`]: the single-node medium.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
+
+use async_trait::async_trait;
+use rooms_adapter::adapter::{AdapterCounters, AdapterStats, EventSink, RoomAdapter};
+use rooms_adapter::{Envelope, Error, NodeId, RoomName};
+
+/// The medium for a single node: there is no other node, so publishing only
+/// counts. Subscriptions are tracked so [`AdapterStats::subscriptions`] is
+/// right.
+///
+/// ```
+/// use std::sync::Arc;
+/// use rooms_adapter::Rooms;
+/// use rooms_adapter_memory::MemoryAdapter;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), rooms_adapter::Error> {
+/// let rooms = Rooms::builder(Arc::new(MemoryAdapter::new())).build().await?;
+/// assert_eq!(rooms.adapter_name(), "memory");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryAdapter {
+    subscriptions: Mutex<HashSet<RoomName>>,
+    counters: AdapterCounters,
+}
+
+impl MemoryAdapter {
+    /// A new single-node adapter.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn subscriptions(&self) -> std::sync::MutexGuard<'_, HashSet<RoomName>> {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl RoomAdapter for MemoryAdapter {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    async fn connect(&self, _node: NodeId, _sink: EventSink) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn disconnect(&self) -> Result<(), Error> {
+        self.subscriptions().clear();
+        Ok(())
+    }
+
+    async fn subscribe(&self, room: &RoomName) -> Result<(), Error> {
+        self.subscriptions().insert(room.clone());
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, room: &RoomName) -> Result<(), Error> {
+        self.subscriptions().remove(room);
+        Ok(())
+    }
+
+    async fn publish(&self, _room: &RoomName, _envelope: &Envelope) -> Result<(), Error> {
+        self.counters.record_published();
+        Ok(())
+    }
+
+    fn stats(&self) -> AdapterStats {
+        self.counters.snapshot(self.subscriptions().len(), None)
+    }
+}
