@@ -438,6 +438,20 @@ pub async fn disconnect_stops_delivery_and_is_idempotent<H: Harness>(h: Arc<H>) 
         matches!(got, Ok(None) | Err(_)),
         "a shut-down node still delivered: {got:?}"
     );
+
+    // The adapter itself: after disconnect, nothing reaches its sink.
+    let adapter = h.new_adapter().await?;
+    let (sink, mut events) = EventSink::bounded(16);
+    adapter.connect(NodeId::from("raw-node"), sink).await?;
+    adapter.subscribe(&RoomName::from("r")).await?;
+    adapter.disconnect().await?;
+    adapter.disconnect().await?;
+    a.broadcast("r", text("after adapter disconnect"), opts()).await?;
+    let got = tokio::time::timeout(QUIET_PERIOD, events.recv()).await;
+    ensure!(
+        matches!(got, Ok(None) | Err(_)),
+        "a disconnected adapter still delivered: {got:?}"
+    );
     a.shutdown().await;
     Ok(Outcome::Passed)
 }

@@ -123,7 +123,8 @@ pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
 ///         None => "welcome".to_owned(),
 ///     }
 /// }
-/// # let _ = axum::routing::get(handler);
+/// let app: axum::Router = axum::Router::new().route("/", axum::routing::get(handler));
+/// # let _ = app;
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LastEventId(pub Option<String>);
@@ -306,11 +307,11 @@ impl Stream for SseStream {
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {}
         }
-        if let Some((_, sleep)) = &mut this.timer {
-            if sleep.as_mut().poll(cx).is_ready() {
-                this.sent_something();
-                return Poll::Ready(Some(Ok(this.keep_alive_frame.clone())));
-            }
+        if let Some((_, sleep)) = &mut this.timer
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            this.sent_something();
+            return Poll::Ready(Some(Ok(this.keep_alive_frame.clone())));
         }
         Poll::Pending
     }
@@ -409,7 +410,10 @@ mod tests {
             .retry(Duration::from_millis(1500))
             .into_stream();
         let start = Instant::now();
-        assert_eq!(&stream.next().await.unwrap().unwrap()[..], b"retry: 1500\n\n");
+        assert_eq!(
+            &stream.next().await.unwrap().unwrap()[..],
+            b"retry: 1500\n\n"
+        );
         assert_eq!(&stream.next().await.unwrap().unwrap()[..], b": ping\n\n");
         assert_eq!(start.elapsed(), Duration::from_secs(10));
 
@@ -439,8 +443,14 @@ mod tests {
             .unwrap();
         let mut stream = response.no_keep_alive().into_stream();
         assert_eq!(&stream.next().await.unwrap().unwrap()[..], b": hello\n\n");
-        assert_eq!(&stream.next().await.unwrap().unwrap()[..], b"id: 7\ndata: missed\n\n");
-        assert_eq!(&stream.next().await.unwrap().unwrap()[..], b"data: live\n\n");
+        assert_eq!(
+            &stream.next().await.unwrap().unwrap()[..],
+            b"id: 7\ndata: missed\n\n"
+        );
+        assert_eq!(
+            &stream.next().await.unwrap().unwrap()[..],
+            b"data: live\n\n"
+        );
 
         let receiver = member(&rooms, "r").await;
         let bad = SseMessage::new(1).with_id("1\nevent: x");
@@ -471,7 +481,10 @@ mod tests {
             .await
             .unwrap();
         rooms.disconnect(&id).await.unwrap();
-        assert_eq!(&stream.next().await.unwrap().unwrap()[..], b"data: last\n\n");
+        assert_eq!(
+            &stream.next().await.unwrap().unwrap()[..],
+            b"data: last\n\n"
+        );
         assert!(stream.next().await.is_none());
 
         let mut other = SseResponse::new(member(&rooms, "r").await).into_stream();
@@ -486,9 +499,15 @@ mod tests {
             let Ok(id) = LastEventId::from_request_parts(&mut parts, &()).await;
             id
         }
-        let with = Request::get("/").header("Last-Event-ID", "abc-1").body(()).unwrap();
+        let with = Request::get("/")
+            .header("Last-Event-ID", "abc-1")
+            .body(())
+            .unwrap();
         assert_eq!(extract(with).await, LastEventId(Some("abc-1".into())));
-        let empty = Request::get("/").header("last-event-id", "").body(()).unwrap();
+        let empty = Request::get("/")
+            .header("last-event-id", "")
+            .body(())
+            .unwrap();
         assert_eq!(extract(empty).await, LastEventId(None));
         let without = Request::get("/").body(()).unwrap();
         assert_eq!(extract(without).await, LastEventId(None));

@@ -1,0 +1,137 @@
+//! A suite that cannot fail is worthless: each deliberately broken adapter here
+//! violates one rule of the contract, and the conformance case for that rule
+//! must catch it, while the same case passes on the real memory bus.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use rooms_adapter::adapter::{AdapterStats, EventSink, RoomAdapter};
+use rooms_adapter::{Envelope, Error, NodeId, RoomName};
+use rooms_adapter_memory::{MemoryBus, MemoryBusAdapter};
+use rooms_conformance::{CaseReport, Harness, cases, run_case};
+use rooms_testkit::memory::MemoryHarness;
+
+const IGNORES_UNSUBSCRIBE: u8 = 0;
+const DROPS_EXCEPT: u8 = 1;
+const PUBLISHES_TWICE: u8 = 2;
+const LOSES_EVERY_100TH: u8 = 3;
+const KEEPS_DELIVERING_AFTER_DISCONNECT: u8 = 4;
+
+/// The memory bus adapter with one fault.
+struct Broken<const FAULT: u8> {
+    inner: MemoryBusAdapter,
+    published: AtomicU64,
+}
+
+#[async_trait]
+impl<const FAULT: u8> RoomAdapter for Broken<FAULT> {
+    fn name(&self) -> &str {
+        "broken"
+    }
+
+    async fn connect(&self, node: NodeId, sink: EventSink) -> Result<(), Error> {
+        self.inner.connect(node, sink).await
+    }
+
+    async fn disconnect(&self) -> Result<(), Error> {
+        if FAULT == KEEPS_DELIVERING_AFTER_DISCONNECT {
+            // "Disconnects" without stopping delivery.
+            return Ok(());
+        }
+        self.inner.disconnect().await
+    }
+
+    async fn subscribe(&self, room: &RoomName) -> Result<(), Error> {
+        self.inner.subscribe(room).await
+    }
+
+    async fn unsubscribe(&self, room: &RoomName) -> Result<(), Error> {
+        if FAULT == IGNORES_UNSUBSCRIBE {
+            return Ok(());
+        }
+        self.inner.unsubscribe(room).await
+    }
+
+    async fn publish(&self, room: &RoomName, envelope: &Envelope) -> Result<(), Error> {
+        let n = self.published.fetch_add(1, Ordering::Relaxed) + 1;
+        match FAULT {
+            DROPS_EXCEPT => {
+                let stripped = envelope.clone().with_except(None);
+                self.inner.publish(room, &stripped).await
+            }
+            PUBLISHES_TWICE => {
+                // Same content, but a different source node: not an echo.
+                let copy = Envelope::new(NodeId::from("impostor"), envelope.message().clone());
+                self.inner.publish(room, envelope).await?;
+                self.inner.publish(room, &copy).await
+            }
+            LOSES_EVERY_100TH if n % 100 == 0 => Ok(()),
+            _ => self.inner.publish(room, envelope).await,
+        }
+    }
+
+    fn stats(&self) -> AdapterStats {
+        self.inner.stats()
+    }
+}
+
+struct BrokenHarness<const FAULT: u8>(MemoryHarness);
+
+#[async_trait]
+impl<const FAULT: u8> Harness for BrokenHarness<FAULT> {
+    async fn setup() -> Result<Self, Error> {
+        Ok(Self(MemoryHarness::new(MemoryBus::new())))
+    }
+
+    async fn new_adapter(&self) -> Result<Arc<dyn RoomAdapter>, Error> {
+        Ok(Arc::new(Broken::<FAULT> {
+            inner: self.0.bus().adapter(),
+            published: AtomicU64::new(0),
+        }))
+    }
+}
+
+fn assert_caught(report: &CaseReport) {
+    match &report.result {
+        Err(error) => eprintln!("caught as expected by {}: {error}", report.name),
+        Ok(outcome) => panic!(
+            "case {} did not catch the broken adapter (outcome {outcome:?})",
+            report.name
+        ),
+    }
+}
+
+macro_rules! caught {
+    ($test:ident, $fault:expr, $case:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            let control =
+                run_case::<MemoryHarness, _, _>(stringify!($case), cases::$case::<MemoryHarness>)
+                    .await;
+            control.assert_passed();
+            let report = run_case::<BrokenHarness<{ $fault }>, _, _>(
+                stringify!($case),
+                cases::$case::<BrokenHarness<{ $fault }>>,
+            )
+            .await;
+            assert_caught(&report);
+        }
+    };
+}
+
+caught!(ignoring_unsubscribe_is_caught, IGNORES_UNSUBSCRIBE, unsubscribe_stops_delivery);
+caught!(
+    ignoring_unsubscribe_is_caught_at_the_adapter,
+    IGNORES_UNSUBSCRIBE,
+    subscribe_and_unsubscribe_are_idempotent
+);
+caught!(dropping_except_is_caught, DROPS_EXCEPT, except_is_honoured_locally_and_remotely);
+caught!(publishing_twice_is_caught, PUBLISHES_TWICE, bidirectional);
+caught!(publishing_twice_breaks_order, PUBLISHES_TWICE, per_publisher_order_is_kept);
+caught!(losing_messages_is_caught, LOSES_EVERY_100TH, concurrent_publishers_lose_nothing);
+caught!(
+    disconnect_that_keeps_delivering_is_caught,
+    KEEPS_DELIVERING_AFTER_DISCONNECT,
+    disconnect_stops_delivery_and_is_idempotent
+);
