@@ -1,0 +1,275 @@
+//! The HTTP API and its handlers.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | the chat page |
+//! | `GET /rooms/{room}/events` | join `room`, stream its messages (SSE) |
+//! | `POST /rooms/{room}/messages` | broadcast `{"name", "text"}` to `room` on every node |
+//! | `GET /rooms` | rooms with local members, and their member counts |
+//! | `GET /healthz` | liveness |
+//! | `GET /metrics` | engine and adapter counters, Prometheus text format |
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rooms_adapter::sse::axum::{LastEventId, SseResponse};
+use rooms_adapter::{BroadcastOptions, ConnectOptions, Error, RoomName, SseMessage};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::metrics;
+use crate::state::{AppCounters, AppState};
+use crate::validation::{self, BODY_MAX_BYTES};
+
+/// How long a browser waits before reconnecting a dropped stream.
+const RETRY: Duration = Duration::from_secs(2);
+
+const INDEX_HTML: &str = include_str!("../static/index.html");
+
+/// The application's router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/rooms", get(list_rooms))
+        .route("/rooms/{room}/events", get(events))
+        .route(
+            "/rooms/{room}/messages",
+            post(post_message).layer(DefaultBodyLimit::max(BODY_MAX_BYTES)),
+        )
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .fallback(|| async { ApiError::not_found() })
+        .with_state(state)
+}
+
+async fn index() -> Response {
+    (
+        [(header::CACHE_CONTROL, "no-cache")],
+        Html(INDEX_HTML),
+    )
+        .into_response()
+}
+
+/// The room from the path, validated.
+fn room_from(path: Result<Path<String>, PathRejection>) -> Result<RoomName, ApiError> {
+    let Path(room) = path.map_err(|rejection| {
+        ApiError::field(StatusCode::BAD_REQUEST, "room", rejection.body_text())
+    })?;
+    validation::room(&room)?;
+    Ok(RoomName::from(room))
+}
+
+/// Maps an engine error to an answer.
+fn engine_error(error: &Error) -> ApiError {
+    match error {
+        Error::Closed { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down")
+        }
+        other if other.is_retryable() => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("temporarily unavailable: {other}"),
+        ),
+        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+/// `GET /rooms/{room}/events`: joins the room and streams it.
+async fn events(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    LastEventId(last_event_id): LastEventId,
+) -> Result<Response, ApiError> {
+    let room = room_from(path)?;
+    let rooms = &state.rooms;
+    if rooms.stats().connections >= state.max_connections {
+        AppCounters::bump(&state.counters.connections_refused);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "this node is full ({} connections); try again later",
+                state.max_connections
+            ),
+        ));
+    }
+    let receiver = rooms
+        .connect(ConnectOptions::new())
+        .await
+        .map_err(|error| engine_error(&error))?;
+    let connection = receiver.id().clone();
+    if let Err(error) = rooms.join(&connection, room.clone()).await {
+        if error.is_retryable() {
+            // Local delivery works; the adapter subscribes once the medium is back.
+            tracing::warn!(%room, %connection, %error, "joined locally; the medium is unavailable");
+        } else {
+            return Err(engine_error(&error));
+        }
+    }
+    tracing::info!(%room, %connection, last_event_id = last_event_id.as_deref(), "client joined");
+
+    // The application decides what Last-Event-ID means. This chat keeps no
+    // history, so it tells a returning client that it may have missed messages.
+    let ready = SseMessage::new(json!({
+        "room": room.as_str(),
+        "node": rooms.node_id().as_str(),
+        "backend": rooms.adapter_name(),
+        "connection": connection.as_str(),
+        "lastEventId": last_event_id,
+    }))
+    .with_event("ready");
+    let response = SseResponse::new(receiver)
+        .keep_alive(state.keep_alive)
+        .retry(RETRY)
+        .initial_message(&ready)
+        .map_err(|error| engine_error(&error))?;
+    Ok(response.into_response())
+}
+
+/// `POST /rooms/{room}/messages`: validates and broadcasts one chat message.
+async fn post_message(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let result = accept_message(&state, path, &headers, body).await;
+    if let Err(error) = &result
+        && error.status.is_client_error()
+    {
+        AppCounters::bump(&state.counters.messages_rejected);
+    }
+    result
+}
+
+async fn accept_message(
+    state: &AppState,
+    path: Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let room = room_from(path)?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::field(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type",
+            "Content-Type must be application/json",
+        ));
+    }
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("body must be at most {BODY_MAX_BYTES} bytes")
+        } else {
+            format!("cannot read body: {}", rejection.body_text())
+        };
+        ApiError::field(status, "body", message)
+    })?;
+    let value: Value = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "body",
+            format!("body is not valid JSON: {error}"),
+        )
+    })?;
+    let input = validation::chat_message(&value)?;
+
+    let id = uuid::Uuid::new_v4().to_string();
+    let sent_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+    let message = SseMessage::new(json!({
+        "name": input.name,
+        "text": input.text,
+        "room": room.as_str(),
+        "node": state.rooms.node_id().as_str(),
+        "sentAt": sent_at,
+    }))
+    .with_id(id.clone());
+
+    match state
+        .rooms
+        .broadcast(room.clone(), message, BroadcastOptions::new())
+        .await
+    {
+        Ok(report) => {
+            AppCounters::bump(&state.counters.messages_posted);
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"id": id, "room": room.as_str(), "delivered": report.delivered})),
+            )
+                .into_response())
+        }
+        Err(error @ Error::Closed { .. }) => Err(engine_error(&error)),
+        Err(error) => {
+            // Local members already have it; other nodes may not.
+            AppCounters::bump(&state.counters.publish_failures);
+            tracing::warn!(%room, %error, "publish to other nodes failed");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("delivered on this node only; other nodes were not reached: {error}"),
+            ))
+        }
+    }
+}
+
+/// `GET /rooms`: rooms with local members.
+async fn list_rooms(State(state): State<AppState>) -> Json<Value> {
+    let rooms = &state.rooms;
+    let mut list: Vec<(RoomName, usize)> = rooms
+        .rooms()
+        .into_iter()
+        .map(|room| {
+            let members = rooms.member_count(&room);
+            (room, members)
+        })
+        .filter(|(_, members)| *members > 0)
+        .collect();
+    list.sort();
+    Json(json!({
+        "node": rooms.node_id().as_str(),
+        "backend": rooms.adapter_name(),
+        "rooms": list
+            .iter()
+            .map(|(room, members)| json!({"room": room.as_str(), "members": members}))
+            .collect::<Vec<_>>(),
+    }))
+}
+
+/// `GET /healthz`.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let rooms = &state.rooms;
+    let status = if rooms.is_closed() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({
+        "status": if rooms.is_closed() { "shutting down" } else { "ok" },
+        "node": rooms.node_id().as_str(),
+        "backend": rooms.adapter_name(),
+    });
+    (status, Json(body)).into_response()
+}
+
+/// `GET /metrics`.
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let rooms = &state.rooms;
+    let text = metrics::render(&metrics::Snapshot {
+        node: rooms.node_id().as_str(),
+        backend: rooms.adapter_name(),
+        engine: rooms.stats(),
+        adapter: rooms.adapter_stats(),
+        app: &state.counters,
+    });
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+}
