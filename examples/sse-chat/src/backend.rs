@@ -1,0 +1,71 @@
+//! Choosing and building the medium: memory (one node) or Redis (many).
+
+use std::sync::Arc;
+
+use rooms_adapter::{RoomAdapter, Rooms};
+use rooms_adapter_memory::MemoryAdapter;
+
+use crate::config::Args;
+
+/// Builds the rooms engine on the backend the arguments ask for.
+pub async fn build(args: &Args) -> Result<Rooms, String> {
+    let adapter: Arc<dyn RoomAdapter> = match &args.redis_url {
+        None => Arc::new(MemoryAdapter::new()),
+        Some(url) => redis_adapter(url).await?,
+    };
+    let mut builder = Rooms::builder(adapter);
+    if let Some(node) = &args.node_id {
+        builder = builder.node_id(node.as_str());
+    }
+    builder.build().await.map_err(|error| match &args.redis_url {
+        Some(url) => format!("cannot connect to Redis at {}: {error}", redacted(url)),
+        None => format!("cannot start the rooms engine: {error}"),
+    })
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_adapter(_url: &str) -> Result<Arc<dyn RoomAdapter>, String> {
+    Err("--redis-url (or REDIS_URL) needs the Redis backend, which this build does not have; \
+         rebuild with: cargo run -p sse-chat --features redis -- --redis-url <url>"
+        .to_owned())
+}
+
+#[cfg(feature = "redis")]
+async fn redis_adapter(url: &str) -> Result<Arc<dyn RoomAdapter>, String> {
+    let adapter = rooms_adapter_redis::RedisAdapter::builder(url)
+        .build()
+        .map_err(|error| format!("invalid Redis URL {}: {error}", redacted(url)))?;
+    Ok(Arc::new(adapter))
+}
+
+/// The URL without its password, for messages.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(redacted("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+        assert_eq!(redacted("redis://user:secret@host:1"), "redis://user:***@host:1");
+        assert_eq!(redacted("redis://:secret@host:1"), "redis://:***@host:1");
+        assert_eq!(redacted("redis://user@host:1"), "redis://user@host:1");
+    }
+}
