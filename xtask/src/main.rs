@@ -1,1 +1,80 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's automation.
+//!
+//! - `ci`: fmt check, clippy (warnings are errors), every test (conformance on
+//!   every backend included) and doc tests. The one test command.
+//! - `conformance`: the conformance suite against every backend, as a matrix.
+//! - `bench`: the benchmarks, as one table.
+//! - `redis`: a throwaway redis-server for manual testing.
+
+mod conformance;
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+const USAGE: &str = "usage: cargo xtask <ci | conformance | bench | redis> [args]
+
+  ci            fmt --check, clippy -D warnings, all tests (incl. conformance) and doc tests
+  conformance   run the conformance suite on every backend and print the matrix
+  bench         run the benchmarks and print one table
+  redis         start a throwaway redis-server (--cluster for a 3-master cluster)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::FAILURE;
+    };
+    let rest = &args[1..];
+    let result = match command.as_str() {
+        "ci" => ci(),
+        "conformance" => conformance::run(rest),
+        "bench" => Err("benchmarks are not built yet".to_owned()),
+        "redis" => Err("the redis helper is not built yet".to_owned()),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask {command}: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `cargo` with `args`, echoing the command; fails on a non-zero exit.
+fn cargo(args: &[&str]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("\n==> cargo {}", args.join(" "));
+    let started = Instant::now();
+    let status = Command::new(&cargo)
+        .args(args)
+        .status()
+        .map_err(|e| format!("could not run {cargo}: {e}"))?;
+    eprintln!("<== cargo {} ({:.1?})", args[0], started.elapsed());
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn ci() -> Result<(), String> {
+    let started = Instant::now();
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"])?;
+    eprintln!("\nci passed in {:.0?}", started.elapsed());
+    Ok(())
+}

@@ -1,1 +1,117 @@
-fn main() {}
+//! `sse-chat`: the runnable example of `rooms`, an SSE chat server.
+//!
+//! ```text
+//! cargo run -p sse-chat                     # one node, memory backend, http://127.0.0.1:3000
+//! cargo run -p sse-chat --features redis -- --port 3001 --redis-url redis://127.0.0.1:6379
+//! ```
+//!
+//! Modules: [`config`] (arguments), [`backend`] (memory or Redis), [`routes`]
+//! (HTTP API and handlers), [`validation`], [`state`], [`metrics`],
+//! [`notices`] (medium outages told to clients), [`shutdown`].
+
+mod backend;
+mod config;
+mod error;
+mod metrics;
+mod notices;
+mod routes;
+mod shutdown;
+mod state;
+mod validation;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Args;
+use crate::state::AppState;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("sse_chat=info,rooms_adapter=info,warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let addr = args.listen_addr();
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|error| format!("cannot listen on {addr}: {error}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|error| format!("cannot read the address of the listener on {addr}: {error}"))?;
+
+    let rooms = backend::build(&args).await?;
+    let state = AppState {
+        rooms: rooms.clone(),
+        keep_alive: args.keep_alive(),
+        max_connections: args.max_connections,
+        counters: Arc::default(),
+    };
+    let notices = tokio::spawn(notices::relay(rooms.clone()));
+
+    tracing::info!(
+        node = %rooms.node_id(),
+        backend = rooms.adapter_name(),
+        "sse-chat listening on http://{local}"
+    );
+    // One line on stdout that scripts and tests can wait for.
+    println!("sse-chat listening on http://{local}");
+    let _ = std::io::stdout().flush();
+
+    let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+    let engine = rooms.clone();
+    let server = axum::serve(listener, routes::router(state)).with_graceful_shutdown(async move {
+        shutdown::signal().await;
+        // Ends every SSE stream (after its queued messages) so the server's
+        // graceful shutdown can finish, and releases the medium.
+        engine.shutdown().await;
+        let _ = stopping_tx.send(true);
+    });
+    let grace = args.shutdown_grace();
+    let forced = async move {
+        // Resolves only once shutting down has begun, then after the grace period.
+        while !*stopping_rx.borrow_and_update() {
+            if stopping_rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        result = server => result.map_err(|error| format!("server error on {local}: {error}")),
+        () = forced => {
+            tracing::warn!(?grace, "open requests did not finish in time; closing them");
+            Ok(())
+        }
+    };
+    rooms.shutdown().await;
+    notices.abort();
+    tracing::info!("stopped");
+    result
+}
