@@ -5,9 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use rooms_adapter::adapter::{
-    AdapterCounters, AdapterEvent, AdapterStats, EventSink, RoomAdapter,
-};
+use rooms_adapter::adapter::{AdapterCounters, AdapterEvent, AdapterStats, EventSink, RoomAdapter};
 use rooms_adapter::wire::{self, Codec, DEFAULT_MAX_PAYLOAD_BYTES};
 use rooms_adapter::{Envelope, Error, NodeId, RoomName};
 

@@ -1,6 +1,7 @@
 //! A suite that cannot fail is worthless: each deliberately broken adapter here
 //! violates one rule of the contract, and the conformance case for that rule
 //! must catch it, while the same case passes on the real memory bus.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,7 +67,7 @@ impl<const FAULT: u8> RoomAdapter for Broken<FAULT> {
                 self.inner.publish(room, envelope).await?;
                 self.inner.publish(room, &copy).await
             }
-            LOSES_EVERY_100TH if n % 100 == 0 => Ok(()),
+            LOSES_EVERY_100TH if n.is_multiple_of(100) => Ok(()),
             _ => self.inner.publish(room, envelope).await,
         }
     }
@@ -120,16 +121,32 @@ macro_rules! caught {
     };
 }
 
-caught!(ignoring_unsubscribe_is_caught, IGNORES_UNSUBSCRIBE, unsubscribe_stops_delivery);
+caught!(
+    ignoring_unsubscribe_is_caught,
+    IGNORES_UNSUBSCRIBE,
+    unsubscribe_stops_delivery
+);
 caught!(
     ignoring_unsubscribe_is_caught_at_the_adapter,
     IGNORES_UNSUBSCRIBE,
     subscribe_and_unsubscribe_are_idempotent
 );
-caught!(dropping_except_is_caught, DROPS_EXCEPT, except_is_honoured_locally_and_remotely);
+caught!(
+    dropping_except_is_caught,
+    DROPS_EXCEPT,
+    except_is_honoured_locally_and_remotely
+);
 caught!(publishing_twice_is_caught, PUBLISHES_TWICE, bidirectional);
-caught!(publishing_twice_breaks_order, PUBLISHES_TWICE, per_publisher_order_is_kept);
-caught!(losing_messages_is_caught, LOSES_EVERY_100TH, concurrent_publishers_lose_nothing);
+caught!(
+    publishing_twice_breaks_order,
+    PUBLISHES_TWICE,
+    per_publisher_order_is_kept
+);
+caught!(
+    losing_messages_is_caught,
+    LOSES_EVERY_100TH,
+    concurrent_publishers_lose_nothing
+);
 caught!(
     disconnect_that_keeps_delivering_is_caught,
     KEEPS_DELIVERING_AFTER_DISCONNECT,

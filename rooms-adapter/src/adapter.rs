@@ -274,7 +274,12 @@ impl AdapterCounters {
     pub fn snapshot(&self, subscriptions: usize, sink: Option<&EventSink>) -> AdapterStats {
         let decode_errors = DecodeErrorKind::ALL
             .iter()
-            .map(|kind| (*kind, self.decode_errors[kind.index()].load(Ordering::Relaxed)))
+            .map(|kind| {
+                (
+                    *kind,
+                    self.decode_errors[kind.index()].load(Ordering::Relaxed),
+                )
+            })
             .filter(|(_, count)| *count > 0)
             .collect();
         AdapterStats {

@@ -172,10 +172,10 @@ impl DedupCache {
         if self.seen.contains(id) {
             return false;
         }
-        if self.order.len() == self.capacity {
-            if let Some(oldest) = self.order.pop_front() {
-                self.seen.remove(&oldest);
-            }
+        if self.order.len() == self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.seen.remove(&oldest);
         }
         let id: Arc<str> = id.into();
         self.order.push_back(id.clone());

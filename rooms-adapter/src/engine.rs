@@ -2,7 +2,7 @@
 //! adapter together.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -173,10 +173,10 @@ impl RoomsBuilder {
                 "inbound_queue_capacity must be at least 1, got 0".into(),
             ));
         }
-        if let Some(node) = &self.node {
-            if node.as_str().is_empty() {
-                return Err(Error::Config("node_id must not be empty".into()));
-            }
+        if let Some(node) = &self.node
+            && node.as_str().is_empty()
+        {
+            return Err(Error::Config("node_id must not be empty".into()));
         }
         let node = self.node.unwrap_or_else(NodeId::random);
         let (sink, stream) = EventSink::bounded(self.inbound_queue);
@@ -285,7 +285,9 @@ pub(crate) struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inner").field("node", &self.node).finish_non_exhaustive()
+        f.debug_struct("Inner")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
     }
 }
 
@@ -315,11 +317,15 @@ impl Inner {
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Registry> {
-        self.registry.write().unwrap_or_else(PoisonError::into_inner)
+        self.registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn subscribed(&self) -> std::sync::MutexGuard<'_, HashSet<RoomName>> {
-        self.subscribed.lock().unwrap_or_else(PoisonError::into_inner)
+        self.subscribed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn ensure_open(&self) -> Result<(), Error> {
@@ -333,9 +339,7 @@ impl Inner {
     }
 
     fn subscription_lock(&self, room: &RoomName) -> &tokio::sync::Mutex<()> {
-        let mut hasher = self.hasher.build_hasher();
-        room.hash(&mut hasher);
-        let shard = (hasher.finish() % self.subscription_locks.len() as u64) as usize;
+        let shard = (self.hasher.hash_one(room) % self.subscription_locks.len() as u64) as usize;
         &self.subscription_locks[shard]
     }
 
@@ -402,17 +406,17 @@ impl Inner {
         metadata: Option<&Value>,
     ) -> Outcome {
         let message = delivery.message();
-        if let Some(filter) = &self.filter {
-            if !filter(&entry.info(), message, metadata) {
-                bump(&self.counters.filtered);
-                return Outcome::Filtered;
-            }
+        if let Some(filter) = &self.filter
+            && !filter(&entry.info(), message, metadata)
+        {
+            bump(&self.counters.filtered);
+            return Outcome::Filtered;
         }
-        if let Some(id) = &message.id {
-            if !entry.first_time(id) {
-                bump(&self.counters.duplicates);
-                return Outcome::Duplicate;
-            }
+        if let Some(id) = &message.id
+            && !entry.first_time(id)
+        {
+            bump(&self.counters.duplicates);
+            return Outcome::Duplicate;
         }
         match entry.sender.try_send(Arc::clone(delivery)) {
             Ok(()) => {
@@ -482,7 +486,9 @@ async fn dispatch(engine: std::sync::Weak<Inner>, mut events: EventStream) {
                 bump(&inner.counters.reconnects);
                 tracing::info!(rooms = rooms.len(), ?outage, "medium reconnected");
                 // No receiver is fine: nobody listens for lifecycle events.
-                let _ = inner.lifecycle.send(RoomsEvent::Reconnected { rooms, outage });
+                let _ = inner
+                    .lifecycle
+                    .send(RoomsEvent::Reconnected { rooms, outage });
             }
         }
     }
@@ -516,15 +522,28 @@ impl Rooms {
     /// drains. Dropping the receiver disconnects it.
     pub async fn connect(&self, options: ConnectOptions) -> Result<ConnectionReceiver, Error> {
         self.inner.ensure_open()?;
-        let capacity = options.queue_capacity.unwrap_or(self.inner.connection_queue);
+        let capacity = options
+            .queue_capacity
+            .unwrap_or(self.inner.connection_queue);
         if capacity == 0 {
-            return Err(Error::Config("queue_capacity must be at least 1, got 0".into()));
+            return Err(Error::Config(
+                "queue_capacity must be at least 1, got 0".into(),
+            ));
         }
         let id = options.id.unwrap_or_else(ConnectionId::random);
         let (sender, receiver) = mpsc::channel(capacity);
-        let entry = ConnectionEntry::new(id.clone(), sender, options.context, self.inner.dedup_capacity);
+        let entry = ConnectionEntry::new(
+            id.clone(),
+            sender,
+            options.context,
+            self.inner.dedup_capacity,
+        );
         self.inner.write().add_connection(Arc::new(entry))?;
-        Ok(ConnectionReceiver::new(id, receiver, Arc::downgrade(&self.inner)))
+        Ok(ConnectionReceiver::new(
+            id,
+            receiver,
+            Arc::downgrade(&self.inner),
+        ))
     }
 
     /// Removes a connection from every room and ends its receiver. Returns
@@ -630,11 +649,17 @@ impl Rooms {
         bump(&self.inner.counters.broadcasts);
 
         let mut report = BroadcastReport::default();
-        let recipients = self.inner.read().recipients(&rooms, options.except.as_ref());
+        let recipients = self
+            .inner
+            .read()
+            .recipients(&rooms, options.except.as_ref());
         if !recipients.is_empty() {
             let delivery = self.inner.frame(Arc::clone(&message))?;
             for entry in &recipients {
-                match self.inner.deliver(entry, &delivery, options.metadata.as_ref()) {
+                match self
+                    .inner
+                    .deliver(entry, &delivery, options.metadata.as_ref())
+                {
                     Outcome::Delivered => report.delivered += 1,
                     Outcome::Filtered => report.filtered += 1,
                     Outcome::Dropped => report.dropped += 1,
@@ -707,7 +732,10 @@ impl Rooms {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let (connections, rooms) = {
             let registry = self.inner.read();
-            (registry.connection_count() as u64, registry.room_count() as u64)
+            (
+                registry.connection_count() as u64,
+                registry.room_count() as u64,
+            )
         };
         EngineStats {
             connections,

@@ -95,13 +95,11 @@ impl Registry {
             .ok_or_else(|| Error::UnknownConnection(id.clone()))?;
         let was_member = state.rooms.remove(room);
         let mut room_now_empty = false;
-        if was_member {
-            if let Some(members) = self.rooms.get_mut(room) {
-                members.remove(id);
-                if members.is_empty() {
-                    self.rooms.remove(room);
-                    room_now_empty = true;
-                }
+        if was_member && let Some(members) = self.rooms.get_mut(room) {
+            members.remove(id);
+            if members.is_empty() {
+                self.rooms.remove(room);
+                room_now_empty = true;
             }
         }
         Ok(Left {
@@ -223,11 +221,25 @@ mod tests {
         registry.join(&b, &r1).expect("join");
         assert_eq!(registry.member_count(&r1), 2);
         assert!(registry.is_in_room(&a, &r2));
-        assert_eq!(registry.recipients(&[r1.clone(), r2.clone()], None).len(), 2);
-        assert_eq!(registry.recipients(&[r1.clone()], Some(&a)).len(), 1);
+        assert_eq!(
+            registry.recipients(&[r1.clone(), r2.clone()], None).len(),
+            2
+        );
+        assert_eq!(
+            registry
+                .recipients(std::slice::from_ref(&r1), Some(&a))
+                .len(),
+            1
+        );
 
         let left = registry.leave(&b, &r1).expect("leave");
-        assert_eq!(left, Left { was_member: true, room_now_empty: false });
+        assert_eq!(
+            left,
+            Left {
+                was_member: true,
+                room_now_empty: false
+            }
+        );
         let (_, mut emptied) = registry.remove_connection(&a).expect("present");
         emptied.sort();
         assert_eq!(emptied, vec![r1.clone(), r2.clone()]);

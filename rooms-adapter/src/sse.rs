@@ -32,13 +32,13 @@ use crate::message::SseMessage;
 
 /// Checks that a message can be framed without injecting fields.
 pub fn validate(message: &SseMessage) -> Result<(), Error> {
-    if let Some(event) = &message.event {
-        if event.contains(['\r', '\n']) {
-            return Err(Error::InvalidSseField {
-                field: "event",
-                reason: "contains a line break (CR or LF)",
-            });
-        }
+    if let Some(event) = &message.event
+        && event.contains(['\r', '\n'])
+    {
+        return Err(Error::InvalidSseField {
+            field: "event",
+            reason: "contains a line break (CR or LF)",
+        });
     }
     if let Some(id) = &message.id {
         if id.contains(['\r', '\n']) {
@@ -158,7 +158,10 @@ mod tests {
             SseMessage::new(1).with_id("1\r\nevent: x"),
             SseMessage::new(1).with_id("a\0b"),
         ] {
-            assert!(matches!(frame(&bad), Err(Error::InvalidSseField { .. })), "{bad:?}");
+            assert!(
+                matches!(frame(&bad), Err(Error::InvalidSseField { .. })),
+                "{bad:?}"
+            );
         }
     }
 

@@ -410,7 +410,9 @@ fn decode_msgpack(payload: &[u8]) -> Result<Envelope, DecodeError> {
         Err(err) => {
             let data_error = matches!(
                 err,
-                MsgpackError::TypeMismatch(_) | MsgpackError::Syntax(_) | MsgpackError::Utf8Error(_)
+                MsgpackError::TypeMismatch(_)
+                    | MsgpackError::Syntax(_)
+                    | MsgpackError::Utf8Error(_)
             );
             let field = field.get();
             Err(if data_error && !field.is_empty() {
@@ -598,15 +600,35 @@ mod tests {
         let kind = |p: &[u8]| decode(p, limit()).map_err(|e| e.kind()).err();
         assert_eq!(kind(b"not json"), Some(DecodeErrorKind::UnknownFormat));
         assert_eq!(kind(br#"{"v":1,"m":"#), Some(DecodeErrorKind::Malformed));
-        assert_eq!(kind(br#"{"m":{"data":1},"n":"x"}"#), Some(DecodeErrorKind::MissingField));
-        assert_eq!(kind(br#"{"v":1,"n":"x"}"#), Some(DecodeErrorKind::MissingField));
-        assert_eq!(kind(br#"{"v":1,"m":{"data":1}}"#), Some(DecodeErrorKind::MissingField));
-        assert_eq!(kind(br#"{"v":1,"m":"s","n":"x"}"#), Some(DecodeErrorKind::InvalidField));
-        assert_eq!(kind(br#"{"v":1,"m":{"data":1},"n":7}"#), Some(DecodeErrorKind::InvalidField));
-        assert_eq!(kind(br#"{"v":true,"m":{},"n":"x"}"#), Some(DecodeErrorKind::UnsupportedVersion));
+        assert_eq!(
+            kind(br#"{"m":{"data":1},"n":"x"}"#),
+            Some(DecodeErrorKind::MissingField)
+        );
+        assert_eq!(
+            kind(br#"{"v":1,"n":"x"}"#),
+            Some(DecodeErrorKind::MissingField)
+        );
+        assert_eq!(
+            kind(br#"{"v":1,"m":{"data":1}}"#),
+            Some(DecodeErrorKind::MissingField)
+        );
+        assert_eq!(
+            kind(br#"{"v":1,"m":"s","n":"x"}"#),
+            Some(DecodeErrorKind::InvalidField)
+        );
+        assert_eq!(
+            kind(br#"{"v":1,"m":{"data":1},"n":7}"#),
+            Some(DecodeErrorKind::InvalidField)
+        );
+        assert_eq!(
+            kind(br#"{"v":true,"m":{},"n":"x"}"#),
+            Some(DecodeErrorKind::UnsupportedVersion)
+        );
         assert_eq!(kind(&[b'{'; 10]), Some(DecodeErrorKind::Malformed));
         assert_eq!(
-            decode(br#"{"v":1,"m":{},"n":"x"}"#, 5).map_err(|e| e.kind()).err(),
+            decode(br#"{"v":1,"m":{},"n":"x"}"#, 5)
+                .map_err(|e| e.kind())
+                .err(),
             Some(DecodeErrorKind::TooLarge)
         );
         assert_eq!(kind(&[0x83, 0xa1, b'v']), Some(DecodeErrorKind::Malformed));
@@ -614,19 +636,25 @@ mod tests {
 
     #[test]
     fn meta_null_is_kept_and_non_string_except_ignored() {
-        let envelope = decode(br#"{"v":1,"m":{"data":1},"n":"x","meta":null,"e":{"a":1}}"#, limit())
-            .expect("decodes");
+        let envelope = decode(
+            br#"{"v":1,"m":{"data":1},"n":"x","meta":null,"e":{"a":1}}"#,
+            limit(),
+        )
+        .expect("decodes");
         assert_eq!(envelope.meta(), Some(&Value::Null));
         assert_eq!(envelope.except(), None);
-        let json: Value = serde_json::from_slice(&envelope.encode(Codec::Json).expect("encodes"))
-            .expect("json");
+        let json: Value =
+            serde_json::from_slice(&envelope.encode(Codec::Json).expect("encodes")).expect("json");
         assert_eq!(json, json!({"v":1,"m":{"data":1},"n":"x","meta":null}));
     }
 
     #[test]
     fn invalid_utf8_becomes_replacement_character() {
-        let envelope = decode(b"{\"v\":1,\"m\":{\"data\":\"a\xffb\"},\"n\":\"x\"}", limit())
-            .expect("decodes");
+        let envelope = decode(
+            b"{\"v\":1,\"m\":{\"data\":\"a\xffb\"},\"n\":\"x\"}",
+            limit(),
+        )
+        .expect("decodes");
         assert_eq!(envelope.message().data, json!("a\u{fffd}b"));
     }
 

@@ -1,16 +1,20 @@
 //! The rooms engine on one node (the memory adapter): what the conformance
 //! suite does not pin down because it needs no second node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
 use rooms_adapter::{
-    BroadcastOptions, ConnectOptions, Error, Rooms, RoomName, SlowConsumerPolicy, SseMessage,
+    BroadcastOptions, ConnectOptions, Error, RoomName, Rooms, SlowConsumerPolicy, SseMessage,
 };
 use rooms_adapter_memory::MemoryAdapter;
 use serde_json::json;
 
 async fn rooms() -> Rooms {
-    Rooms::builder(Arc::new(MemoryAdapter::new())).build().await.unwrap()
+    Rooms::builder(Arc::new(MemoryAdapter::new()))
+        .build()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -41,7 +45,11 @@ async fn a_connection_in_several_target_rooms_gets_one_copy() {
         rooms.join(rx.id(), room).await.unwrap();
     }
     let report = rooms
-        .broadcast_to(["a", "b", "c", "a"], SseMessage::new(1), BroadcastOptions::new())
+        .broadcast_to(
+            ["a", "b", "c", "a"],
+            SseMessage::new(1),
+            BroadcastOptions::new(),
+        )
         .await
         .unwrap();
     assert_eq!(report.delivered, 1);
@@ -60,7 +68,10 @@ async fn field_injection_is_rejected_before_anything_is_sent() {
         SseMessage::new(1).with_id("1\r\nevent: x"),
     ] {
         let result = rooms.broadcast("r", bad, BroadcastOptions::new()).await;
-        assert!(matches!(result, Err(Error::InvalidSseField { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(Error::InvalidSseField { .. })),
+            "{result:?}"
+        );
     }
     assert!(rx.try_recv().is_none());
     assert_eq!(rooms.adapter_stats().published, 0);
@@ -75,12 +86,22 @@ async fn filter_counts_local_rejections() {
         .build()
         .await
         .unwrap();
-    let admin = rooms.connect(ConnectOptions::new().context(json!({"role": "admin"}))).await.unwrap();
-    let user = rooms.connect(ConnectOptions::new().context(json!({"role": "user"}))).await.unwrap();
+    let admin = rooms
+        .connect(ConnectOptions::new().context(json!({"role": "admin"})))
+        .await
+        .unwrap();
+    let user = rooms
+        .connect(ConnectOptions::new().context(json!({"role": "user"})))
+        .await
+        .unwrap();
     rooms.join(admin.id(), "r").await.unwrap();
     rooms.join(user.id(), "r").await.unwrap();
     let report = rooms
-        .broadcast("r", SseMessage::new("secret"), BroadcastOptions::new().metadata(json!({"role": "admin"})))
+        .broadcast(
+            "r",
+            SseMessage::new("secret"),
+            BroadcastOptions::new().metadata(json!({"role": "admin"})),
+        )
         .await
         .unwrap();
     assert_eq!((report.delivered, report.filtered), (1, 1));
@@ -97,7 +118,10 @@ async fn drop_newest_policy_keeps_the_connection() {
     let mut rx = rooms.connect(ConnectOptions::new()).await.unwrap();
     rooms.join(rx.id(), "r").await.unwrap();
     for i in 0..5 {
-        rooms.broadcast("r", SseMessage::new(i), BroadcastOptions::new()).await.unwrap();
+        rooms
+            .broadcast("r", SseMessage::new(i), BroadcastOptions::new())
+            .await
+            .unwrap();
     }
     assert_eq!(rooms.stats().lagging_drops, 3);
     assert!(rooms.is_connected(rx.id()));
@@ -115,7 +139,10 @@ async fn disconnect_policy_ends_the_receiver_after_what_was_queued() {
     let mut rx = rooms.connect(ConnectOptions::new()).await.unwrap();
     rooms.join(rx.id(), "r").await.unwrap();
     for i in 0..3 {
-        rooms.broadcast("r", SseMessage::new(i), BroadcastOptions::new()).await.unwrap();
+        rooms
+            .broadcast("r", SseMessage::new(i), BroadcastOptions::new())
+            .await
+            .unwrap();
     }
     assert_eq!(rooms.stats().lagging_disconnects, 1);
     assert!(!rooms.is_connected(rx.id()));
@@ -131,14 +158,30 @@ async fn builder_and_registry_errors_name_the_input() {
         .build()
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("connection_queue_capacity"), "{err}");
-    let err = Rooms::builder(Arc::new(MemoryAdapter::new())).node_id("").build().await.unwrap_err();
+    assert!(
+        err.to_string().contains("connection_queue_capacity"),
+        "{err}"
+    );
+    let err = Rooms::builder(Arc::new(MemoryAdapter::new()))
+        .node_id("")
+        .build()
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("node_id"), "{err}");
 
     let rooms = rooms().await;
-    let _rx = rooms.connect(ConnectOptions::new().id("dup")).await.unwrap();
-    let err = rooms.connect(ConnectOptions::new().id("dup")).await.unwrap_err();
-    assert!(matches!(err, Error::ConnectionExists(ref id) if id == "dup"), "{err}");
+    let _rx = rooms
+        .connect(ConnectOptions::new().id("dup"))
+        .await
+        .unwrap();
+    let err = rooms
+        .connect(ConnectOptions::new().id("dup"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ConnectionExists(ref id) if id == "dup"),
+        "{err}"
+    );
     let err = rooms.join(&"ghost".into(), "r").await.unwrap_err();
     assert!(err.to_string().contains("ghost"), "{err}");
 }
@@ -152,7 +195,10 @@ async fn queries_and_leave_all() {
     let (a, b) = (RoomName::from("a"), RoomName::from("b"));
     assert!(rooms.is_in_room(rx.id(), &a));
     assert_eq!(rooms.member_count(&b), 1);
-    assert_eq!(rooms.members_of(&a), vec![rooms_adapter::ConnectionId::from("c1")]);
+    assert_eq!(
+        rooms.members_of(&a),
+        vec![rooms_adapter::ConnectionId::from("c1")]
+    );
     let mut all = rooms.rooms();
     all.sort();
     assert_eq!(all, vec![a.clone(), b.clone()]);
@@ -165,7 +211,9 @@ async fn queries_and_leave_all() {
     assert!(rooms.is_connected(rx.id()));
     rooms.shutdown().await;
     assert!(matches!(
-        rooms.broadcast("a", SseMessage::new(1), BroadcastOptions::new()).await,
+        rooms
+            .broadcast("a", SseMessage::new(1), BroadcastOptions::new())
+            .await,
         Err(Error::Closed { .. })
     ));
 }

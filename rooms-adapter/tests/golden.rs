@@ -1,6 +1,7 @@
 //! The v1 wire format against payloads captured from the real TypeScript
 //! package (`@opinionated-machine/sse-rooms-redis@2.0.0`): see
 //! `tests/fixtures/README.md`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rooms_adapter::wire::{self, Codec, DEFAULT_CHANNEL_PREFIX, DecodeErrorKind};
 use rooms_adapter::{Envelope, NodeId, SseMessage};
@@ -15,7 +16,9 @@ const UNDEFINED: &str = "__undefined__";
 
 fn decode_base64(text: &str) -> Vec<u8> {
     use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.decode(text).unwrap()
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
 }
 
 /// The message as the Rust side models it: JavaScript `undefined` data has no
@@ -45,19 +48,34 @@ fn every_ts_payload_decodes_to_what_the_ts_handler_saw() {
     for vector in &vectors {
         let name = vector["description"].as_str().unwrap();
         let payload = vector["payload"].as_str().unwrap();
-        assert_eq!(decode_base64(vector["payloadBytesBase64"].as_str().unwrap()), payload.as_bytes());
+        assert_eq!(
+            decode_base64(vector["payloadBytesBase64"].as_str().unwrap()),
+            payload.as_bytes()
+        );
         let envelope = wire::decode(payload.as_bytes(), wire::DEFAULT_MAX_PAYLOAD_BYTES)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let args = &vector["tsHandlerArgs"];
         let expected_message = ts_message_as_rust(&args["message"]);
-        assert_eq!(serde_json::to_value(envelope.message()).unwrap(), expected_message, "{name}");
-        assert_eq!(envelope.node().as_str(), args["sourceNodeId"].as_str().unwrap(), "{name}");
+        assert_eq!(
+            serde_json::to_value(envelope.message()).unwrap(),
+            expected_message,
+            "{name}"
+        );
+        assert_eq!(
+            envelope.node().as_str(),
+            args["sourceNodeId"].as_str().unwrap(),
+            "{name}"
+        );
         assert_eq!(envelope.meta(), defined(&args["metadata"]), "{name}");
         assert_eq!(envelope.except(), None, "{name}");
 
         let prefix = vector["channelPrefix"].as_str().unwrap();
         let room = vector["room"].as_str().unwrap();
-        assert_eq!(wire::channel_name(prefix, room), vector["channel"].as_str().unwrap(), "{name}");
+        assert_eq!(
+            wire::channel_name(prefix, room),
+            vector["channel"].as_str().unwrap(),
+            "{name}"
+        );
     }
 }
 
@@ -66,23 +84,39 @@ fn re_encoding_gives_the_ts_payload_as_a_json_value() {
     let vectors: Vec<Value> = serde_json::from_str(VECTORS).unwrap();
     for vector in &vectors {
         let name = vector["description"].as_str().unwrap();
-        let envelope = wire::decode(vector["payload"].as_str().unwrap().as_bytes(), usize::MAX).unwrap();
+        let envelope =
+            wire::decode(vector["payload"].as_str().unwrap().as_bytes(), usize::MAX).unwrap();
         let mut expected = vector["decoded"].clone();
         // The one documented difference: absent data is re-encoded as null.
         expected["m"] = ts_message_as_rust(&expected["m"]);
-        assert_eq!(as_json(&envelope.encode(Codec::Json).unwrap()), expected, "{name}");
+        assert_eq!(
+            as_json(&envelope.encode(Codec::Json).unwrap()),
+            expected,
+            "{name}"
+        );
 
         // And building the same message by hand from the publish arguments.
         let args = &vector["publishArgs"];
         let message: SseMessage = serde_json::from_value(args["message"].clone()).unwrap();
         let node = NodeId::from(vector["decoded"]["n"].as_str().unwrap());
         let by_hand = Envelope::new(node, message).with_meta(defined(&args["metadata"]).cloned());
-        assert_eq!(as_json(&by_hand.encode(Codec::Json).unwrap()), expected, "{name} (by hand)");
+        assert_eq!(
+            as_json(&by_hand.encode(Codec::Json).unwrap()),
+            expected,
+            "{name} (by hand)"
+        );
 
         // MessagePack carries exactly the same envelope.
         let packed = envelope.encode(Codec::MessagePack).unwrap();
-        assert_eq!(wire::decode(&packed, usize::MAX).unwrap(), envelope, "{name} (msgpack)");
-        assert!(packed.len() < vector["payloadByteLength"].as_u64().unwrap() as usize + 8, "{name}");
+        assert_eq!(
+            wire::decode(&packed, usize::MAX).unwrap(),
+            envelope,
+            "{name} (msgpack)"
+        );
+        assert!(
+            packed.len() < vector["payloadByteLength"].as_u64().unwrap() as usize + 8,
+            "{name}"
+        );
     }
 }
 
@@ -118,17 +152,26 @@ fn receive_behaviour_matches_the_ts_adapter_or_is_documented_stricter() {
         match rust_differs(name) {
             Some(expected) => {
                 stricter += 1;
-                assert_eq!(decoded.as_ref().map(|_| ()).map_err(|e| e.kind()), expected, "{name}");
+                assert_eq!(
+                    decoded.as_ref().map(|_| ()).map_err(|e| e.kind()),
+                    expected,
+                    "{name}"
+                );
             }
             None if case["handlerCalled"] == true => {
-                let envelope = decoded.unwrap_or_else(|e| panic!("{name}: TS accepted it, Rust said {e}"));
+                let envelope =
+                    decoded.unwrap_or_else(|e| panic!("{name}: TS accepted it, Rust said {e}"));
                 let args = &case["handlerArgs"][0];
                 assert_eq!(
                     serde_json::to_value(envelope.message()).unwrap(),
                     ts_message_as_rust(&args["message"]),
                     "{name}"
                 );
-                assert_eq!(envelope.node().as_str(), args["sourceNodeId"].as_str().unwrap(), "{name}");
+                assert_eq!(
+                    envelope.node().as_str(),
+                    args["sourceNodeId"].as_str().unwrap(),
+                    "{name}"
+                );
                 assert_eq!(envelope.meta(), defined(&args["metadata"]), "{name}");
             }
             None => assert!(decoded.is_err(), "{name}: TS skipped it, Rust accepted it"),
@@ -159,7 +202,13 @@ fn publish_edge_cases_match_what_ts_puts_on_the_wire() {
     // Undefined data: the TS payload decodes, with null data.
     let undefined = wire_of("data is undefined");
     let envelope = wire::decode(undefined.to_string().as_bytes(), usize::MAX).unwrap();
-    assert_eq!(envelope.message(), &SseMessage { event: Some("u".into()), ..SseMessage::default() });
+    assert_eq!(
+        envelope.message(),
+        &SseMessage {
+            event: Some("u".into()),
+            ..SseMessage::default()
+        }
+    );
 
     // BigInt and cyclic values cannot exist in a serde_json::Value; nothing to test.
 }

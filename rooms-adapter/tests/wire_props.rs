@@ -1,5 +1,6 @@
 //! Property tests: every envelope round-trips through both codecs; decoding
 //! arbitrary bytes never panics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use proptest::prelude::*;
 use rooms_adapter::wire::{self, Codec};
@@ -35,7 +36,12 @@ fn envelope() -> impl Strategy<Value = Envelope> {
         proptest::option::of(json_value()),
     )
         .prop_map(|(data, event, id, retry, except, node, meta)| {
-            let message = SseMessage { event, data, id, retry };
+            let message = SseMessage {
+                event,
+                data,
+                id,
+                retry,
+            };
             Envelope::new(NodeId::from(node), message)
                 .with_except(except.map(ConnectionId::from))
                 .with_meta(meta)

@@ -50,9 +50,11 @@ pub async fn unsubscribe_stops_delivery<H: Harness>(h: Arc<H>) -> CaseResult {
         !b.subscribed_rooms().contains(&RoomName::from("r")),
         "engine still subscribed to r after its last member left"
     );
-    wait_until("the adapter reports exactly one subscription", DELIVERY_TIMEOUT, || {
-        b.adapter_stats().subscriptions == 1
-    })
+    wait_until(
+        "the adapter reports exactly one subscription",
+        DELIVERY_TIMEOUT,
+        || b.adapter_stats().subscriptions == 1,
+    )
     .await?;
     a.broadcast("r", text("after"), opts()).await?;
     a.broadcast("s", text("sentinel"), opts()).await?;
@@ -150,9 +152,19 @@ pub async fn except_is_honoured_locally_and_remotely<H: Harness>(h: Arc<H>) -> C
     let mut b_skipped = member_with(&b, "r", ConnectOptions::new().id("remote-skip")).await?;
     let mut b_other = member(&b, "r").await?;
 
-    let report = a.broadcast("r", text("not to sender"), opts().except("sender")).await?;
-    ensure!(report.delivered == 1, "expected 1 local delivery, got {report:?}");
-    a.broadcast("r", text("not to remote-skip"), opts().except("remote-skip")).await?;
+    let report = a
+        .broadcast("r", text("not to sender"), opts().except("sender"))
+        .await?;
+    ensure!(
+        report.delivered == 1,
+        "expected 1 local delivery, got {report:?}"
+    );
+    a.broadcast(
+        "r",
+        text("not to remote-skip"),
+        opts().except("remote-skip"),
+    )
+    .await?;
 
     expect_data(&mut a_other, "not to sender").await?;
     expect_data(&mut b_other, "not to sender").await?;
@@ -199,13 +211,24 @@ pub async fn metadata_reaches_remote_filter<H: Harness>(h: Arc<H>) -> CaseResult
     };
     let a = node_with(&*h, by_project).await?;
     let b = node_with(&*h, by_project).await?;
-    let project = |id: u32| ConnectOptions::new().queue_capacity(64).context(json!({ "projectId": id }));
+    let project = |id: u32| {
+        ConnectOptions::new()
+            .queue_capacity(64)
+            .context(json!({ "projectId": id }))
+    };
     let mut p1 = member_with(&b, "r", project(1)).await?;
     let mut p2 = member_with(&b, "r", project(2)).await?;
-    a.broadcast("r", text("for project 1"), opts().metadata(json!({"projectId": 1, "tags": ["x"]})))
-        .await?;
+    a.broadcast(
+        "r",
+        text("for project 1"),
+        opts().metadata(json!({"projectId": 1, "tags": ["x"]})),
+    )
+    .await?;
     expect_data(&mut p1, "for project 1").await?;
-    wait_until("node b filtered one delivery", DELIVERY_TIMEOUT, || b.stats().filtered == 1).await?;
+    wait_until("node b filtered one delivery", DELIVERY_TIMEOUT, || {
+        b.stats().filtered == 1
+    })
+    .await?;
     a.broadcast("r", text("sentinel"), opts()).await?;
     expect_only_sentinel(&mut p2, "sentinel").await?;
     shutdown_all(&[&a, &b]).await;
@@ -239,8 +262,13 @@ pub async fn golden_vector_messages_round_trip<H: Harness>(h: Arc<H>) -> CaseRes
         if let Some(meta) = envelope.meta() {
             options = options.metadata(meta.clone());
         }
-        a.broadcast(room, envelope.message().clone(), options).await?;
-        let delivery = next(&mut rx, &format!("vector {index} ({})", vector["description"])).await?;
+        a.broadcast(room, envelope.message().clone(), options)
+            .await?;
+        let delivery = next(
+            &mut rx,
+            &format!("vector {index} ({})", vector["description"]),
+        )
+        .await?;
         ensure!(
             delivery.message() == envelope.message(),
             "vector {index}: sent {:?}, received {:?}",
@@ -294,7 +322,9 @@ pub async fn concurrent_publishers_lose_nothing<H: Harness>(h: Arc<H>) -> CaseRe
             tasks.push(tokio::spawn(async move {
                 for i in 0..PER_TASK {
                     let tag = format!("{p}-{t}-{i}");
-                    publisher.broadcast("busy", SseMessage::new(tag), BroadcastOptions::new()).await?;
+                    publisher
+                        .broadcast("busy", SseMessage::new(tag), BroadcastOptions::new())
+                        .await?;
                 }
                 Ok::<(), Error>(())
             }));
@@ -308,7 +338,12 @@ pub async fn concurrent_publishers_lose_nothing<H: Harness>(h: Arc<H>) -> CaseRe
     let mut seen = BTreeSet::new();
     for n in 0..expected {
         let delivery = next(&mut rx, &format!("message {n} of {expected}")).await?;
-        let tag = delivery.message().data.as_str().unwrap_or_default().to_owned();
+        let tag = delivery
+            .message()
+            .data
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         ensure!(seen.insert(tag.clone()), "message {tag} arrived twice");
     }
     expect_quiet(&mut rx).await?;
@@ -339,14 +374,21 @@ pub async fn subscribe_and_unsubscribe_are_idempotent<H: Harness>(h: Arc<H>) -> 
         "no message after subscribe: {first:?}"
     );
     let second = tokio::time::timeout(QUIET_PERIOD, events.recv()).await;
-    ensure!(second.is_err(), "double subscribe delivered twice: {second:?}");
+    ensure!(
+        second.is_err(),
+        "double subscribe delivered twice: {second:?}"
+    );
 
     adapter.unsubscribe(&room).await?;
     adapter.unsubscribe(&room).await?;
-    adapter.unsubscribe(&RoomName::from("never-subscribed")).await?;
-    wait_until("the adapter reports no subscription", DELIVERY_TIMEOUT, || {
-        adapter.stats().subscriptions == 0
-    })
+    adapter
+        .unsubscribe(&RoomName::from("never-subscribed"))
+        .await?;
+    wait_until(
+        "the adapter reports no subscription",
+        DELIVERY_TIMEOUT,
+        || adapter.stats().subscriptions == 0,
+    )
     .await?;
     publisher.broadcast("idem", text("two"), opts()).await?;
     let after = tokio::time::timeout(QUIET_PERIOD, events.recv()).await;
@@ -384,11 +426,20 @@ pub async fn join_leave_races_settle<H: Harness>(h: Arc<H>) -> CaseResult {
         }));
     }
     for task in tasks {
-        task.await.map_err(|e| CaseError(format!("task failed: {e}")))??;
+        task.await
+            .map_err(|e| CaseError(format!("task failed: {e}")))??;
     }
     let race = RoomName::from("race");
-    ensure!(b.member_count(&race) == 20, "expected 20 members, got {}", b.member_count(&race));
-    ensure!(b.subscribed_rooms() == vec![race.clone()], "engine subscriptions: {:?}", b.subscribed_rooms());
+    ensure!(
+        b.member_count(&race) == 20,
+        "expected 20 members, got {}",
+        b.member_count(&race)
+    );
+    ensure!(
+        b.subscribed_rooms() == vec![race.clone()],
+        "engine subscriptions: {:?}",
+        b.subscribed_rooms()
+    );
     a.broadcast("race", text("settled"), opts()).await?;
     for (i, rx) in receivers.iter_mut().enumerate() {
         if i % 2 == 0 {
@@ -402,12 +453,19 @@ pub async fn join_leave_races_settle<H: Harness>(h: Arc<H>) -> CaseResult {
         tasks.push(tokio::spawn(async move { b.leave(&id, "race").await }));
     }
     for task in tasks {
-        task.await.map_err(|e| CaseError(format!("task failed: {e}")))??;
+        task.await
+            .map_err(|e| CaseError(format!("task failed: {e}")))??;
     }
-    ensure!(b.subscribed_rooms().is_empty(), "still subscribed: {:?}", b.subscribed_rooms());
-    wait_until("the adapter reports no subscription", DELIVERY_TIMEOUT, || {
-        b.adapter_stats().subscriptions == 0
-    })
+    ensure!(
+        b.subscribed_rooms().is_empty(),
+        "still subscribed: {:?}",
+        b.subscribed_rooms()
+    );
+    wait_until(
+        "the adapter reports no subscription",
+        DELIVERY_TIMEOUT,
+        || b.adapter_stats().subscriptions == 0,
+    )
     .await?;
     shutdown_all(&[&a, &b]).await;
     Ok(Outcome::Passed)
@@ -419,11 +477,20 @@ pub async fn disconnect_stops_delivery_and_is_idempotent<H: Harness>(h: Arc<H>) 
     let (a, b) = (node(&*h).await?, node(&*h).await?);
     let mut rx = member(&b, "r").await?;
     let id = rx.id().clone();
-    ensure!(b.disconnect(&id).await?, "first disconnect reported not connected");
-    ensure!(!b.disconnect(&id).await?, "second disconnect reported connected");
+    ensure!(
+        b.disconnect(&id).await?,
+        "first disconnect reported not connected"
+    );
+    ensure!(
+        !b.disconnect(&id).await?,
+        "second disconnect reported connected"
+    );
     let ended = tokio::time::timeout(DELIVERY_TIMEOUT, rx.recv()).await;
     ensure!(matches!(ended, Ok(None)), "receiver did not end: {ended:?}");
-    ensure!(b.member_count(&RoomName::from("r")) == 0, "disconnected connection still a member");
+    ensure!(
+        b.member_count(&RoomName::from("r")) == 0,
+        "disconnected connection still a member"
+    );
 
     let mut late = member(&b, "r").await?;
     b.shutdown().await;
@@ -446,7 +513,8 @@ pub async fn disconnect_stops_delivery_and_is_idempotent<H: Harness>(h: Arc<H>) 
     adapter.subscribe(&RoomName::from("r")).await?;
     adapter.disconnect().await?;
     adapter.disconnect().await?;
-    a.broadcast("r", text("after adapter disconnect"), opts()).await?;
+    a.broadcast("r", text("after adapter disconnect"), opts())
+        .await?;
     let got = tokio::time::timeout(QUIET_PERIOD, events.recv()).await;
     ensure!(
         matches!(got, Ok(None) | Err(_)),
@@ -460,7 +528,9 @@ pub async fn disconnect_stops_delivery_and_is_idempotent<H: Harness>(h: Arc<H>) 
 pub async fn ten_thousand_rooms<H: Harness>(h: Arc<H>) -> CaseResult {
     const ROOMS: usize = 10_000;
     let (a, b) = (node(&*h).await?, node(&*h).await?);
-    let mut rx = b.connect(ConnectOptions::new().queue_capacity(ROOMS + 16)).await?;
+    let mut rx = b
+        .connect(ConnectOptions::new().queue_capacity(ROOMS + 16))
+        .await?;
     let names: Vec<String> = (0..ROOMS).map(|i| format!("many-{i}")).collect();
     for chunk in names.chunks(500) {
         let joins = chunk.iter().map(|room| b.join(rx.id(), room.as_str()));
@@ -487,7 +557,12 @@ pub async fn one_mib_payload<H: Harness>(h: Arc<H>) -> CaseResult {
     let (a, b) = (node(&*h).await?, node(&*h).await?);
     let mut rx = member(&b, "big").await?;
     let big: String = "0123456789abcdef".repeat(64 * 1024);
-    a.broadcast("big", SseMessage::new(big.clone()).with_event("big"), opts()).await?;
+    a.broadcast(
+        "big",
+        SseMessage::new(big.clone()).with_event("big"),
+        opts(),
+    )
+    .await?;
     expect_data(&mut rx, big).await?;
     shutdown_all(&[&a, &b]).await;
     Ok(Outcome::Passed)
@@ -513,7 +588,8 @@ pub async fn odd_room_names<H: Harness>(h: Arc<H>) -> CaseResult {
         receivers.push(member(&b, name).await?);
     }
     for name in names {
-        a.broadcast(name, SseMessage::new(format!("to {name}")), opts()).await?;
+        a.broadcast(name, SseMessage::new(format!("to {name}")), opts())
+            .await?;
     }
     for (name, rx) in names.iter().zip(receivers.iter_mut()) {
         expect_data(rx, format!("to {name}")).await?;
@@ -586,7 +662,10 @@ pub async fn reconnect_resubscribes_and_emits_reconnected<H: Harness>(h: Arc<H>)
     })
     .await?;
     expect_data(&mut rx, "back").await?;
-    ensure!(b.adapter_stats().reconnects >= 1, "adapter counted no reconnect");
+    ensure!(
+        b.adapter_stats().reconnects >= 1,
+        "adapter counted no reconnect"
+    );
     shutdown_all(&[&a, &b]).await;
     Ok(Outcome::Passed)
 }
@@ -608,7 +687,10 @@ pub async fn publish_fails_fast_while_down<H: Harness>(h: Arc<H>) -> CaseResult 
         Err(error) => ensure!(error.is_retryable(), "error is not retryable: {error}"),
         Ok(report) => return fail(format!("publish while down succeeded: {report:?}")),
     }
-    ensure!(took < Duration::from_secs(5), "publish took {took:?} to fail");
+    ensure!(
+        took < Duration::from_secs(5),
+        "publish took {took:?} to fail"
+    );
     expect_data(&mut local, "while down").await?;
     a.shutdown().await;
     Ok(Outcome::Passed)
@@ -625,7 +707,9 @@ pub async fn full_inbound_queue_drops_and_counts<H: Harness>(h: Arc<H>) -> CaseR
     adapter.connect(NodeId::from("stalled"), sink).await?;
     adapter.subscribe(&RoomName::from("flood")).await?;
     for i in 0..SENT {
-        publisher.broadcast("flood", SseMessage::new(i), opts()).await?;
+        publisher
+            .broadcast("flood", SseMessage::new(i), opts())
+            .await?;
     }
     wait_until("the overflow is counted", DELIVERY_TIMEOUT, || {
         adapter.stats().dropped_inbound == SENT - CAPACITY as u64
@@ -637,7 +721,11 @@ pub async fn full_inbound_queue_drops_and_counts<H: Harness>(h: Arc<H>) -> CaseR
     let Ok(Some(AdapterEvent::Message { envelope, .. })) = event else {
         return fail(format!("receive loop did not recover: {event:?}"));
     };
-    ensure!(envelope.message().data == "after", "got {:?}", envelope.message());
+    ensure!(
+        envelope.message().data == "after",
+        "got {:?}",
+        envelope.message()
+    );
     adapter.disconnect().await?;
     publisher.shutdown().await;
     Ok(Outcome::Passed)
@@ -649,12 +737,20 @@ pub async fn message_ids_are_delivered_once<H: Harness>(h: Arc<H>) -> CaseResult
     let (a, b) = (node(&*h).await?, node(&*h).await?);
     let mut rx = member(&b, "r1").await?;
     b.join(rx.id(), "r2").await?;
-    a.broadcast_to(["r1", "r2"], SseMessage::new("twice").with_id("id-1"), opts())
-        .await?;
+    a.broadcast_to(
+        ["r1", "r2"],
+        SseMessage::new("twice").with_id("id-1"),
+        opts(),
+    )
+    .await?;
     expect_data(&mut rx, "twice").await?;
     a.broadcast("r1", text("sentinel"), opts()).await?;
     expect_only_sentinel(&mut rx, "sentinel").await?;
-    ensure!(b.stats().duplicates == 1, "expected 1 duplicate dropped, got {}", b.stats().duplicates);
+    ensure!(
+        b.stats().duplicates == 1,
+        "expected 1 duplicate dropped, got {}",
+        b.stats().duplicates
+    );
     shutdown_all(&[&a, &b]).await;
     Ok(Outcome::Passed)
 }
@@ -666,13 +762,17 @@ pub async fn dropped_receiver_leaves_rooms<H: Harness>(h: Arc<H>) -> CaseResult 
     let rx = member(&b, "gone").await?;
     b.join(rx.id(), "gone-too").await?;
     drop(rx);
-    wait_until("the rooms are empty and unsubscribed", DELIVERY_TIMEOUT, || {
-        b.rooms().is_empty() && b.subscribed_rooms().is_empty()
-    })
+    wait_until(
+        "the rooms are empty and unsubscribed",
+        DELIVERY_TIMEOUT,
+        || b.rooms().is_empty() && b.subscribed_rooms().is_empty(),
+    )
     .await?;
-    wait_until("the adapter reports no subscription", DELIVERY_TIMEOUT, || {
-        b.adapter_stats().subscriptions == 0
-    })
+    wait_until(
+        "the adapter reports no subscription",
+        DELIVERY_TIMEOUT,
+        || b.adapter_stats().subscriptions == 0,
+    )
     .await?;
     b.shutdown().await;
     Ok(Outcome::Passed)
@@ -690,12 +790,17 @@ pub async fn slow_connection_is_disconnected<H: Harness>(h: Arc<H>) -> CaseResul
     for i in 0..20u32 {
         expect_data(&mut fast, i).await?;
     }
-    wait_until("the slow connection is disconnected", DELIVERY_TIMEOUT, || {
-        b.stats().lagging_disconnects == 1 && !b.is_connected(slow.id())
-    })
+    wait_until(
+        "the slow connection is disconnected",
+        DELIVERY_TIMEOUT,
+        || b.stats().lagging_disconnects == 1 && !b.is_connected(slow.id()),
+    )
     .await?;
     let members = b.member_count(&RoomName::from("r"));
-    ensure!(members == 1, "room r has {members} members, expected only the fast one");
+    ensure!(
+        members == 1,
+        "room r has {members} members, expected only the fast one"
+    );
     drop(slow);
     shutdown_all(&[&a, &b]).await;
     Ok(Outcome::Passed)

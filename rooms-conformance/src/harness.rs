@@ -64,7 +64,9 @@ pub trait Harness: Send + Sync + Sized + 'static {
     /// Publishes raw bytes on `room`'s channel, bypassing every codec.
     async fn publish_raw(&self, room: &RoomName, payload: &[u8]) -> Result<(), Error> {
         let _ = (room, payload);
-        Err(Error::Config("this harness cannot publish raw payloads".into()))
+        Err(Error::Config(
+            "this harness cannot publish raw payloads".into(),
+        ))
     }
 
     /// Releases the medium (e.g. stops the server).

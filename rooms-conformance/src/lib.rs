@@ -157,9 +157,12 @@ where
         Err(error) => Err(CaseError(format!("harness setup failed: {error}"))),
         Ok(harness) => {
             let harness = Arc::new(harness);
-            let result = match tokio::time::timeout(CASE_DEADLINE, case(Arc::clone(&harness))).await {
+            let result = match tokio::time::timeout(CASE_DEADLINE, case(Arc::clone(&harness))).await
+            {
                 Ok(result) => result,
-                Err(_) => Err(CaseError(format!("case did not finish within {CASE_DEADLINE:?}"))),
+                Err(_) => Err(CaseError(format!(
+                    "case did not finish within {CASE_DEADLINE:?}"
+                ))),
             };
             if let Ok(harness) = Arc::try_unwrap(harness) {
                 harness.teardown().await;

@@ -83,7 +83,11 @@ pub async fn wait_until(
 
 /// Retries `attempt` until it succeeds or `within` passes (e.g. publishing
 /// while a node reconnects).
-pub async fn retry_until<T, F, Fut>(what: &str, within: Duration, mut attempt: F) -> Result<T, CaseError>
+pub async fn retry_until<T, F, Fut>(
+    what: &str,
+    within: Duration,
+    mut attempt: F,
+) -> Result<T, CaseError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Error>>,
@@ -132,10 +136,16 @@ pub async fn member_with(
 }
 
 /// The next delivery, or a failure naming `what` after [`DELIVERY_TIMEOUT`].
-pub async fn next(receiver: &mut ConnectionReceiver, what: &str) -> Result<Arc<Delivery>, CaseError> {
+pub async fn next(
+    receiver: &mut ConnectionReceiver,
+    what: &str,
+) -> Result<Arc<Delivery>, CaseError> {
     match tokio::time::timeout(DELIVERY_TIMEOUT, receiver.recv()).await {
         Ok(Some(delivery)) => Ok(delivery),
-        Ok(None) => fail(format!("connection {} ended while waiting for {what}", receiver.id())),
+        Ok(None) => fail(format!(
+            "connection {} ended while waiting for {what}",
+            receiver.id()
+        )),
         Err(_) => fail(format!(
             "connection {} got nothing within {DELIVERY_TIMEOUT:?} while waiting for {what}",
             receiver.id()

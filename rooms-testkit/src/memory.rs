@@ -69,7 +69,9 @@ macro_rules! codec_harness {
         #[async_trait]
         impl Harness for $name {
             async fn setup() -> Result<Self, Error> {
-                Ok(Self(MemoryHarness::new(MemoryBus::builder().codec($codec).build())))
+                Ok(Self(MemoryHarness::new(
+                    MemoryBus::builder().codec($codec).build(),
+                )))
             }
 
             async fn new_adapter(&self) -> Result<Arc<dyn RoomAdapter>, Error> {

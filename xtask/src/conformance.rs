@@ -14,7 +14,10 @@ fn backends() -> Vec<(&'static str, Suite)> {
     vec![
         ("memory", Box::pin(run_suite::<MemoryHarness>())),
         ("memory-json", Box::pin(run_suite::<MemoryJsonHarness>())),
-        ("memory-msgpack", Box::pin(run_suite::<MemoryMsgpackHarness>())),
+        (
+            "memory-msgpack",
+            Box::pin(run_suite::<MemoryMsgpackHarness>()),
+        ),
     ]
 }
 
