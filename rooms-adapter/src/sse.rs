@@ -22,8 +22,6 @@
 #[cfg(feature = "axum")]
 pub mod axum;
 
-use std::fmt::Write as _;
-
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -60,36 +58,43 @@ pub fn validate(message: &SseMessage) -> Result<(), Error> {
 /// Frames one message as a complete SSE event (ending in a blank line).
 pub fn frame(message: &SseMessage) -> Result<Bytes, Error> {
     validate(message)?;
-    let json;
-    let data: &str = match &message.data {
-        Value::String(text) => text,
-        other => {
-            json = other.to_string();
-            &json
-        }
-    };
-    let mut out = String::with_capacity(data.len() + 32);
+    let mut out = Vec::with_capacity(64);
     if let Some(event) = &message.event {
-        out.push_str("event: ");
-        out.push_str(event);
-        out.push('\n');
+        push_field(&mut out, "event", event);
     }
     if let Some(id) = &message.id {
-        out.push_str("id: ");
-        out.push_str(id);
-        out.push('\n');
+        push_field(&mut out, "id", id);
     }
     if let Some(retry) = message.retry {
-        // Writing to a String cannot fail.
-        let _ = writeln!(out, "retry: {retry}");
+        push_field(&mut out, "retry", itoa::Buffer::new().format(retry));
     }
-    for line in data_lines(data) {
-        out.push_str("data: ");
-        out.push_str(line);
-        out.push('\n');
+    match &message.data {
+        Value::String(text) => {
+            for line in data_lines(text) {
+                push_field(&mut out, "data", line);
+            }
+        }
+        other => {
+            // Compact JSON never holds a raw line break (they are escaped), so
+            // it is one `data:` line, written straight into the frame.
+            out.extend_from_slice(b"data: ");
+            serde_json::to_writer(&mut out, other).map_err(|e| Error::Encode {
+                codec: "json",
+                reason: e.to_string(),
+            })?;
+            out.push(b'\n');
+        }
     }
-    out.push('\n');
+    out.push(b'\n');
     Ok(Bytes::from(out))
+}
+
+fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.reserve(name.len() + value.len() + 3);
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'\n');
 }
 
 /// A comment line, e.g. for keep-alive: `: {text}\n\n`. Line breaks in `text`
