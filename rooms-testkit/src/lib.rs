@@ -4,3 +4,4 @@
 #![warn(missing_docs)]
 
 pub mod memory;
+pub mod redis_cluster;
