@@ -71,33 +71,115 @@ pub fn render(s: &Snapshot<'_>) -> String {
         1,
     );
 
-    w.metric("rooms_connections", "gauge", "Local connections.", e.connections);
-    w.metric("rooms_rooms", "gauge", "Rooms with at least one local member.", e.rooms);
+    w.metric(
+        "rooms_connections",
+        "gauge",
+        "Local connections.",
+        e.connections,
+    );
+    w.metric(
+        "rooms_rooms",
+        "gauge",
+        "Rooms with at least one local member.",
+        e.rooms,
+    );
     let counters: [(&str, &str, u64); 13] = [
-        ("rooms_broadcasts_total", "Broadcasts made on this node.", e.broadcasts),
-        ("rooms_deliveries_total", "Messages queued to local connections.", e.deliveries),
-        ("rooms_filtered_total", "Deliveries the filter rejected.", e.filtered),
-        ("rooms_duplicates_total", "Deliveries skipped as duplicate message ids.", e.duplicates),
-        ("rooms_frames_encoded_total", "SSE frames built (one per message, not per connection).", e.frames_encoded),
-        ("rooms_remote_received_total", "Envelopes received from the adapter.", e.remote_received),
-        ("rooms_echoes_dropped_total", "Own envelopes echoed back by the medium, dropped.", e.echoes_dropped),
-        ("rooms_remote_rejected_total", "Remote messages that could not be framed.", e.remote_rejected),
-        ("rooms_lagging_disconnects_total", "Connections disconnected because their queue was full.", e.lagging_disconnects),
-        ("rooms_lagging_drops_total", "Messages dropped for a full connection queue.", e.lagging_drops),
-        ("rooms_inbound_dropped_total", "Inbound adapter events dropped (hand-off queue full).", e.inbound_dropped),
-        ("rooms_reconnects_total", "Times the medium was lost and restored (engine view).", e.reconnects),
-        ("rooms_subscription_errors_total", "Subscription changes the adapter reported as failed.", e.subscription_errors),
+        (
+            "rooms_broadcasts_total",
+            "Broadcasts made on this node.",
+            e.broadcasts,
+        ),
+        (
+            "rooms_deliveries_total",
+            "Messages queued to local connections.",
+            e.deliveries,
+        ),
+        (
+            "rooms_filtered_total",
+            "Deliveries the filter rejected.",
+            e.filtered,
+        ),
+        (
+            "rooms_duplicates_total",
+            "Deliveries skipped as duplicate message ids.",
+            e.duplicates,
+        ),
+        (
+            "rooms_frames_encoded_total",
+            "SSE frames built (one per message, not per connection).",
+            e.frames_encoded,
+        ),
+        (
+            "rooms_remote_received_total",
+            "Envelopes received from the adapter.",
+            e.remote_received,
+        ),
+        (
+            "rooms_echoes_dropped_total",
+            "Own envelopes echoed back by the medium, dropped.",
+            e.echoes_dropped,
+        ),
+        (
+            "rooms_remote_rejected_total",
+            "Remote messages that could not be framed.",
+            e.remote_rejected,
+        ),
+        (
+            "rooms_lagging_disconnects_total",
+            "Connections disconnected because their queue was full.",
+            e.lagging_disconnects,
+        ),
+        (
+            "rooms_lagging_drops_total",
+            "Messages dropped for a full connection queue.",
+            e.lagging_drops,
+        ),
+        (
+            "rooms_inbound_dropped_total",
+            "Inbound adapter events dropped (hand-off queue full).",
+            e.inbound_dropped,
+        ),
+        (
+            "rooms_reconnects_total",
+            "Times the medium was lost and restored (engine view).",
+            e.reconnects,
+        ),
+        (
+            "rooms_subscription_errors_total",
+            "Subscription changes the adapter reported as failed.",
+            e.subscription_errors,
+        ),
     ];
     for (name, help, value) in counters {
         w.metric(name, "counter", help, value);
     }
 
     let adapter_counters: [(&str, &str, u64); 5] = [
-        ("rooms_adapter_published_total", "Envelopes published to the medium.", a.published),
-        ("rooms_adapter_publish_errors_total", "Publishes that failed.", a.publish_errors),
-        ("rooms_adapter_received_total", "Envelopes received and decoded.", a.received),
-        ("rooms_adapter_dropped_inbound_total", "Inbound events dropped by the adapter.", a.dropped_inbound),
-        ("rooms_adapter_reconnects_total", "Times the medium was lost and restored.", a.reconnects),
+        (
+            "rooms_adapter_published_total",
+            "Envelopes published to the medium.",
+            a.published,
+        ),
+        (
+            "rooms_adapter_publish_errors_total",
+            "Publishes that failed.",
+            a.publish_errors,
+        ),
+        (
+            "rooms_adapter_received_total",
+            "Envelopes received and decoded.",
+            a.received,
+        ),
+        (
+            "rooms_adapter_dropped_inbound_total",
+            "Inbound events dropped by the adapter.",
+            a.dropped_inbound,
+        ),
+        (
+            "rooms_adapter_reconnects_total",
+            "Times the medium was lost and restored.",
+            a.reconnects,
+        ),
     ];
     for (name, help, value) in adapter_counters {
         w.metric(name, "counter", help, value);
@@ -124,10 +206,26 @@ pub fn render(s: &Snapshot<'_>) -> String {
 
     let app = s.app;
     let app_counters: [(&str, &str, u64); 4] = [
-        ("sse_chat_messages_posted_total", "Chat messages accepted and broadcast.", AppCounters::get(&app.messages_posted)),
-        ("sse_chat_messages_rejected_total", "Chat messages rejected by validation.", AppCounters::get(&app.messages_rejected)),
-        ("sse_chat_connections_refused_total", "SSE connections refused at the connection limit.", AppCounters::get(&app.connections_refused)),
-        ("sse_chat_publish_failures_total", "Messages delivered locally whose publish to other nodes failed.", AppCounters::get(&app.publish_failures)),
+        (
+            "sse_chat_messages_posted_total",
+            "Chat messages accepted and broadcast.",
+            AppCounters::get(&app.messages_posted),
+        ),
+        (
+            "sse_chat_messages_rejected_total",
+            "Chat messages rejected by validation.",
+            AppCounters::get(&app.messages_rejected),
+        ),
+        (
+            "sse_chat_connections_refused_total",
+            "SSE connections refused at the connection limit.",
+            AppCounters::get(&app.connections_refused),
+        ),
+        (
+            "sse_chat_publish_failures_total",
+            "Messages delivered locally whose publish to other nodes failed.",
+            AppCounters::get(&app.publish_failures),
+        ),
     ];
     for (name, help, value) in app_counters {
         w.metric(name, "counter", help, value);

@@ -11,7 +11,10 @@ pub async fn relay(rooms: Rooms) {
     let mut events = rooms.lifecycle();
     loop {
         match events.recv().await {
-            Ok(RoomsEvent::Reconnected { rooms: affected, outage }) => {
+            Ok(RoomsEvent::Reconnected {
+                rooms: affected,
+                outage,
+            }) => {
                 let outage_ms = u64::try_from(outage.as_millis()).unwrap_or(u64::MAX);
                 let notice = SseMessage::new(json!({
                     "kind": "reconnected",

@@ -49,11 +49,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn index() -> Response {
-    (
-        [(header::CACHE_CONTROL, "no-cache")],
-        Html(INDEX_HTML),
-    )
-        .into_response()
+    ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX_HTML)).into_response()
 }
 
 /// The room from the path, validated.
@@ -68,9 +64,10 @@ fn room_from(path: Result<Path<String>, PathRejection>) -> Result<RoomName, ApiE
 /// Maps an engine error to an answer.
 fn engine_error(error: &Error) -> ApiError {
     match error {
-        Error::Closed { .. } => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down")
-        }
+        Error::Closed { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        ),
         other if other.is_retryable() => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("temporarily unavailable: {other}"),
@@ -186,7 +183,9 @@ async fn accept_message(
     let id = uuid::Uuid::new_v4().to_string();
     let sent_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        });
     let message = SseMessage::new(json!({
         "name": input.name,
         "text": input.text,

@@ -145,7 +145,10 @@ pub fn chat_message(body: &Value) -> Result<ChatInput, ValidationError> {
             format!("text must be at most {TEXT_MAX_CHARS} characters, got {text_chars}"),
         ));
     }
-    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Err(ValidationError::new(
             "text",
             "text must not contain control characters (line breaks and tabs are fine)",
@@ -157,10 +160,15 @@ pub fn chat_message(body: &Value) -> Result<ChatInput, ValidationError> {
     })
 }
 
-fn string_field<'a>(value: Option<&'a Value>, field: &'static str) -> Result<&'a str, ValidationError> {
+fn string_field<'a>(
+    value: Option<&'a Value>,
+    field: &'static str,
+) -> Result<&'a str, ValidationError> {
     match value {
         Some(Value::String(text)) => Ok(text),
-        None | Some(Value::Null) => Err(ValidationError::new(field, format!("{field} is required"))),
+        None | Some(Value::Null) => {
+            Err(ValidationError::new(field, format!("{field} is required")))
+        }
         Some(other) => Err(ValidationError::new(
             field,
             format!("{field} must be a string, got {}", kind(other)),
@@ -190,7 +198,15 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_rooms() {
-        for ok in ["lobby", "a", "général", "team/rust", "ops 2024", &"x".repeat(64), "🦀"] {
+        for ok in [
+            "lobby",
+            "a",
+            "général",
+            "team/rust",
+            "ops 2024",
+            &"x".repeat(64),
+            "🦀",
+        ] {
             assert_eq!(room(ok), Ok(ok), "{ok:?}");
         }
     }
@@ -218,8 +234,9 @@ mod tests {
 
     #[test]
     fn accepts_and_normalises_a_message() {
-        let input = chat_message(&json!({"name": "  Ada ", "text": " hi\r\nthere\rall\t! ", "extra": 1}))
-            .expect("valid");
+        let input =
+            chat_message(&json!({"name": "  Ada ", "text": " hi\r\nthere\rall\t! ", "extra": 1}))
+                .expect("valid");
         assert_eq!(
             input,
             ChatInput {
@@ -228,7 +245,12 @@ mod tests {
             }
         );
         let long = "é".repeat(TEXT_MAX_CHARS);
-        assert_eq!(chat_message(&json!({"name": "a", "text": long})).expect("valid").text, long);
+        assert_eq!(
+            chat_message(&json!({"name": "a", "text": long}))
+                .expect("valid")
+                .text,
+            long
+        );
     }
 
     #[test]
@@ -236,19 +258,45 @@ mod tests {
         assert_eq!(field_of(chat_message(&json!([1]))), "body");
         assert_eq!(field_of(chat_message(&json!("hi"))), "body");
         assert_eq!(field_of(chat_message(&json!({"text": "hi"}))), "name");
-        assert_eq!(field_of(chat_message(&json!({"name": null, "text": "hi"}))), "name");
-        assert_eq!(field_of(chat_message(&json!({"name": 7, "text": "hi"}))), "name");
-        assert_eq!(field_of(chat_message(&json!({"name": "   ", "text": "hi"}))), "name");
-        assert_eq!(field_of(chat_message(&json!({"name": "x".repeat(33), "text": "hi"}))), "name");
-        assert_eq!(field_of(chat_message(&json!({"name": "a\nb", "text": "hi"}))), "name");
-        assert_eq!(field_of(chat_message(&json!({"name": "ada"}))), "text");
-        assert_eq!(field_of(chat_message(&json!({"name": "ada", "text": ["hi"]}))), "text");
-        assert_eq!(field_of(chat_message(&json!({"name": "ada", "text": " \n\t "}))), "text");
         assert_eq!(
-            field_of(chat_message(&json!({"name": "ada", "text": "x".repeat(2001)}))),
+            field_of(chat_message(&json!({"name": null, "text": "hi"}))),
+            "name"
+        );
+        assert_eq!(
+            field_of(chat_message(&json!({"name": 7, "text": "hi"}))),
+            "name"
+        );
+        assert_eq!(
+            field_of(chat_message(&json!({"name": "   ", "text": "hi"}))),
+            "name"
+        );
+        assert_eq!(
+            field_of(chat_message(&json!({"name": "x".repeat(33), "text": "hi"}))),
+            "name"
+        );
+        assert_eq!(
+            field_of(chat_message(&json!({"name": "a\nb", "text": "hi"}))),
+            "name"
+        );
+        assert_eq!(field_of(chat_message(&json!({"name": "ada"}))), "text");
+        assert_eq!(
+            field_of(chat_message(&json!({"name": "ada", "text": ["hi"]}))),
             "text"
         );
-        assert_eq!(field_of(chat_message(&json!({"name": "ada", "text": "bell\u{7}"}))), "text");
+        assert_eq!(
+            field_of(chat_message(&json!({"name": "ada", "text": " \n\t "}))),
+            "text"
+        );
+        assert_eq!(
+            field_of(chat_message(
+                &json!({"name": "ada", "text": "x".repeat(2001)})
+            )),
+            "text"
+        );
+        assert_eq!(
+            field_of(chat_message(&json!({"name": "ada", "text": "bell\u{7}"}))),
+            "text"
+        );
     }
 
     #[test]
@@ -257,8 +305,12 @@ mod tests {
         assert_eq!(error.to_string(), "text must be a string, got a number");
         let error = chat_message(&json!({"name": "ada", "text": "  "})).expect_err("rejected");
         assert_eq!(error.to_string(), "text must not be empty");
-        let error = chat_message(&json!({"name": "x".repeat(40), "text": "hi"})).expect_err("rejected");
-        assert_eq!(error.to_string(), "name must be at most 32 characters, got 40");
+        let error =
+            chat_message(&json!({"name": "x".repeat(40), "text": "hi"})).expect_err("rejected");
+        assert_eq!(
+            error.to_string(),
+            "name must be at most 32 characters, got 40"
+        );
     }
 
     #[test]

@@ -1,0 +1,187 @@
+//! Two `sse-chat` processes sharing one throwaway `redis-server`: a message
+//! posted to either node reaches the room's members on both, and nothing
+//! leaks into other rooms. Needs `--features redis`.
+#![cfg(feature = "redis")]
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use rooms_testkit::redis_server::RedisServer;
+use serde_json::json;
+use support::{ChatServer, DEADLINE, SseClient, eventually, http, redis_publish};
+
+async fn redis() -> RedisServer {
+    RedisServer::start()
+        .await
+        .unwrap_or_else(|error| panic!("cannot start a throwaway redis-server: {error}"))
+}
+
+async fn node(name: &str, redis: &RedisServer) -> ChatServer {
+    let url = redis.url();
+    ChatServer::start(name, &["--redis-url", &url]).await
+}
+
+#[tokio::test]
+async fn a_message_posted_to_either_node_reaches_both_and_only_its_room() {
+    let redis = redis().await;
+    let node_a = node("node-a", &redis).await;
+    let node_b = node("node-b", &redis).await;
+    let http = http();
+
+    let mut on_a = SseClient::open(&http, &node_a.url("/rooms/lobby/events")).await;
+    let mut on_b = SseClient::open(&http, &node_b.url("/rooms/lobby/events")).await;
+    let mut elsewhere = SseClient::open(&http, &node_b.url("/rooms/elsewhere/events")).await;
+    assert_eq!(on_a.next_of("ready").await.json()["backend"], "redis");
+    assert_eq!(on_b.next_of("ready").await.json()["node"], "node-b");
+    elsewhere.next_of("ready").await;
+
+    for (from, text) in [(&node_a, "posted to node A"), (&node_b, "posted to node B")] {
+        let (status, answer) = from
+            .post(&http, "lobby", &json!({"name": "ada", "text": text}))
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        let id = answer["id"].as_str().unwrap();
+        for client in [&mut on_a, &mut on_b] {
+            let message = client.next().await;
+            assert_eq!(message.event, "message");
+            assert_eq!(message.id.as_deref(), Some(id), "same id on both nodes");
+            assert_eq!(message.json()["text"], text);
+        }
+    }
+
+    // The client in another room saw nothing of the lobby: its first event
+    // after `ready` is the sentinel.
+    let (status, _) = node_a
+        .post(
+            &http,
+            "elsewhere",
+            &json!({"name": "ada", "text": "sentinel-elsewhere"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let seen = elsewhere.until_data_contains("sentinel-elsewhere").await;
+    assert_eq!(seen.len(), 1, "only the sentinel: {seen:?}");
+
+    // Another application publishes to the room with its own event name and
+    // id, in the v1 wire format the TS package writes: relayed as they are.
+    let receivers = redis_publish(
+        &redis.url(),
+        "sse:room:lobby",
+        r#"{"v":1,"m":{"event":"order.updated","data":{"orderId":7,"status":"shipped"},"id":"ext-42"},"n":"node-js-app"}"#,
+    )
+    .await;
+    assert_eq!(receivers, 2, "both nodes subscribe to the lobby channel");
+    redis_publish(
+        &redis.url(),
+        "sse:room:lobby",
+        r#"{"v":1,"m":{"data":"[DONE]"},"n":"node-js-app"}"#,
+    )
+    .await;
+    for client in [&mut on_a, &mut on_b] {
+        let external = client.next().await;
+        assert_eq!(external.event, "order.updated");
+        assert_eq!(external.id.as_deref(), Some("ext-42"));
+        assert_eq!(external.data, r#"{"orderId":7,"status":"shipped"}"#);
+        let done = client.next().await;
+        assert_eq!(
+            (done.event.as_str(), done.data.as_str(), done.id.as_deref()),
+            ("message", "[DONE]", None)
+        );
+    }
+
+    // A client that goes away leaves the room on its node only.
+    assert_eq!(node_b.members(&http, "lobby").await, 1);
+    on_b.close();
+    node_b.wait_members(&http, "lobby", 0).await;
+    assert_eq!(node_a.members(&http, "lobby").await, 1);
+    let (status, answer) = node_b
+        .post(
+            &http,
+            "lobby",
+            &json!({"name": "bob", "text": "from B to A only"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(answer["delivered"], 0, "no local member left on B");
+    assert_eq!(on_a.next().await.json()["text"], "from B to A only");
+
+    // The counters show the cross-node traffic.
+    let metrics = http
+        .get(node_a.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{metrics}"))
+    };
+    assert!(value("rooms_remote_received_total") >= 3, "{metrics}");
+    assert!(value("rooms_adapter_published_total") >= 2, "{metrics}");
+    assert_eq!(value("rooms_adapter_subscriptions"), 1, "{metrics}");
+    assert!(metrics.contains("backend=\"redis\""));
+}
+
+#[tokio::test]
+async fn subscriptions_follow_membership_across_nodes() {
+    let redis = redis().await;
+    let node_a = node("sub-a", &redis).await;
+    let node_b = node("sub-b", &redis).await;
+    let http = http();
+
+    // Only node B has a member: a publish to the channel reaches one node.
+    let mut member = SseClient::open(&http, &node_b.url("/rooms/quiet/events")).await;
+    member.next_of("ready").await;
+    let receivers = redis_publish(
+        &redis.url(),
+        "sse:room:quiet",
+        r#"{"v":1,"m":{"data":1},"n":"probe"}"#,
+    )
+    .await;
+    assert_eq!(receivers, 1);
+    assert_eq!(member.next().await.data, "1");
+
+    // When the last member leaves, node B unsubscribes.
+    member.close();
+    node_b.wait_members(&http, "quiet", 0).await;
+    eventually("node B to unsubscribe from quiet", DEADLINE, || async {
+        let receivers = redis_publish(
+            &redis.url(),
+            "sse:room:quiet",
+            r#"{"v":1,"m":{"data":2},"n":"probe"}"#,
+        )
+        .await;
+        (receivers == 0).then_some(())
+    })
+    .await;
+    drop(node_a);
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_a_clear_start_up_error() {
+    // A port nothing listens on: bind one, note it, free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let output = tokio::time::timeout(
+        DEADLINE,
+        ChatServer::command(&["--port", "0", "--redis-url", &url]).output(),
+    )
+    .await
+    .expect("exits quickly")
+    .unwrap();
+    assert!(!output.status.success(), "exit status {:?}", output.status);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot connect to Redis at 127.0.0.1:{port}")),
+        "stderr names the address: {stderr}"
+    );
+}
