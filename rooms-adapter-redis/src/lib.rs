@@ -1,1 +1,70 @@
-//! placeholder
+//! # rooms-adapter-redis
+//!
+//! Redis pub/sub medium for [`rooms_adapter`]: broadcast to a room on one node,
+//! deliver on every node. Wire-compatible (v1, JSON) with the npm package
+//! `@opinionated-machine/sse-rooms-redis`, so Rust and Node.js nodes can share a
+//! Redis and a room.
+//!
+//! - [`RedisAdapter`] implements [`RoomAdapter`](rooms_adapter::RoomAdapter);
+//!   configure it with [`RedisAdapter::builder`].
+//! - Publishing goes through a [`PublishDriver`], chosen by cargo feature:
+//!   `redis` (default, [`RedisDriver`]), `deadpool` ([`DeadpoolDriver`]),
+//!   `bb8` ([`Bb8Driver`]), or your own implementation.
+//! - Subscribing always uses one dedicated connection per adapter (a subscribed
+//!   Redis connection can run nothing else): **two connections per node**
+//!   (more with a pool driver).
+//! - TLS: `rediss://` URLs with feature `tls`. ACL: `redis://user:password@host`.
+//! - [`RedisEventIdSequence`]: cluster-wide, string-sortable SSE event ids.
+//!
+//! ## Connection loss
+//!
+//! While Redis is down, publishes fail within the publish timeout with a
+//! retryable error (local delivery by the engine goes on), and `subscribe`
+//! fails after the subscribe timeout with a retryable error while the room
+//! stays wanted. The subscriber reconnects with capped exponential backoff and
+//! jitter, re-subscribes every wanted room in batches and emits
+//! [`AdapterEvent::Reconnected`](rooms_adapter::AdapterEvent::Reconnected) with
+//! the rooms and the length of the outage: messages published meanwhile are
+//! lost (pub/sub has no history), so tell clients to resync. A subscription
+//! that dies silently is caught by a periodic PING.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use rooms_adapter::Rooms;
+//! use rooms_adapter_redis::RedisAdapter;
+//!
+//! # async fn run() -> Result<(), rooms_adapter::Error> {
+//! let adapter = RedisAdapter::builder("redis://127.0.0.1:6379")
+//!     .publish_timeout(Duration::from_secs(1))
+//!     .build()?;
+//! let rooms = Rooms::builder(Arc::new(adapter)).build().await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod adapter;
+pub mod config;
+pub mod driver;
+pub mod error;
+mod publisher;
+pub mod sequence;
+mod subscriber;
+
+pub use adapter::RedisAdapter;
+pub use config::{Backoff, RedisAdapterBuilder, RedisConfig};
+#[cfg(feature = "bb8")]
+pub use driver::Bb8Driver;
+#[cfg(feature = "deadpool")]
+pub use driver::DeadpoolDriver;
+#[cfg(feature = "redis")]
+pub use driver::RedisDriver;
+pub use driver::{DriverOptions, PublishDriver, PublishItem};
+pub use sequence::RedisEventIdSequence;
+
+/// The redis-rs crate this adapter is built on (1.x), for custom drivers.
+pub use redis;
+
+#[cfg(feature = "tls")]
+#[doc(hidden)]
+pub use rustls as _rustls;

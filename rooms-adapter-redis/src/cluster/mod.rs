@@ -1,0 +1,583 @@
+//! Redis Cluster with sharded pub/sub (feature `cluster`, Redis 7+):
+//! [`RedisClusterAdapter`].
+//!
+//! Classic pub/sub in a Redis Cluster sends every `PUBLISH` to every shard, so
+//! it does not scale out. Sharded pub/sub (Redis 7) routes a channel like a
+//! key: `SPUBLISH` goes to the master serving the channel's hash slot, and only
+//! subscribers connected to that master (`SSUBSCRIBE`) receive it. The channel
+//! of a room is still `{prefix}{room}` (wire format v1 unchanged), so rooms
+//! spread over the masters by hash slot.
+//!
+//! - Publishing: [`ClusterDriver`], `SPUBLISH` through redis-rs's async
+//!   cluster client, with concurrent publishes coalesced like the single-server
+//!   adapter.
+//! - Subscribing: one RESP3 connection per master, owned by one background
+//!   task. Rooms are grouped by the master serving their slot and subscribed
+//!   in batches (a pipeline of one-channel `SSUBSCRIBE`s per master: one
+//!   `SSUBSCRIBE` across slots fails with `CROSSSLOT`); `subscribe` returns
+//!   once Redis acknowledged the channel.
+//! - Resharding and failover: when Redis drops channels whose slot moved (a
+//!   `sunsubscribe` nobody asked for), when a master's connection dies, or
+//!   when a refreshed slot map shows a room's slot on another master, the task
+//!   fetches the slot map (`CLUSTER SLOTS`) again, with backoff, and
+//!   subscribes the affected rooms on their new master; then it emits
+//!   [`AdapterEvent::Reconnected`](rooms_adapter::AdapterEvent::Reconnected)
+//!   for them (messages published meanwhile are lost: tell clients to resync).
+//! - Settings, counters, backoff, liveness probes, unsubscribe delay and error
+//!   mapping are those of [`RedisAdapter`](crate::RedisAdapter).
+//!
+//! Pick it when Redis runs as a cluster (e.g. a managed Redis Cluster /
+//! ElastiCache / MemoryDB in cluster mode): a single-server URL cannot follow
+//! slots, and classic pub/sub there would copy every message to every shard.
+//! For a single Redis (with or without Sentinel/replicas), use
+//! [`RedisAdapter`](crate::RedisAdapter).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use rooms_adapter::Rooms;
+//! use rooms_adapter_redis::cluster::RedisClusterAdapter;
+//!
+//! # async fn run() -> Result<(), rooms_adapter::Error> {
+//! let adapter = RedisClusterAdapter::builder([
+//!     "redis://10.0.0.1:7000",
+//!     "redis://10.0.0.2:7000",
+//! ])
+//! .channel_prefix("app:room:")
+//! .build()?;
+//! let rooms = Rooms::builder(Arc::new(adapter)).build().await?;
+//! # Ok(()) }
+//! ```
+
+mod driver;
+mod slot;
+mod subscriber;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::ConnectionInfo;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use rooms_adapter::adapter::{AdapterCounters, AdapterStats, EventSink, RoomAdapter};
+use rooms_adapter::wire::Codec;
+use rooms_adapter::{Envelope, Error, NodeId, RoomName, wire};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub use self::driver::ClusterDriver;
+pub use self::slot::{SLOT_COUNT, key_slot};
+use self::subscriber::{Command, Shared};
+use crate::config::{Backoff, RedisConfig, parse_url};
+use crate::driver::{PublishDriver, PublishItem};
+use crate::error::{closed, timeout};
+use crate::publisher::{Coalescing, Publisher};
+
+/// Capacity of the queue of subscribe/unsubscribe requests to the subscriber task.
+const COMMAND_QUEUE: usize = 4_096;
+
+/// Builds a [`RedisClusterAdapter`] with validated settings. Start with
+/// [`RedisClusterAdapter::builder`]. The settings mean what they mean for
+/// [`RedisAdapterBuilder`](crate::RedisAdapterBuilder).
+///
+/// ```
+/// use std::time::Duration;
+/// use rooms_adapter_redis::cluster::RedisClusterAdapter;
+///
+/// let adapter = RedisClusterAdapter::builder(["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"])
+///     .channel_prefix("app:room:")
+///     .publish_timeout(Duration::from_millis(500))
+///     .build()?;
+/// assert_eq!(adapter.config().channel_prefix(), "app:room:");
+///
+/// let error = RedisClusterAdapter::builder(Vec::<String>::new()).build().unwrap_err();
+/// assert!(error.to_string().contains("at least one"));
+/// let error = RedisClusterAdapter::builder(["http://nope"]).build().unwrap_err();
+/// assert!(error.to_string().contains("http://nope"));
+/// # Ok::<(), rooms_adapter::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedisClusterAdapterBuilder {
+    urls: Vec<String>,
+    config: RedisConfig,
+    publisher_retries: u32,
+}
+
+impl RedisClusterAdapterBuilder {
+    /// Channel prefix (default `sse:room:`). Room `chat` is the shard channel
+    /// `{prefix}chat`; its hash slot decides its master.
+    pub fn channel_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.channel_prefix = prefix.into();
+        self
+    }
+
+    /// Codec for publishing (default JSON). Decoding always auto-detects.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.config.codec = codec;
+        self
+    }
+
+    /// Largest payload in bytes (default 4 MiB).
+    pub fn max_payload_bytes(mut self, limit: usize) -> Self {
+        self.config.max_payload_bytes = limit;
+        self
+    }
+
+    /// Limit on establishing a connection (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Limit on waiting for Redis to acknowledge a subscription (default 5 s).
+    pub fn subscribe_timeout(mut self, timeout: Duration) -> Self {
+        self.config.subscribe_timeout = timeout;
+        self
+    }
+
+    /// Limit on one publish, queueing included (default 2 s).
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.config.publish_timeout = timeout;
+        self
+    }
+
+    /// Liveness probe of every shard connection (defaults 5 s and 3 s).
+    pub fn ping(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.config.ping_interval = interval;
+        self.config.ping_timeout = timeout;
+        self
+    }
+
+    /// Backoff of shard reconnects and slot-map refreshes (defaults 100 ms
+    /// and 5 s).
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.config.backoff = Backoff::new(min, max);
+        self
+    }
+
+    /// How long an emptied room stays subscribed in case it refills (default
+    /// 500 ms).
+    pub fn unsubscribe_delay(mut self, delay: Duration) -> Self {
+        self.config.unsubscribe_delay = delay;
+        self
+    }
+
+    /// Channels per subscribe pipeline and master (default 1,000).
+    pub fn subscribe_batch(mut self, channels: usize) -> Self {
+        self.config.subscribe_batch = channels;
+        self
+    }
+
+    /// Whether concurrent publishes are coalesced (default `true`).
+    pub fn coalesce_publishes(mut self, coalesce: bool) -> Self {
+        self.config.coalesce_publishes = coalesce;
+        self
+    }
+
+    /// Most publishes per batch (default 256).
+    pub fn publish_batch(mut self, batch: usize) -> Self {
+        self.config.publish_batch = batch;
+        self
+    }
+
+    /// Capacity of the publish queue (default 8,192).
+    pub fn publish_queue_capacity(mut self, capacity: usize) -> Self {
+        self.config.publish_queue = capacity;
+        self
+    }
+
+    /// Most batches in flight at once (default 16).
+    pub fn pipelines_in_flight(mut self, pipelines: usize) -> Self {
+        self.config.pipelines_in_flight = pipelines;
+        self
+    }
+
+    /// How often the cluster client retries a publish that hit a moved slot
+    /// or a lost master, within the publish timeout (default 2).
+    pub fn publisher_retries(mut self, retries: u32) -> Self {
+        self.publisher_retries = retries;
+        self
+    }
+
+    /// Validates the settings and returns an adapter, not yet connected.
+    ///
+    /// Errors are [`Error::Config`] naming the bad value: no seed URL, an
+    /// unparsable URL (password masked), a zero duration or size, a backoff
+    /// whose minimum is above its maximum.
+    pub fn build(self) -> Result<RedisClusterAdapter, Error> {
+        if self.urls.is_empty() {
+            return Err(Error::Config(
+                "a redis cluster needs at least one seed URL".into(),
+            ));
+        }
+        let mut seeds = Vec::with_capacity(self.urls.len());
+        for url in &self.urls {
+            seeds.push(parse_url(url)?.get_connection_info().clone());
+        }
+        validate(&self.config)?;
+        let mut client = ClusterClientBuilder::new(seeds.clone())
+            .connection_timeout(self.config.connect_timeout)
+            .response_timeout(self.config.publish_timeout)
+            .retries(self.publisher_retries)
+            .min_retry_wait(self.config.backoff.min().as_millis().try_into().unwrap_or(u64::MAX))
+            .max_retry_wait(self.config.backoff.max().as_millis().try_into().unwrap_or(u64::MAX));
+        if let Some(first) = seeds.first() {
+            let redis = first.redis_settings();
+            if let Some(username) = redis.username() {
+                client = client.username(username);
+            }
+            if let Some(password) = redis.password() {
+                client = client.password(password);
+            }
+        }
+        let client = client
+            .build()
+            .map_err(|error| Error::Config(format!("invalid redis cluster settings: {error}")))?;
+        let medium = format!(
+            "redis cluster at {}",
+            seeds
+                .iter()
+                .map(|seed| seed.addr().to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        Ok(RedisClusterAdapter {
+            config: self.config,
+            client,
+            seeds,
+            medium,
+            counters: Arc::new(AdapterCounters::default()),
+            subscriptions: Arc::new(AtomicU64::new(0)),
+            lifecycle: tokio::sync::Mutex::new(()),
+            state: Mutex::new(State::Idle),
+            sink: Mutex::new(None),
+        })
+    }
+}
+
+fn validate(config: &RedisConfig) -> Result<(), Error> {
+    let positive = [
+        ("connect_timeout", config.connect_timeout),
+        ("subscribe_timeout", config.subscribe_timeout),
+        ("publish_timeout", config.publish_timeout),
+        ("ping interval", config.ping_interval),
+        ("ping timeout", config.ping_timeout),
+        ("reconnect_backoff min", config.backoff.min()),
+        ("reconnect_backoff max", config.backoff.max()),
+    ];
+    for (name, value) in positive {
+        if value.is_zero() {
+            return Err(Error::Config(format!(
+                "{name} must be greater than zero, got {value:?}"
+            )));
+        }
+    }
+    if config.backoff.min() > config.backoff.max() {
+        return Err(Error::Config(format!(
+            "reconnect_backoff min ({:?}) must not exceed max ({:?})",
+            config.backoff.min(),
+            config.backoff.max()
+        )));
+    }
+    let sizes = [
+        ("max_payload_bytes", config.max_payload_bytes),
+        ("subscribe_batch", config.subscribe_batch),
+        ("publish_batch", config.publish_batch),
+        ("publish_queue_capacity", config.publish_queue),
+        ("pipelines_in_flight", config.pipelines_in_flight),
+    ];
+    for (name, value) in sizes {
+        if value == 0 {
+            return Err(Error::Config(format!("{name} must be at least 1, got 0")));
+        }
+    }
+    Ok(())
+}
+
+/// Cross-node room broadcasting over a Redis Cluster with sharded pub/sub
+/// (Redis 7+); see the [module docs](self).
+pub struct RedisClusterAdapter {
+    config: RedisConfig,
+    client: ClusterClient,
+    seeds: Vec<ConnectionInfo>,
+    medium: String,
+    counters: Arc<AdapterCounters>,
+    subscriptions: Arc<AtomicU64>,
+    /// Serialises connect and disconnect (held across their awaits).
+    lifecycle: tokio::sync::Mutex<()>,
+    /// Never held across an await.
+    state: Mutex<State>,
+    sink: Mutex<Option<EventSink>>,
+}
+
+enum State {
+    Idle,
+    Running(Arc<Running>, Tasks),
+    Closed,
+}
+
+struct Running {
+    node: NodeId,
+    commands: mpsc::Sender<Command>,
+    publisher: Publisher,
+}
+
+struct Tasks {
+    shutdown: watch::Sender<bool>,
+    subscriber: JoinHandle<()>,
+    publisher: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RedisClusterAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisClusterAdapter")
+            .field("medium", &self.medium)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisClusterAdapter {
+    /// A builder for the cluster reachable through `seed_urls` (any subset of
+    /// its nodes, `redis://[user:password@]host:port`; `rediss://` with feature
+    /// `tls`). The full slot map is asked from them at connect.
+    pub fn builder<I, S>(seed_urls: I) -> RedisClusterAdapterBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RedisClusterAdapterBuilder {
+            urls: seed_urls.into_iter().map(Into::into).collect(),
+            config: RedisConfig::default(),
+            publisher_retries: 2,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    /// `redis cluster at host:port,...`: the seeds, without credentials.
+    pub fn medium(&self) -> &str {
+        &self.medium
+    }
+
+    /// The node id handed over by [`connect`](RoomAdapter::connect), while connected.
+    pub fn node_id(&self) -> Option<NodeId> {
+        match &*self.lock_state() {
+            State::Running(running, _) => Some(running.node.clone()),
+            _ => None,
+        }
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn running(&self) -> Result<Arc<Running>, Error> {
+        match &*self.lock_state() {
+            State::Running(running, _) => Ok(Arc::clone(running)),
+            State::Idle | State::Closed => Err(closed()),
+        }
+    }
+}
+
+#[async_trait]
+impl RoomAdapter for RedisClusterAdapter {
+    fn name(&self) -> &str {
+        "redis-cluster"
+    }
+
+    /// Fetches the slot map, connects the cluster publisher (each within the
+    /// connect timeout) and starts the background tasks; shard subscriber
+    /// connections open as rooms need them. Fails with a retryable error when
+    /// no seed can be reached.
+    async fn connect(&self, node: NodeId, sink: EventSink) -> Result<(), Error> {
+        let _lifecycle = self.lifecycle.lock().await;
+        match &*self.lock_state() {
+            State::Idle => {}
+            State::Running(running, _) => {
+                return Err(Error::Config(format!(
+                    "redis cluster adapter is already connected (node {})",
+                    running.node
+                )));
+            }
+            State::Closed => return Err(closed()),
+        }
+        let topology = subscriber::fetch_topology(
+            self.seeds.clone(),
+            self.config.connect_timeout,
+            self.medium.clone(),
+        )
+        .await?;
+        let driver: Arc<dyn PublishDriver> = Arc::new(
+            ClusterDriver::connect(&self.client, self.config.connect_timeout, &self.medium)
+                .await?,
+        );
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let coalescing = self.config.coalesce_publishes.then(|| Coalescing {
+            batch: self.config.publish_batch,
+            queue: self.config.publish_queue,
+            in_flight: self.config.pipelines_in_flight,
+        });
+        let (publisher, publisher_task) = Publisher::start(
+            driver,
+            self.config.publish_timeout,
+            coalescing,
+            shutdown_rx.clone(),
+        );
+        let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+        let shared = Arc::new(Shared {
+            config: self.config.clone(),
+            seeds: self.seeds.clone(),
+            medium: self.medium.clone(),
+            counters: Arc::clone(&self.counters),
+            subscriptions: Arc::clone(&self.subscriptions),
+        });
+        let subscriber_task = tokio::spawn(subscriber::run(
+            shared,
+            sink.clone(),
+            topology,
+            commands_rx,
+            shutdown_rx,
+        ));
+        tracing::debug!(medium = %self.medium, %node, "redis cluster adapter connected");
+        *self.sink.lock().unwrap_or_else(PoisonError::into_inner) = Some(sink);
+        *self.lock_state() = State::Running(
+            Arc::new(Running {
+                node,
+                commands,
+                publisher,
+            }),
+            Tasks {
+                shutdown,
+                subscriber: subscriber_task,
+                publisher: publisher_task,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops both background tasks (and waits for them), drops every
+    /// connection, and fails every later call with [`Error::Closed`].
+    /// Idempotent.
+    async fn disconnect(&self) -> Result<(), Error> {
+        let _lifecycle = self.lifecycle.lock().await;
+        let previous = std::mem::replace(&mut *self.lock_state(), State::Closed);
+        if let State::Running(running, tasks) = previous {
+            let _ = tasks.shutdown.send(true);
+            drop(running);
+            let mut results = vec![tasks.subscriber.await];
+            if let Some(publisher) = tasks.publisher {
+                results.push(publisher.await);
+            }
+            for result in results {
+                if let Err(error) = result {
+                    tracing::warn!(%error, "redis cluster adapter task ended abnormally");
+                }
+            }
+            self.subscriptions.store(0, Ordering::Relaxed);
+            tracing::debug!(medium = %self.medium, "redis cluster adapter disconnected");
+        }
+        Ok(())
+    }
+
+    /// Returns once the room's master has acknowledged the `SSUBSCRIBE`.
+    /// While that master is unreachable it fails after the subscribe timeout
+    /// with a retryable error; the room stays wanted.
+    async fn subscribe(&self, room: &RoomName) -> Result<(), Error> {
+        let running = self.running()?;
+        let limit = self.config.subscribe_timeout;
+        let (reply, answer) = oneshot::channel();
+        let work = async {
+            running
+                .commands
+                .send(Command::Subscribe {
+                    room: room.clone(),
+                    reply,
+                })
+                .await
+                .map_err(|_| closed())?;
+            answer.await.map_err(|_| closed())?
+        };
+        match tokio::time::timeout(limit, work).await {
+            Ok(result) => result,
+            Err(_) => Err(timeout(
+                format!(
+                    "subscribe to room {:?} on {} (the room stays wanted and is subscribed when its master is back)",
+                    room.as_str(),
+                    self.medium
+                ),
+                limit,
+            )),
+        }
+    }
+
+    /// Returns once the room's messages are no longer delivered; the
+    /// `SUNSUBSCRIBE` follows after the unsubscribe delay.
+    async fn unsubscribe(&self, room: &RoomName) -> Result<(), Error> {
+        let running = self.running()?;
+        let limit = self.config.subscribe_timeout;
+        let (reply, answer) = oneshot::channel();
+        let work = async {
+            running
+                .commands
+                .send(Command::Unsubscribe {
+                    room: room.clone(),
+                    reply,
+                })
+                .await
+                .map_err(|_| closed())?;
+            answer.await.map_err(|_| closed())
+        };
+        match tokio::time::timeout(limit, work).await {
+            Ok(result) => result,
+            Err(_) => Err(timeout(
+                format!("unsubscribe from room {:?}", room.as_str()),
+                limit,
+            )),
+        }
+    }
+
+    /// Encodes (cached per codec), checks the size limit and `SPUBLISH`es on
+    /// `{prefix}{room}`. Fails within the publish timeout while the room's
+    /// master is unreachable.
+    async fn publish(&self, room: &RoomName, envelope: &Envelope) -> Result<(), Error> {
+        let running = self.running()?;
+        let result = async {
+            let payload = envelope.encode(self.config.codec)?;
+            if payload.len() > self.config.max_payload_bytes {
+                return Err(Error::PayloadTooLarge {
+                    room: room.as_str().to_owned(),
+                    size: payload.len(),
+                    limit: self.config.max_payload_bytes,
+                });
+            }
+            let item = PublishItem {
+                channel: wire::channel_name(&self.config.channel_prefix, room.as_str()),
+                payload,
+            };
+            running.publisher.publish(item, room.as_str()).await
+        }
+        .await;
+        match &result {
+            Ok(()) => self.counters.record_published(),
+            Err(error) => {
+                self.counters.record_publish_error();
+                tracing::debug!(room = room.as_str(), %error, "redis cluster publish failed");
+            }
+        }
+        result
+    }
+
+    fn stats(&self) -> AdapterStats {
+        let subscriptions = self.subscriptions.load(Ordering::Relaxed);
+        let sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner);
+        self.counters.snapshot(
+            usize::try_from(subscriptions).unwrap_or(usize::MAX),
+            sink.as_ref(),
+        )
+    }
+}

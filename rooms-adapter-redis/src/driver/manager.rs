@@ -1,0 +1,91 @@
+//! The default driver: redis-rs's `ConnectionManager`.
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use rooms_adapter::Error;
+
+use super::{DriverOptions, PublishDriver, PublishItem, medium_of, publish_cmd, publish_pipeline};
+use crate::error::{from_redis, timeout};
+
+/// Publishes through redis-rs's `ConnectionManager`: one multiplexed
+/// connection shared by every publish (concurrent commands are pipelined on
+/// it), replaced in the background when it breaks.
+///
+/// It retries nothing itself: while Redis is down each publish fails at once
+/// (connection refused) or within the response timeout, and the next publish
+/// tries a fresh connection.
+///
+/// ```no_run
+/// use rooms_adapter_redis::{DriverOptions, RedisAdapter, RedisDriver};
+///
+/// # async fn run() -> Result<(), rooms_adapter::Error> {
+/// let client = redis::Client::open("redis://127.0.0.1:6379")
+///     .map_err(|e| rooms_adapter::Error::Config(e.to_string()))?;
+/// let driver = RedisDriver::connect(client, &DriverOptions::default()).await?;
+/// let adapter = RedisAdapter::builder("redis://127.0.0.1:6379").driver(driver).build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisDriver {
+    connection: ConnectionManager,
+    medium: String,
+}
+
+impl std::fmt::Debug for RedisDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisDriver")
+            .field("medium", &self.medium)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisDriver {
+    /// Connects (within `options.connect_timeout`).
+    pub async fn connect(client: redis::Client, options: &DriverOptions) -> Result<Self, Error> {
+        let medium = medium_of(&client);
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.response_timeout))
+            .set_number_of_retries(0);
+        let connecting = ConnectionManager::new_with_config(client, config);
+        match tokio::time::timeout(options.connect_timeout, connecting).await {
+            Ok(Ok(connection)) => Ok(Self { connection, medium }),
+            Ok(Err(error)) => Err(from_redis("connect publisher", &medium, error)),
+            Err(_) => Err(timeout(
+                format!("connect publisher to {medium}"),
+                options.connect_timeout,
+            )),
+        }
+    }
+
+    /// Wraps a `ConnectionManager` you configured yourself.
+    pub fn from_manager(connection: ConnectionManager, medium: impl Into<String>) -> Self {
+        Self {
+            connection,
+            medium: medium.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl PublishDriver for RedisDriver {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), Error> {
+        let mut connection = self.connection.clone();
+        publish_cmd(channel, payload)
+            .exec_async(&mut connection)
+            .await
+            .map_err(|error| from_redis("publish", &self.medium, error))
+    }
+
+    async fn publish_batch(&self, batch: &[PublishItem]) -> Result<(), Error> {
+        let mut connection = self.connection.clone();
+        publish_pipeline(batch)
+            .exec_async(&mut connection)
+            .await
+            .map_err(|error| from_redis("publish pipeline", &self.medium, error))
+    }
+}

@@ -1,0 +1,194 @@
+//! Publish drivers: how envelopes reach Redis.
+//!
+//! The adapter publishes through one small trait, [`PublishDriver`]. The
+//! bundled drivers sit behind cargo features:
+//!
+//! | feature            | driver                                 | connection                           |
+//! |--------------------|----------------------------------------|--------------------------------------|
+//! | `redis` (default)  | [`RedisDriver`](self::RedisDriver)     | redis-rs `ConnectionManager` (one reconnecting multiplexed connection) |
+//! | `deadpool`         | [`DeadpoolDriver`](self::DeadpoolDriver) | a deadpool-redis pool              |
+//! | `bb8`              | [`Bb8Driver`](self::Bb8Driver)         | a bb8 + bb8-redis pool               |
+//!
+//! Subscribing never goes through a driver: a subscribed Redis connection can
+//! run nothing else, so the adapter always keeps one dedicated subscriber
+//! connection of its own (the *two-connection rule*).
+//!
+//! # Writing a driver
+//!
+//! A driver for another client library implements [`PublishDriver`]: publish
+//! one payload, and (optionally, for speed) a batch as one pipeline. Report
+//! failures as [`rooms_adapter::Error`]: [`Error::Unavailable`] when Redis
+//! cannot be reached (retryable), [`Error::Backend`] otherwise. The adapter
+//! bounds every call with its publish timeout, so a driver need not.
+//!
+//! ```
+//! use std::sync::Mutex;
+//! use async_trait::async_trait;
+//! use rooms_adapter::Error;
+//! use rooms_adapter_redis::{PublishDriver, PublishItem, RedisAdapter};
+//!
+//! /// Records publishes instead of sending them (e.g. for tests).
+//! #[derive(Default)]
+//! struct Recorder(Mutex<Vec<(String, Vec<u8>)>>);
+//!
+//! #[async_trait]
+//! impl PublishDriver for Recorder {
+//!     fn name(&self) -> &str {
+//!         "recorder"
+//!     }
+//!
+//!     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), Error> {
+//!         let mut log = self.0.lock().map_err(|_| Error::Config("poisoned".into()))?;
+//!         log.push((channel.to_owned(), payload.to_vec()));
+//!         Ok(())
+//!     }
+//!
+//!     // Optional: send a whole batch in one round trip (a pipeline).
+//!     async fn publish_batch(&self, batch: &[PublishItem]) -> Result<(), Error> {
+//!         for item in batch {
+//!             self.publish(&item.channel, &item.payload).await?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let adapter = RedisAdapter::builder("redis://127.0.0.1:6379")
+//!     .driver(Recorder::default())
+//!     .build()?;
+//! # Ok::<(), rooms_adapter::Error>(())
+//! ```
+//!
+//! [`Error::Unavailable`]: rooms_adapter::Error::Unavailable
+//! [`Error::Backend`]: rooms_adapter::Error::Backend
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rooms_adapter::Error;
+
+#[cfg(feature = "bb8")]
+mod bb8;
+#[cfg(feature = "deadpool")]
+mod deadpool;
+#[cfg(feature = "redis")]
+mod manager;
+
+#[cfg(feature = "bb8")]
+pub use self::bb8::Bb8Driver;
+#[cfg(feature = "deadpool")]
+pub use self::deadpool::DeadpoolDriver;
+#[cfg(feature = "redis")]
+pub use self::manager::RedisDriver;
+
+/// One publish of a batch: a payload for a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishItem {
+    /// The channel, `{prefix}{room}`.
+    pub channel: String,
+    /// The encoded envelope.
+    pub payload: Bytes,
+}
+
+/// Sends payloads to Redis channels (`PUBLISH`). Implement it to publish
+/// through another client library; see the [module docs](self).
+#[async_trait]
+pub trait PublishDriver: Send + Sync + 'static {
+    /// A short name for logs, e.g. `redis`, `deadpool`, `bb8`.
+    fn name(&self) -> &str;
+
+    /// Publishes one payload on one channel.
+    async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), Error>;
+
+    /// Publishes several payloads, in order, ideally as one pipeline (one
+    /// round trip). An error means some of them may not have been sent; it is
+    /// reported to every publish of the batch. The default publishes one by
+    /// one.
+    async fn publish_batch(&self, batch: &[PublishItem]) -> Result<(), Error> {
+        for item in batch {
+            self.publish(&item.channel, &item.payload).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<D: PublishDriver + ?Sized> PublishDriver for std::sync::Arc<D> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), Error> {
+        (**self).publish(channel, payload).await
+    }
+
+    async fn publish_batch(&self, batch: &[PublishItem]) -> Result<(), Error> {
+        (**self).publish_batch(batch).await
+    }
+}
+
+/// What the bundled drivers need to know to connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DriverOptions {
+    /// Limit on establishing one connection.
+    pub connect_timeout: Duration,
+    /// Limit on one command's answer (and, for pools, on waiting for a
+    /// connection).
+    pub response_timeout: Duration,
+    /// Connections in a pool (`deadpool`, `bb8`).
+    pub pool_size: usize,
+}
+
+impl DriverOptions {
+    /// Options with these timeouts and the default pool size.
+    pub fn new(connect_timeout: Duration, response_timeout: Duration) -> Self {
+        Self {
+            connect_timeout,
+            response_timeout,
+            pool_size: crate::config::DEFAULT_POOL_SIZE,
+        }
+    }
+
+    /// Sets the pool size.
+    #[must_use]
+    pub fn with_pool_size(mut self, pool_size: usize) -> Self {
+        self.pool_size = pool_size;
+        self
+    }
+}
+
+impl Default for DriverOptions {
+    fn default() -> Self {
+        Self::new(
+            crate::config::DEFAULT_CONNECT_TIMEOUT,
+            crate::config::DEFAULT_PUBLISH_TIMEOUT,
+        )
+    }
+}
+
+/// `redis at host:port`, never with credentials.
+pub(crate) fn medium_of(client: &redis::Client) -> String {
+    format!("redis at {}", client.get_connection_info().addr())
+}
+
+/// `PUBLISH channel payload`.
+#[allow(dead_code)]
+pub(crate) fn publish_cmd(channel: &str, payload: &[u8]) -> redis::Cmd {
+    let mut cmd = redis::cmd("PUBLISH");
+    cmd.arg(channel).arg(payload);
+    cmd
+}
+
+/// One pipeline of `PUBLISH`es, replies ignored.
+#[allow(dead_code)]
+pub(crate) fn publish_pipeline(batch: &[PublishItem]) -> redis::Pipeline {
+    let mut pipe = redis::Pipeline::with_capacity(batch.len());
+    for item in batch {
+        pipe.cmd("PUBLISH")
+            .arg(&item.channel)
+            .arg(&item.payload[..])
+            .ignore();
+    }
+    pipe
+}

@@ -1,0 +1,358 @@
+//! Throwaway `redis-server` processes on free loopback ports: [`RedisServer`].
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use rooms_testkit::redis_server::RedisServer;
+//!
+//! let mut server = RedisServer::start().await?;
+//! println!("{}", server.url()); // redis://127.0.0.1:<port>
+//! server.kill()?; // SIGKILL, as a crash would
+//! server.restart().await?; // same port, empty data
+//! # Ok(()) }
+//! ```
+//!
+//! Each server runs with `--bind 127.0.0.1`, no persistence (`--save ""`,
+//! `--appendonly no`) and its own temporary `--dir` (removed on drop), so
+//! tests can kill and restart it freely without touching a shared Redis. The
+//! process is killed when the [`RedisServer`] is dropped.
+//!
+//! The binary is `redis-server` on `PATH`, or the path in the
+//! `ROOMS_REDIS_SERVER` environment variable.
+
+use std::io;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long [`RedisServer::start`] waits for the server to answer PING.
+pub const START_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Environment variable naming the `redis-server` binary to use.
+pub const SERVER_BIN_ENV: &str = "ROOMS_REDIS_SERVER";
+
+/// One `redis-server` process on a loopback port, killed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and waits (up to [`START_DEADLINE`])
+    /// until it answers PING.
+    ///
+    /// If `redis-server` is missing the error says how to install it.
+    pub async fn start() -> io::Result<Self> {
+        Self::start_with_args(&[]).await
+    }
+
+    /// Like [`start`](Self::start), with extra `redis-server` arguments (e.g.
+    /// `["--requirepass", "secret"]`).
+    pub async fn start_with_args(args: &[&str]) -> io::Result<Self> {
+        let mut last_error = None;
+        // A free port can be taken by someone else before redis binds it: retry.
+        for _ in 0..5 {
+            let port = free_port()?;
+            let dir = temp_dir(port)?;
+            let mut server = Self {
+                port,
+                dir,
+                child: None,
+                extra_args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+            };
+            match server.spawn_and_wait().await {
+                Ok(()) => return Ok(server),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(error),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| io::Error::other("redis-server did not start")))
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Kills the server with SIGKILL (no shutdown, as a crash) and reaps it.
+    /// Idempotent.
+    pub fn kill(&mut self) -> io::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            // Resume a paused server first, so SIGKILL is not queued behind SIGSTOP.
+            let _ = signal(child.id(), "CONT");
+            match child.kill() {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::InvalidInput => {} // already exited
+                Err(error) => return Err(error),
+            }
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the server again on the same port (killing it first if it still
+    /// runs) and waits until it answers PING. Its data is gone.
+    pub async fn restart(&mut self) -> io::Result<()> {
+        self.kill()?;
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            match self.spawn_and_wait().await {
+                Ok(()) => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(error),
+                // The port may linger for a moment after the kill.
+                Err(error) if Instant::now() >= deadline => return Err(error),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is
+    /// answered, as with a dead proxy or a hung host.
+    pub fn pause(&mut self) -> io::Result<()> {
+        match &self.child {
+            Some(child) => signal(child.id(), "STOP"),
+            None => Err(io::Error::other("redis-server is not running")),
+        }
+    }
+
+    /// Thaws a [`pause`](Self::pause)d server (SIGCONT).
+    pub fn resume(&mut self) -> io::Result<()> {
+        match &self.child {
+            Some(child) => signal(child.id(), "CONT"),
+            None => Err(io::Error::other("redis-server is not running")),
+        }
+    }
+
+    /// Sends one inline command and returns the raw reply (e.g. `PING` gives
+    /// `+PONG\r\n`). For quick checks in tests, not for payloads.
+    pub async fn command(&self, line: &str) -> io::Result<String> {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+        stream.write_all(format!("{line}\r\n").as_bytes()).await?;
+        let mut buffer = vec![0u8; 64 * 1024];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "redis did not answer"))??;
+        Ok(String::from_utf8_lossy(&buffer[..read]).into_owned())
+    }
+
+    /// The server log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+    }
+
+    async fn spawn_and_wait(&mut self) -> io::Result<()> {
+        let mut child = self.spawn()?;
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                let log = self.log();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                return Err(io::Error::other(format!(
+                    "redis-server on port {} exited with {status}: {}",
+                    self.port,
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                )));
+            }
+            if ping(self.port).await {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "redis-server on port {} did not answer PING within {START_DEADLINE:?}",
+                        self.port
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn spawn(&self) -> io::Result<Child> {
+        self.spawn_binary(&server_binary())
+    }
+
+    fn spawn_binary(&self, binary: &Path) -> io::Result<Child> {
+        let port = self.port.to_string();
+        let dir = self.dir.display().to_string();
+        let log = self.dir.join("redis.log").display().to_string();
+        let mut command = Command::new(binary);
+        command
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--dir", &dir, "--logfile", &log, "--daemonize", "no"])
+            .args(["--protected-mode", "no"])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command.spawn().map_err(|error| {
+            if error.kind() == io::ErrorKind::NotFound {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "`{}` not found: tests and `cargo xtask redis` need a local redis-server \
+                         (install it with `apt-get install redis-server`, or point {SERVER_BIN_ENV} \
+                         at the binary)",
+                        binary.display()
+                    ),
+                )
+            } else {
+                io::Error::new(
+                    error.kind(),
+                    format!("cannot start {}: {error}", binary.display()),
+                )
+            }
+        })
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn server_binary() -> PathBuf {
+    std::env::var_os(SERVER_BIN_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("redis-server"))
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+fn temp_dir(port: u16) -> io::Result<PathBuf> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "rooms-redis-{}-{}-{}",
+        std::process::id(),
+        port,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Whether a server on `port` answers PING right now.
+async fn ping(port: u16) -> bool {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.write_all(b"PING\r\n").await?;
+        let mut reply = [0u8; 7];
+        stream.read_exact(&mut reply).await?;
+        Ok::<bool, io::Error>(&reply == b"+PONG\r\n")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), attempt).await,
+        Ok(Ok(true))
+    )
+}
+
+fn signal(pid: u32, name: &str) -> io::Result<()> {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "kill -{name} {pid} failed: {status}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn starts_kills_and_restarts_on_the_same_port() {
+        let mut server = RedisServer::start().await.expect("redis-server starts");
+        let port = server.port();
+        assert_eq!(server.command("PING").await.expect("ping"), "+PONG\r\n");
+        server.command("SET k v").await.expect("set");
+        server.kill().expect("kill");
+        assert!(!ping(port).await, "killed server still answers");
+        server.restart().await.expect("restart");
+        assert_eq!(server.port(), port);
+        assert_eq!(
+            server.command("GET k").await.expect("get"),
+            "$-1\r\n",
+            "data is gone"
+        );
+        let dir = server.dir.clone();
+        drop(server);
+        assert!(!dir.exists(), "temp dir removed");
+        assert!(!ping(port).await, "dropped server still answers");
+    }
+
+    #[tokio::test]
+    async fn pause_freezes_and_resume_thaws() {
+        let mut server = RedisServer::start().await.expect("redis-server starts");
+        server.pause().expect("pause");
+        assert!(!ping(server.port()).await, "paused server answered");
+        server.resume().expect("resume");
+        assert!(ping(server.port()).await, "resumed server is silent");
+    }
+
+    #[test]
+    fn missing_binary_says_how_to_install() {
+        let server = RedisServer {
+            port: 1,
+            dir: temp_dir(1).expect("temp dir"),
+            child: None,
+            extra_args: Vec::new(),
+        };
+        let error = server
+            .spawn_binary(Path::new("/nonexistent/redis-server"))
+            .expect_err("missing binary");
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+        assert!(
+            error.to_string().contains("apt-get install redis-server"),
+            "{error}"
+        );
+    }
+}
