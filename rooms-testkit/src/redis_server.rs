@@ -75,6 +75,19 @@ impl RedisServer {
         Err(last_error.unwrap_or_else(|| io::Error::other("redis-server did not start")))
     }
 
+    /// Starts a server on `port` (e.g. for `cargo xtask redis --port 6390`)
+    /// and waits until it answers PING.
+    pub async fn start_on_port(port: u16) -> io::Result<Self> {
+        let mut server = Self {
+            port,
+            dir: temp_dir(port)?,
+            child: None,
+            extra_args: Vec::new(),
+        };
+        server.spawn_and_wait().await?;
+        Ok(server)
+    }
+
     /// The port it listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port
