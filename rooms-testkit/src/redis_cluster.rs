@@ -33,6 +33,9 @@
 //!   killing all three and restarting all three brings the cluster back.
 //!
 //! Everything is stopped (SIGKILL) and the temp directories removed on drop.
+//!
+//! `cluster_harness::RedisClusterHarness` runs the conformance suite on such a
+//! cluster.
 
 use std::io;
 use std::net::TcpListener;

@@ -67,6 +67,7 @@ use tokio::task::JoinHandle;
 
 pub use self::driver::ClusterDriver;
 pub use self::slot::{SLOT_COUNT, key_slot};
+use self::slot::SlotMap;
 use self::subscriber::{Command, Shared};
 use crate::config::{Backoff, RedisConfig, parse_url};
 use crate::driver::{PublishDriver, PublishItem};
@@ -412,9 +413,11 @@ impl RoomAdapter for RedisClusterAdapter {
             self.medium.clone(),
         )
         .await?;
+        let slots = Arc::new(SlotMap::default());
         let driver: Arc<dyn PublishDriver> = Arc::new(
             ClusterDriver::connect(&self.client, self.config.connect_timeout, &self.medium)
-                .await?,
+                .await?
+                .with_slot_map(Arc::clone(&slots)),
         );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let coalescing = self.config.coalesce_publishes.then(|| Coalescing {
@@ -435,6 +438,7 @@ impl RoomAdapter for RedisClusterAdapter {
             medium: self.medium.clone(),
             counters: Arc::clone(&self.counters),
             subscriptions: Arc::clone(&self.subscriptions),
+            slots,
         });
         let subscriber_task = tokio::spawn(subscriber::run(
             shared,

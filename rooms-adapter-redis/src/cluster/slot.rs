@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use redis::Value;
 
@@ -138,6 +139,14 @@ impl Topology {
         self.masters.get(usize::from(index)).map(|m| &m.0)
     }
 
+    /// The host and port of the master serving `slot`, if any.
+    pub(crate) fn owner_addr(&self, slot: u16) -> Option<(&str, u16)> {
+        let index = *self.owners.get(usize::from(slot))?;
+        self.masters
+            .get(usize::from(index))
+            .map(|m| (m.1.as_str(), m.2))
+    }
+
     /// Every master's (id, host, port).
     pub(crate) fn masters(&self) -> impl Iterator<Item = (&ShardId, &str, u16)> {
         self.masters
@@ -148,6 +157,37 @@ impl Topology {
     /// Whether every slot is served.
     pub(crate) fn is_complete(&self) -> bool {
         self.owners.iter().all(|owner| *owner != u16::MAX)
+    }
+}
+
+/// The adapter's current slot map, shared by the subscriber task (which
+/// refreshes it) and the publish driver (which reads it, and flags it stale
+/// when a publish lands on the wrong master). Never locked across an await.
+#[derive(Debug, Default)]
+pub(crate) struct SlotMap {
+    topology: RwLock<Option<Arc<Topology>>>,
+    stale: AtomicBool,
+}
+
+impl SlotMap {
+    pub(crate) fn current(&self) -> Option<Arc<Topology>> {
+        self.topology
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set(&self, topology: Arc<Topology>) {
+        *self.topology.write().unwrap_or_else(PoisonError::into_inner) = Some(topology);
+    }
+
+    pub(crate) fn mark_stale(&self) {
+        self.stale.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether someone flagged it stale since the last call.
+    pub(crate) fn take_stale(&self) -> bool {
+        self.stale.swap(false, Ordering::Relaxed)
     }
 }
 

@@ -41,7 +41,7 @@ use rooms_adapter::{Error, RoomName, wire};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::slot::{ShardId, Topology, key_slot, shard_id};
+use super::slot::{ShardId, SlotMap, Topology, key_slot, shard_id};
 use crate::config::RedisConfig;
 use crate::error::{closed, from_redis, timeout};
 
@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<AdapterCounters>,
     /// Rooms wanted and acknowledged by Redis now.
     pub(crate) subscriptions: Arc<AtomicU64>,
+    /// The slot map, shared with the publish driver.
+    pub(crate) slots: Arc<SlotMap>,
 }
 
 /// A notice from a shard connection's read loop to the task. Only the
@@ -601,6 +603,10 @@ impl State {
     }
 
     fn drive(&mut self, now: Instant) {
+        if self.shared.slots.take_stale() && !self.stale {
+            self.stale = true;
+            self.refresh_at = None;
+        }
         self.expire_leaves(now);
         self.route(now);
         self.start_unsubscribes();
@@ -816,7 +822,8 @@ impl State {
         let generation = shard.generation;
         let shard_id = Arc::clone(id);
         self.futures.push(Box::pin(async move {
-            let ping = redis::cmd("PING").query_async::<Value>(&mut connection);
+            let cmd = redis::cmd("PING");
+            let ping = cmd.query_async::<Value>(&mut connection);
             let result = match tokio::time::timeout(limit, ping).await {
                 Ok(Ok(Value::SimpleString(pong))) if pong == "PONG" => Ok(()),
                 Ok(Ok(Value::BulkString(pong))) if pong == b"PONG" => Ok(()),
@@ -1043,6 +1050,8 @@ impl State {
             shard.rooms.insert(name.clone());
         }
         if room.wanted {
+            // Counted before the waiters wake (the loop recounts exactly).
+            self.shared.subscriptions.fetch_add(1, Ordering::Relaxed);
             for waiter in room.waiters.drain(..) {
                 let _ = waiter.send(Ok(()));
             }
@@ -1305,6 +1314,7 @@ impl State {
             self.shards
                 .retain(|id, shard| masters.contains(id) || !shard.rooms.is_empty() || shard.busy);
         }
+        self.shared.slots.set(Arc::new(topology.clone()));
         self.topology = Some(topology);
     }
 
