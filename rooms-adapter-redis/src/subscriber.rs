@@ -118,6 +118,9 @@ struct State {
     /// Rooms wanted and in `confirmed`.
     live: u64,
     down_since: Option<Instant>,
+    /// After a reconnect: the rooms to re-subscribe, and those not yet
+    /// acknowledged. `Reconnected` is emitted when the second is empty.
+    resync: Option<(Vec<RoomName>, HashSet<RoomName>)>,
     attempt: u32,
 }
 
@@ -145,6 +148,7 @@ pub(crate) async fn run(
         op_rooms: HashSet::new(),
         live: 0,
         down_since: None,
+        resync: None,
         attempt: 0,
     };
     let (sink, stream) = pubsub.split();
@@ -160,10 +164,7 @@ pub(crate) async fn run(
             if op.is_none() {
                 op = state.next_op(&conn.sink);
             }
-            if op.is_none()
-                && state.pending_sub.is_empty()
-                && let Some(event) = state.take_reconnected()
-            {
+            if let Some(event) = state.take_reconnected() {
                 tokio::select! {
                     biased;
                     _ = shutdown.changed() => break,
@@ -406,6 +407,7 @@ impl State {
         if !self.wanted.remove(&room) {
             return;
         }
+        self.resynced(&room);
         self.pending_sub.remove(&room);
         if self.confirmed.contains(&room) {
             self.live = self.live.saturating_sub(1);
@@ -487,6 +489,7 @@ impl State {
             (Some(OpKind::Subscribe), Ok(())) => {
                 let mut ready = Vec::new();
                 for room in rooms {
+                    self.resynced(&room);
                     let wanted = self.wanted.contains(&room);
                     if self.confirmed.insert(room.clone()) && wanted {
                         self.live += 1;
@@ -519,6 +522,7 @@ impl State {
             (Some(OpKind::Subscribe), Err(OpError::Refused(error))) => {
                 tracing::warn!(medium = %self.shared.medium, %error, rooms = rooms.len(), "redis refused SUBSCRIBE");
                 for room in rooms {
+                    self.resynced(&room);
                     self.wanted.remove(&room);
                     if let Some(waiters) = self.waiters.remove(&room) {
                         for waiter in waiters {
@@ -570,6 +574,7 @@ impl State {
 
     fn lost(&mut self) {
         self.down_since.get_or_insert_with(Instant::now);
+        self.resync = None;
         self.confirmed.clear();
         self.live = 0;
         self.publish_live();
@@ -584,6 +589,7 @@ impl State {
     fn connected(&mut self) {
         self.attempt = 0;
         self.pending_sub = self.wanted.clone();
+        self.resync = Some((self.wanted.iter().cloned().collect(), self.wanted.clone()));
         tracing::info!(
             medium = %self.shared.medium,
             rooms = self.wanted.len(),
@@ -591,15 +597,31 @@ impl State {
         );
     }
 
-    /// The `Reconnected` event, once every wanted room is subscribed again.
+    /// The `Reconnected` event, once every room wanted at the reconnect is
+    /// subscribed again (rooms joined since do not hold it back).
     fn take_reconnected(&mut self) -> Option<AdapterEvent> {
+        match &self.resync {
+            Some((_, remaining)) if remaining.is_empty() => {}
+            _ => return None,
+        }
+        let (rooms, _) = self.resync.take()?;
         let since = self.down_since.take()?;
         let outage = since.elapsed();
-        let mut rooms: Vec<RoomName> = self.wanted.iter().cloned().collect();
+        let mut rooms: Vec<RoomName> = rooms
+            .into_iter()
+            .filter(|room| self.wanted.contains(room))
+            .collect();
         rooms.sort_unstable();
         self.shared.counters.record_reconnect();
         tracing::info!(medium = %self.shared.medium, rooms = rooms.len(), ?outage, "redis subscriptions restored");
         Some(AdapterEvent::Reconnected { rooms, outage })
+    }
+
+    /// A room no longer needs re-subscribing (acknowledged, dropped, refused).
+    fn resynced(&mut self, room: &RoomName) {
+        if let Some((_, remaining)) = &mut self.resync {
+            remaining.remove(room);
+        }
     }
 
     fn close(&mut self) {

@@ -1,4 +1,5 @@
 //! Builder validation: every bad input is named in the error.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! Connection loss, frozen servers, publishing and subscribing while Redis is
 //! down, disconnect (real redis-server, killed with SIGKILL or SIGSTOP).
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod common;
 

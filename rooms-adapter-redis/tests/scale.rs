@@ -1,5 +1,6 @@
 //! 10,000 rooms: subscribed in batches (not one round trip each), and
 //! re-subscribed in batches after Redis restarts. Prints the timings.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The Redis event-id sequence: one counter for every node.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod common;
 
