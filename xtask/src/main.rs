@@ -6,6 +6,7 @@
 //! - `bench`: the benchmarks, as one table.
 //! - `redis`: a throwaway redis-server for manual testing.
 
+mod bench;
 mod conformance;
 
 use std::process::{Command, ExitCode};
@@ -28,7 +29,7 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "ci" => ci(),
         "conformance" => conformance::run(rest),
-        "bench" => Err("benchmarks are not built yet".to_owned()),
+        "bench" => bench::run(rest),
         "redis" => Err("the redis helper is not built yet".to_owned()),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");

@@ -1,0 +1,284 @@
+//! Cross-node throughput and latency: one publisher process and one receiver
+//! process through one Redis.
+//!
+//! Two implementations of each side carry the same bytes:
+//! - *raw*: plain redis-rs, no adapter: `PUBLISH` on one multiplexed
+//!   connection, and a plain `SUBSCRIBE` through redis-rs pub/sub whose loop
+//!   counts messages (and, for latency, scans the timestamp out of the JSON).
+//! - *engine*: a [`Rooms`] engine on each node; the publisher broadcasts, and
+//!   the receiver has one connection in the room whose queue this loop drains.
+//!
+//! Throughput keeps up to `in_flight` publishes outstanding; latency offers a
+//! fixed rate, paced by a thread that sleeps to an absolute schedule, and
+//! measures one-way latency with the wall clock the two processes share.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use rooms_adapter::wire::Codec;
+use rooms_adapter::{BroadcastOptions, ConnectOptions, Rooms};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::common::{
+    CHANNEL, ROOM, Tally, Watchdog, bench_message, emit, now_ns, rate, raw_payload, ready, scan_u64,
+};
+
+/// What a receiver waits for.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiveSpec {
+    /// Messages expected.
+    pub count: u64,
+    /// Whether to record one-way latency.
+    pub latency: bool,
+    /// Messages left out of the latency histogram at the start.
+    pub warmup: u64,
+    /// How long to wait for the first message.
+    pub start_timeout: Duration,
+    /// How long to wait for the next message before reporting the rest lost.
+    pub idle_timeout: Duration,
+}
+
+/// How a publisher offers its load.
+#[derive(Debug, Clone, Copy)]
+pub enum Load {
+    /// `count` messages as fast as possible, at most `in_flight` outstanding.
+    Burst {
+        /// Messages to send.
+        count: u64,
+        /// Publishes outstanding at once.
+        in_flight: usize,
+    },
+    /// `count` messages at `rate` per second, each stamped with its send time.
+    Paced {
+        /// Messages to send.
+        count: u64,
+        /// Messages per second.
+        rate: u64,
+    },
+}
+
+impl Load {
+    fn count(self) -> u64 {
+        match self {
+            Load::Burst { count, .. } | Load::Paced { count, .. } => count,
+        }
+    }
+}
+
+/// Raw redis-rs receiver: plain `SUBSCRIBE`, count every message.
+pub async fn receive_raw(url: &str, spec: ReceiveSpec) -> Result<Value> {
+    let client = redis::Client::open(url).with_context(|| format!("bad redis url {url}"))?;
+    let mut pubsub = client
+        .get_async_pubsub()
+        .await
+        .context("connecting the raw subscriber")?;
+    pubsub.subscribe(CHANNEL).await.context("SUBSCRIBE")?;
+    let mut messages = pubsub.into_on_message();
+
+    let mut tally = Tally::new(spec.count, spec.latency, spec.warmup)?;
+    let watchdog = Watchdog::spawn(tally.progress(), spec.start_timeout, spec.idle_timeout);
+    ready();
+    loop {
+        tokio::select! {
+            biased;
+            message = messages.next() => {
+                let Some(message) = message else { break };
+                let sent = if tally.wants_latency() {
+                    scan_u64(message.get_payload_bytes(), b"\"ts\":")
+                } else {
+                    None
+                };
+                tally.record(None, sent);
+                if tally.done() {
+                    break;
+                }
+            }
+            () = watchdog.stopped() => break,
+        }
+    }
+    Ok(tally.finish("raw", Value::Null))
+}
+
+/// Engine receiver: one connection in the room, its queue drained here.
+pub async fn receive_engine(rooms: &Rooms, spec: ReceiveSpec) -> Result<Value> {
+    let mut connection = rooms
+        .connect(ConnectOptions::new())
+        .await
+        .context("connecting the receiving connection")?;
+    rooms
+        .join(connection.id(), ROOM)
+        .await
+        .context("joining the benchmark room")?;
+
+    let mut tally = Tally::new(spec.count, spec.latency, spec.warmup)?;
+    let watchdog = Watchdog::spawn(tally.progress(), spec.start_timeout, spec.idle_timeout);
+    let mut ended = false;
+    ready();
+    loop {
+        tokio::select! {
+            biased;
+            delivery = connection.recv() => {
+                let Some(delivery) = delivery else {
+                    ended = true;
+                    break;
+                };
+                let data = &delivery.message().data;
+                let seq = data.get("seq").and_then(Value::as_u64);
+                let sent = if tally.wants_latency() {
+                    data.get("ts").and_then(Value::as_u64)
+                } else {
+                    None
+                };
+                tally.record(seq, sent);
+                if tally.done() {
+                    break;
+                }
+            }
+            () = watchdog.stopped() => break,
+        }
+    }
+    let engine = rooms.stats();
+    let adapter = rooms.adapter_stats();
+    let extra = json!({
+        "connection_ended_early": ended,
+        "remote_received": engine.remote_received,
+        "deliveries": engine.deliveries,
+        "frames_encoded": engine.frames_encoded,
+        "lagging_disconnects": engine.lagging_disconnects,
+        "lagging_drops": engine.lagging_drops,
+        "inbound_dropped": engine.inbound_dropped,
+        "adapter_received": adapter.received,
+        "adapter_decode_errors": adapter.decode_errors_total(),
+        "adapter_dropped_inbound": adapter.dropped_inbound,
+    });
+    Ok(tally.finish(rooms.adapter_name(), extra))
+}
+
+/// Raw redis-rs publisher: `PUBLISH` on one multiplexed connection.
+pub async fn publish_raw(url: &str, codec: Codec, load: Load) -> Result<Value> {
+    let client = redis::Client::open(url).with_context(|| format!("bad redis url {url}"))?;
+    let connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .context("connecting the raw publisher")?;
+    drive(load, "raw", |seq, ts| {
+        let mut connection = connection.clone();
+        let payload = raw_payload(seq, ts, codec);
+        async move {
+            let payload = payload.map_err(|e| e.to_string())?;
+            redis::cmd("PUBLISH")
+                .arg(CHANNEL)
+                .arg(&payload[..])
+                .exec_async(&mut connection)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await
+}
+
+/// Engine publisher: `broadcast` to the room, which this node has no member of.
+pub async fn publish_engine(rooms: &Rooms, load: Load) -> Result<Value> {
+    let mut result = drive(load, rooms.adapter_name(), |seq, ts| async move {
+        rooms
+            .broadcast(ROOM, bench_message(seq, ts), BroadcastOptions::new())
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    let adapter = rooms.adapter_stats();
+    result["extra"] = json!({
+        "adapter_published": adapter.published,
+        "adapter_publish_errors": adapter.publish_errors,
+    });
+    Ok(result)
+}
+
+/// Offers `load` through `send(seq, sent_ns)` and reports what it did.
+async fn drive<F, Fut>(load: Load, side: &str, mut send: F) -> Result<Value>
+where
+    F: FnMut(u64, u64) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let mut pending = FuturesUnordered::new();
+    let mut errors = 0u64;
+    let mut first_error: Option<String> = None;
+    let mut settle = |result: Option<Result<(), String>>| {
+        if let Some(Err(error)) = result {
+            errors += 1;
+            first_error.get_or_insert(error);
+        }
+    };
+    let started = Instant::now();
+    match load {
+        Load::Burst { count, in_flight } => {
+            for seq in 0..count {
+                while pending.len() >= in_flight.max(1) {
+                    settle(pending.next().await);
+                }
+                pending.push(send(seq, 0));
+            }
+        }
+        Load::Paced { count, rate } => {
+            let mut ticks = pacer(count, rate)?;
+            loop {
+                tokio::select! {
+                    biased;
+                    result = pending.next(), if !pending.is_empty() => settle(result),
+                    tick = ticks.recv() => match tick {
+                        Some(seq) => pending.push(send(seq, now_ns())),
+                        None => break,
+                    },
+                }
+            }
+        }
+    }
+    while let Some(result) = pending.next().await {
+        settle(Some(result));
+    }
+    let elapsed = started.elapsed();
+    Ok(json!({
+        "side": side,
+        "sent": load.count(),
+        "errors": errors,
+        "first_error": first_error,
+        "elapsed_s": elapsed.as_secs_f64(),
+        "publish_rate": rate(load.count(), elapsed),
+    }))
+}
+
+/// A thread that ticks `count` times at `rate` per second, to an absolute
+/// schedule (no drift); the channel closes after the last tick.
+fn pacer(count: u64, rate: u64) -> Result<mpsc::UnboundedReceiver<u64>> {
+    let (ticks, receiver) = mpsc::unbounded_channel();
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    std::thread::Builder::new()
+        .name("pacer".into())
+        .spawn(move || {
+            let started = Instant::now();
+            for seq in 0..count {
+                let due = started + interval.mul_f64(seq as f64);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                if ticks.send(seq).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("starting the pacer thread")?;
+    Ok(receiver)
+}
+
+/// Prints a result line for a side's outcome.
+pub fn report(result: Result<Value>) -> Result<()> {
+    let value = result?;
+    emit(&value);
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! Local fan-out: one broadcast to a room of many local connections, whose
+//! queues are drained by one task each. A round is timed from the broadcast
+//! call until every connection has received the message.
+//!
+//! The engine builds the SSE frame once per message and shares it by reference
+//! count; [`EngineStats::frames_encoded`](rooms_adapter::EngineStats) proves it.
+//! The baseline frames per connection (`sse::frame` once for each member) and
+//! sends each its own bytes, through the same kind of bounded queue.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use rooms_adapter::{BroadcastOptions, ConnectOptions, ConnectionId, Rooms, SseMessage, sse};
+use rooms_adapter_memory::MemoryAdapter;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+
+use crate::common::{ROOM, bench_message, rate};
+
+/// Receipts across all connections, and a wake-up when a round completes.
+#[derive(Debug, Default)]
+struct Receipts {
+    count: AtomicU64,
+    target: AtomicU64,
+    complete: Notify,
+}
+
+impl Receipts {
+    fn received(&self) {
+        let count = self.count.fetch_add(1, Ordering::AcqRel) + 1;
+        if count == self.target.load(Ordering::Acquire) {
+            self.complete.notify_one();
+        }
+    }
+
+    /// Waits until `target` receipts in total (stale wake-ups are re-checked).
+    async fn wait_for(&self, target: u64) {
+        loop {
+            let notified = self.complete.notified();
+            if self.count.load(Ordering::Acquire) >= target {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Per-round times and what they add up to.
+fn summary(connections: usize, rounds: &[Duration]) -> Value {
+    let mut sorted = rounds.to_vec();
+    sorted.sort();
+    let total: Duration = rounds.iter().sum();
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+    let deliveries = connections as u64 * rounds.len() as u64;
+    json!({
+        "connections": connections,
+        "messages": rounds.len(),
+        "deliveries": deliveries,
+        "median_round_ms": median.as_secs_f64() * 1e3,
+        "min_round_ms": sorted.first().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        "max_round_ms": sorted.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        "deliveries_per_s": rate(deliveries, total),
+    })
+}
+
+/// The engine: `broadcast` to a room of `connections` local members.
+pub async fn engine(connections: usize, rounds: usize) -> Result<Value> {
+    let rooms = Rooms::builder(Arc::new(MemoryAdapter::new()))
+        .build()
+        .await?;
+    let receipts = Arc::new(Receipts::default());
+    let mut drains = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let mut connection = rooms.connect(ConnectOptions::new()).await?;
+        rooms.join(connection.id(), ROOM).await?;
+        let receipts = Arc::clone(&receipts);
+        drains.push(tokio::spawn(async move {
+            while let Some(delivery) = connection.recv().await {
+                black_box(delivery.sse_frame().len());
+                receipts.received();
+            }
+        }));
+    }
+    let message = Arc::new(bench_message(1, 0));
+    let before = rooms.stats();
+    let mut times = Vec::with_capacity(rounds);
+    // One unmeasured round first, to wake every task once.
+    for round in 0..=rounds {
+        let target = (round as u64 + 1) * connections as u64;
+        receipts.target.store(target, Ordering::Release);
+        let started = Instant::now();
+        let report = rooms
+            .broadcast(ROOM, Arc::clone(&message), BroadcastOptions::new())
+            .await?;
+        receipts.wait_for(target).await;
+        if round > 0 {
+            times.push(started.elapsed());
+        }
+        anyhow::ensure!(
+            report.delivered == connections,
+            "delivered to {} of {connections}",
+            report.delivered
+        );
+    }
+    let after = rooms.stats();
+    let mut result = summary(connections, &times);
+    result["side"] = json!("engine");
+    // Frames built for the measured rounds and the warm-up round.
+    result["frames_encoded"] = json!(after.frames_encoded - before.frames_encoded);
+    result["broadcasts"] = json!(after.broadcasts - before.broadcasts);
+    rooms.shutdown().await;
+    for drain in drains {
+        drain.await.context("drain task")?;
+    }
+    Ok(result)
+}
+
+/// The baseline: the same room and queues, framing once per connection.
+pub async fn naive(connections: usize, rounds: usize) -> Result<Value> {
+    let members: RwLock<Vec<(ConnectionId, mpsc::Sender<Bytes>)>> = RwLock::default();
+    let receipts = Arc::new(Receipts::default());
+    let mut drains = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let (sender, mut receiver) = mpsc::channel::<Bytes>(256);
+        members
+            .write()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .push((ConnectionId::random(), sender));
+        let receipts = Arc::clone(&receipts);
+        drains.push(tokio::spawn(async move {
+            while let Some(frame) = receiver.recv().await {
+                black_box(frame.len());
+                receipts.received();
+            }
+        }));
+    }
+    let message: SseMessage = bench_message(1, 0);
+    let mut frames = 0u64;
+    let mut times = Vec::with_capacity(rounds);
+    for round in 0..=rounds {
+        let target = (round as u64 + 1) * connections as u64;
+        receipts.target.store(target, Ordering::Release);
+        let started = Instant::now();
+        {
+            let members = members.read().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            for (_, sender) in members.iter() {
+                let frame = sse::frame(&message)?;
+                frames += 1;
+                sender
+                    .try_send(frame)
+                    .map_err(|_| anyhow::anyhow!("naive queue full"))?;
+            }
+        }
+        receipts.wait_for(target).await;
+        if round > 0 {
+            times.push(started.elapsed());
+        }
+    }
+    let mut result = summary(connections, &times);
+    result["side"] = json!("naive");
+    result["frames_encoded"] = json!(frames);
+    result["broadcasts"] = json!(rounds + 1);
+    members
+        .write()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clear();
+    for drain in drains {
+        drain.await.context("drain task")?;
+    }
+    Ok(result)
+}

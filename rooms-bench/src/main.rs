@@ -1,0 +1,280 @@
+//! `rooms-bench`: one benchmark (or one side of one) per subcommand. Started by
+//! `cargo xtask bench`, which reads the `READY` and `RESULT {json}` lines.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use rooms_adapter::engine::DEFAULT_CONNECTION_QUEUE;
+use rooms_adapter::wire::Codec;
+use rooms_bench::common::emit;
+use rooms_bench::cross::{self, Load, ReceiveSpec};
+use rooms_bench::{codec, fanout, memory, receive_path};
+
+#[derive(Parser)]
+#[command(about = "rooms benchmarks (run them all with `cargo xtask bench`)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CodecArg {
+    Json,
+    Msgpack,
+}
+
+impl From<CodecArg> for Codec {
+    fn from(codec: CodecArg) -> Self {
+        match codec {
+            CodecArg::Json => Codec::Json,
+            CodecArg::Msgpack => Codec::MessagePack,
+        }
+    }
+}
+
+/// Which implementation of a cross-node side.
+#[derive(Clone, Copy, ValueEnum)]
+enum CrossSide {
+    /// Plain redis-rs, no adapter.
+    Raw,
+    /// A `Rooms` engine over `RedisAdapter`.
+    Adapter,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LocalSide {
+    Engine,
+    Naive,
+    /// `wire::decode` alone (receive-path only).
+    Decode,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RuntimeArg {
+    Multi,
+    Current,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Receiving node of a cross-node run: prints READY once subscribed.
+    Recv {
+        #[arg(long, value_enum)]
+        side: CrossSide,
+        #[arg(long)]
+        url: String,
+        #[arg(long, value_enum, default_value = "json")]
+        codec: CodecArg,
+        #[arg(long, default_value = "redis")]
+        driver: String,
+        #[arg(long)]
+        count: u64,
+        /// Record one-way latency (the publisher must be paced).
+        #[arg(long)]
+        latency: bool,
+        #[arg(long, default_value_t = 1000)]
+        warmup: u64,
+        #[arg(long, default_value_t = 5000)]
+        idle_ms: u64,
+        #[arg(long, value_enum, default_value = "multi")]
+        runtime: RuntimeArg,
+        /// Queue capacity of the receiving connection (adapter side).
+        #[arg(long, default_value_t = DEFAULT_CONNECTION_QUEUE)]
+        queue: usize,
+    },
+    /// Publishing node of a cross-node run.
+    Pub {
+        #[arg(long, value_enum)]
+        side: CrossSide,
+        #[arg(long)]
+        url: String,
+        #[arg(long, value_enum, default_value = "json")]
+        codec: CodecArg,
+        #[arg(long, default_value = "redis")]
+        driver: String,
+        #[arg(long)]
+        count: u64,
+        /// Publishes in flight (burst mode).
+        #[arg(long, default_value_t = 1000)]
+        in_flight: usize,
+        /// Messages per second (paced mode, for latency).
+        #[arg(long)]
+        rate: Option<u64>,
+        #[arg(long, value_enum, default_value = "multi")]
+        runtime: RuntimeArg,
+    },
+    /// Decode + dispatch of pre-recorded payloads, one core.
+    ReceivePath {
+        #[arg(long, value_enum)]
+        side: LocalSide,
+        #[arg(long, value_enum, default_value = "json")]
+        codec: CodecArg,
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        #[arg(long, default_value_t = 1024)]
+        window: u64,
+    },
+    /// One broadcast to a room of many local connections.
+    Fanout {
+        #[arg(long, value_enum)]
+        side: LocalSide,
+        #[arg(long)]
+        connections: usize,
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+    },
+    /// Resident bytes per idle connection.
+    Memory {
+        #[arg(long, value_enum)]
+        side: LocalSide,
+        #[arg(long, default_value_t = 100_000)]
+        connections: usize,
+        #[arg(long, default_value_t = 1000)]
+        rooms: usize,
+    },
+    /// Codec encode/decode on the golden vectors.
+    Codec {
+        #[arg(long, default_value_t = 300)]
+        millis: u64,
+    },
+}
+
+fn runtime(kind: RuntimeArg) -> Result<tokio::runtime::Runtime> {
+    match kind {
+        RuntimeArg::Multi => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        RuntimeArg::Current => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    }
+    .context("starting the tokio runtime")
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Recv {
+            side,
+            url,
+            codec,
+            driver,
+            count,
+            latency,
+            warmup,
+            idle_ms,
+            runtime: kind,
+            queue,
+        } => {
+            let spec = ReceiveSpec {
+                count,
+                latency,
+                warmup: if latency { warmup } else { 0 },
+                start_timeout: Duration::from_secs(60),
+                idle_timeout: Duration::from_millis(idle_ms),
+            };
+            runtime(kind)?.block_on(async move {
+                match side {
+                    CrossSide::Raw => cross::receive_raw(&url, spec).await,
+                    CrossSide::Adapter => {
+                        let rooms = adapter_node(&url, codec.into(), &driver, queue).await?;
+                        let result = cross::receive_engine(&rooms, spec).await;
+                        rooms.shutdown().await;
+                        result
+                    }
+                }
+            })?
+        }
+        Command::Pub {
+            side,
+            url,
+            codec,
+            driver,
+            count,
+            in_flight,
+            rate,
+            runtime: kind,
+        } => {
+            let load = match rate {
+                Some(rate) => Load::Paced { count, rate },
+                None => Load::Burst { count, in_flight },
+            };
+            runtime(kind)?.block_on(async move {
+                match side {
+                    CrossSide::Raw => cross::publish_raw(&url, codec.into(), load).await,
+                    CrossSide::Adapter => {
+                        let rooms =
+                            adapter_node(&url, codec.into(), &driver, DEFAULT_CONNECTION_QUEUE)
+                                .await?;
+                        let result = cross::publish_engine(&rooms, load).await;
+                        rooms.shutdown().await;
+                        result
+                    }
+                }
+            })?
+        }
+        Command::ReceivePath {
+            side,
+            codec,
+            count,
+            window,
+        } => runtime(RuntimeArg::Current)?.block_on(async move {
+            match side {
+                LocalSide::Engine => receive_path::engine(codec.into(), count, window).await,
+                LocalSide::Naive => receive_path::naive(codec.into(), count, window).await,
+                LocalSide::Decode => receive_path::decode_only(codec.into(), count),
+            }
+        })?,
+        Command::Fanout {
+            side,
+            connections,
+            rounds,
+        } => runtime(RuntimeArg::Multi)?.block_on(async move {
+            match side {
+                LocalSide::Naive => fanout::naive(connections, rounds).await,
+                _ => fanout::engine(connections, rounds).await,
+            }
+        })?,
+        Command::Memory {
+            side,
+            connections,
+            rooms,
+        } => runtime(RuntimeArg::Current)?.block_on(async move {
+            match side {
+                LocalSide::Naive => memory::naive(connections, rooms).await,
+                _ => memory::engine(connections, rooms).await,
+            }
+        })?,
+        Command::Codec { millis } => codec::measure(Duration::from_millis(millis))?,
+    };
+    emit(&result);
+    Ok(())
+}
+
+/// A `Rooms` engine over `RedisAdapter` with the chosen publish driver
+/// (`redis`, `deadpool` or `bb8`, pools of the default size). A receiving node
+/// gives its connection a queue of `queue` deliveries.
+async fn adapter_node(
+    url: &str,
+    codec: Codec,
+    driver: &str,
+    queue: usize,
+) -> Result<rooms_adapter::Rooms> {
+    use rooms_adapter_redis::RedisAdapter;
+    use rooms_adapter_redis::config::DEFAULT_POOL_SIZE;
+
+    let builder = RedisAdapter::builder(url).codec(codec);
+    let builder = match driver {
+        "redis" => builder.redis_driver(),
+        "deadpool" => builder.deadpool_driver(DEFAULT_POOL_SIZE),
+        "bb8" => builder.bb8_driver(DEFAULT_POOL_SIZE),
+        other => anyhow::bail!("unknown driver {other:?} (redis, deadpool or bb8)"),
+    };
+    let adapter = builder.build().context("building the RedisAdapter")?;
+    rooms_adapter::Rooms::builder(std::sync::Arc::new(adapter))
+        .connection_queue_capacity(queue)
+        .build()
+        .await
+        .context("starting the rooms engine over Redis")
+}

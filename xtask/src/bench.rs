@@ -1,0 +1,929 @@
+//! `cargo xtask bench [GROUP ...] [--quick] [--write | --no-write]`: the
+//! benchmarks of the design doc's section 7, each next to a baseline measured
+//! in the same run, as one table.
+//!
+//! It builds `rooms-bench` in release, starts a throwaway `redis-server`, runs
+//! every benchmark as separate processes of the `rooms-bench` binary (a
+//! cross-node run is a receiver process and a publisher process), prints the
+//! table, and (for a full run, or with `--write`) writes it into
+//! `BENCHMARKS.md` between the generated-section markers, keeping whatever is
+//! written outside them.
+//!
+//! Groups: `throughput`, `drivers`, `latency`, `receive`, `fanout`, `codec`,
+//! `memory`. `--quick` runs fewer and smaller repetitions (a smoke test; its
+//! numbers are not worth writing down).
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rooms_testkit::redis_server::RedisServer;
+use serde_json::Value;
+
+const GROUPS: [&str; 7] = [
+    "throughput",
+    "drivers",
+    "latency",
+    "receive",
+    "fanout",
+    "codec",
+    "memory",
+];
+
+const BEGIN: &str = "<!-- cargo xtask bench: generated section, begin -->";
+const END: &str = "<!-- cargo xtask bench: generated section, end -->";
+
+/// Queue of the receiving connection in cross-node runs (see the notes).
+const RECEIVER_QUEUE: &str = "65536";
+
+/// How much of everything to run.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    reps: usize,
+    throughput_count: u64,
+    latency_secs: u64,
+    latency_reps: usize,
+    receive_count: u64,
+    memory_connections: usize,
+}
+
+impl Plan {
+    fn full() -> Self {
+        Self {
+            reps: 3,
+            throughput_count: 200_000,
+            latency_secs: 10,
+            latency_reps: 2,
+            receive_count: 500_000,
+            memory_connections: 100_000,
+        }
+    }
+
+    fn quick() -> Self {
+        Self {
+            reps: 1,
+            throughput_count: 50_000,
+            latency_secs: 2,
+            latency_reps: 1,
+            receive_count: 100_000,
+            memory_connections: 10_000,
+        }
+    }
+}
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let mut groups: Vec<&str> = Vec::new();
+    let mut quick = false;
+    let mut write: Option<bool> = None;
+    for arg in args {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--write" => write = Some(true),
+            "--no-write" => write = Some(false),
+            "-h" | "--help" => {
+                println!(
+                    "usage: cargo xtask bench [GROUP ...] [--quick] [--write | --no-write]\n\n\
+                     groups: {}\n\
+                     A full run (no group, no --quick) writes BENCHMARKS.md; --write forces it.",
+                    GROUPS.join(", ")
+                );
+                return Ok(());
+            }
+            group if GROUPS.contains(&group) => groups.push(group),
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?}; groups are {}",
+                    GROUPS.join(", ")
+                ));
+            }
+        }
+    }
+    let full = groups.is_empty() && !quick;
+    if groups.is_empty() {
+        groups = GROUPS.to_vec();
+    }
+    let write = write.unwrap_or(full);
+    let plan = if quick { Plan::quick() } else { Plan::full() };
+    let started = Instant::now();
+
+    let bin = build()?;
+    let machine = Machine::read();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start tokio: {e}"))?;
+    let needs_redis = groups
+        .iter()
+        .any(|g| matches!(*g, "throughput" | "drivers" | "latency"));
+    let server = if needs_redis {
+        // A slow subscriber must not be cut off by Redis's default output
+        // buffer limit for pub/sub clients (32 MB hard) in a burst of 200,000.
+        let server = runtime
+            .block_on(RedisServer::start_with_args(&[
+                "--client-output-buffer-limit",
+                "pubsub 512mb 256mb 60",
+            ]))
+            .map_err(|e| format!("cannot start redis-server: {e}"))?;
+        eprintln!("redis-server on {}", server.url());
+        Some(server)
+    } else {
+        None
+    };
+    let url = server.as_ref().map(RedisServer::url).unwrap_or_default();
+
+    let mut bench = Bench {
+        bin,
+        url,
+        plan,
+        rows: Vec::new(),
+        runs: Vec::new(),
+    };
+    for group in &groups {
+        eprintln!("\n== {group}");
+        let group_started = Instant::now();
+        match *group {
+            "throughput" => bench.throughput()?,
+            "drivers" => bench.drivers()?,
+            "latency" => bench.latency()?,
+            "receive" => bench.receive()?,
+            "fanout" => bench.fanout()?,
+            "codec" => bench.codec()?,
+            "memory" => bench.memory()?,
+            _ => {}
+        }
+        eprintln!("   {group}: {:.0?}", group_started.elapsed());
+    }
+    drop(server);
+
+    let command = if args.is_empty() {
+        "cargo xtask bench".to_owned()
+    } else {
+        format!("cargo xtask bench {}", args.join(" "))
+    };
+    let report = bench.report(&machine, &command, started.elapsed());
+    println!("\n{report}");
+    if write {
+        let path = workspace_root().join("BENCHMARKS.md");
+        write_report(&path, &report)?;
+        eprintln!("wrote {}", path.display());
+    }
+    let missed = bench
+        .rows
+        .iter()
+        .filter(|row| row.verdict == Verdict::Missed)
+        .count();
+    eprintln!(
+        "\nbench finished in {:.0?}: {missed} target(s) missed",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Builds `rooms-bench` in release; returns the binary's path.
+fn build() -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("==> cargo build --release -p rooms-bench --bin rooms-bench");
+    let output = Command::new(&cargo)
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "rooms-bench",
+            "--bin",
+            "rooms-bench",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("could not run {cargo}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("building rooms-bench failed ({})", output.status));
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|message| message["reason"] == "compiler-artifact")
+        .filter(|message| message["target"]["name"] == "rooms-bench")
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| "cargo did not report the rooms-bench executable".to_owned())
+}
+
+/// What the report says about the machine.
+struct Machine {
+    cores: usize,
+    cpu: String,
+    memory: String,
+    load_before: String,
+    rustc: String,
+    redis: String,
+    commit: String,
+    date: String,
+}
+
+impl Machine {
+    fn read() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find(|line| line.starts_with("model name"))
+            .and_then(|line| line.split(':').nth(1))
+            .map_or_else(|| "unknown".to_owned(), |name| name.trim().to_owned());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory = meminfo
+            .lines()
+            .find(|line| line.starts_with("MemTotal"))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse::<f64>().ok())
+            .map_or_else(
+                || "unknown".to_owned(),
+                |kib| format!("{:.0} GiB", kib / 1024.0 / 1024.0),
+            );
+        let dirty =
+            !command_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+        let commit = command_output("git", &["rev-parse", "--short", "HEAD"]);
+        Self {
+            cores: std::thread::available_parallelism().map_or(0, usize::from),
+            cpu,
+            memory,
+            load_before: load_average(),
+            rustc: command_output("rustc", &["--version"]),
+            redis: command_output("redis-server", &["--version"]),
+            commit: if dirty {
+                format!("{commit} (with uncommitted changes)")
+            } else {
+                commit
+            },
+            date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        }
+    }
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .current_dir(workspace_root())
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Stretch,
+    Met,
+    Missed,
+    Info,
+}
+
+impl Verdict {
+    fn label(self) -> &'static str {
+        match self {
+            Verdict::Stretch => "**met, stretch too**",
+            Verdict::Met => "**met**",
+            Verdict::Missed => "**MISSED**",
+            Verdict::Info => "report",
+        }
+    }
+}
+
+struct Row {
+    bench: String,
+    figure: String,
+    baseline: String,
+    ratio: String,
+    target: String,
+    verdict: Verdict,
+}
+
+struct Bench {
+    bin: PathBuf,
+    url: String,
+    plan: Plan,
+    rows: Vec<Row>,
+    /// Every process result, for the details section.
+    runs: Vec<(String, Value)>,
+}
+
+/// A `rooms-bench` process whose stdout lines are read by a thread.
+struct Proc {
+    name: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(bin: &Path, args: &[String], name: &str) -> Result<Self, String> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| format!("{name}: no stdout"))?;
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            lines,
+        })
+    }
+
+    /// Waits for a line starting with `prefix`; returns the rest of it.
+    fn wait_for(&mut self, prefix: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return Ok(rest.trim().to_owned());
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(format!(
+                        "{}: no {prefix:?} line within {timeout:?}",
+                        self.name
+                    ));
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self
+                        .child
+                        .wait()
+                        .map_or_else(|e| e.to_string(), |s| s.to_string());
+                    return Err(format!(
+                        "{}: exited ({status}) without a {prefix:?} line",
+                        self.name
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Waits for the `RESULT` line and the exit.
+    fn result(mut self, timeout: Duration) -> Result<Value, String> {
+        let text = self.wait_for("RESULT ", timeout)?;
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| format!("{}: {e}", self.name))?;
+        if !status.success() {
+            return Err(format!("{}: exited with {status}", self.name));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{}: bad result line: {e}", self.name))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|arg| (*arg).to_owned()).collect()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn f(value: &Value) -> f64 {
+    value.as_f64().unwrap_or(f64::NAN)
+}
+
+fn u(value: &Value) -> u64 {
+    value.as_u64().unwrap_or(0)
+}
+
+/// `1234567.8` as `1,234,568`.
+fn thousands(value: f64) -> String {
+    if !value.is_finite() {
+        return "n/a".to_owned();
+    }
+    let digits = format!("{:.0}", value.abs());
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    if value < 0.0 { format!("-{out}") } else { out }
+}
+
+/// A throughput side's median rate and its lost (or duplicated) messages.
+#[derive(Debug, Clone, Copy)]
+struct Outcome {
+    rate: f64,
+    lost: u64,
+}
+
+/// One cross-node side: `raw` or `adapter`.
+#[derive(Clone, Copy)]
+struct Side {
+    side: &'static str,
+    codec: &'static str,
+    driver: &'static str,
+}
+
+impl Bench {
+    fn single(&mut self, label: &str, args: &[String], timeout: Duration) -> Result<Value, String> {
+        let process = Proc::spawn(&self.bin, args, label)?;
+        let result = process.result(timeout)?;
+        self.runs.push((label.to_owned(), result.clone()));
+        Ok(result)
+    }
+
+    /// One cross-node run: receiver first (until READY), then the publisher.
+    fn pair(
+        &mut self,
+        label: &str,
+        side: Side,
+        count: u64,
+        rate: Option<u64>,
+    ) -> Result<(Value, Value), String> {
+        let count_text = count.to_string();
+        let common = [
+            "--side",
+            side.side,
+            "--url",
+            &self.url,
+            "--codec",
+            side.codec,
+            "--driver",
+            side.driver,
+            "--count",
+            &count_text,
+        ];
+        let mut recv_args = strings(&["recv"]);
+        recv_args.extend(strings(&common));
+        recv_args.extend(strings(&["--queue", RECEIVER_QUEUE]));
+        let mut pub_args = strings(&["pub"]);
+        pub_args.extend(strings(&common));
+        if let Some(rate) = rate {
+            recv_args.push("--latency".to_owned());
+            pub_args.extend(["--rate".to_owned(), rate.to_string()]);
+        } else {
+            pub_args.extend(strings(&["--in-flight", "1000"]));
+        }
+        let mut receiver = Proc::spawn(&self.bin, &recv_args, &format!("{label} receiver"))?;
+        receiver.wait_for("READY", Duration::from_secs(30))?;
+        let publisher = Proc::spawn(&self.bin, &pub_args, &format!("{label} publisher"))?;
+        let published = publisher.result(Duration::from_secs(180))?;
+        let received = receiver.result(Duration::from_secs(60))?;
+        self.runs
+            .push((format!("{label} publisher"), published.clone()));
+        self.runs
+            .push((format!("{label} receiver"), received.clone()));
+        Ok((received, published))
+    }
+
+    /// Raw and adapter interleaved `reps` times; returns each side's
+    /// (median msg/s, total lost).
+    fn throughput_pair(
+        &mut self,
+        label: &str,
+        codec: &'static str,
+        driver: &'static str,
+    ) -> Result<(Outcome, Outcome), String> {
+        let count = self.plan.throughput_count;
+        let mut raw = (Vec::new(), 0);
+        let mut adapter = (Vec::new(), 0);
+        for rep in 0..self.plan.reps {
+            for (side, tally) in [("raw", &mut raw), ("adapter", &mut adapter)] {
+                let name = format!("throughput {label} {side} #{}", rep + 1);
+                eprintln!("   {name}");
+                let (received, _) = self.pair(
+                    &name,
+                    Side {
+                        side,
+                        codec,
+                        driver,
+                    },
+                    count,
+                    None,
+                )?;
+                tally.0.push(f(&received["msgs_per_s"]));
+                tally.1 += u(&received["lost"]) + u(&received["duplicates"]);
+            }
+        }
+        Ok((
+            Outcome {
+                rate: median(raw.0),
+                lost: raw.1,
+            },
+            Outcome {
+                rate: median(adapter.0),
+                lost: adapter.1,
+            },
+        ))
+    }
+
+    fn throughput_row(&mut self, bench: String, raw: Outcome, adapter: Outcome) {
+        let ratio = adapter.rate / raw.rate;
+        let verdict = if adapter.lost > 0 || ratio < 1.0 {
+            Verdict::Missed
+        } else if ratio >= 1.5 {
+            Verdict::Stretch
+        } else {
+            Verdict::Met
+        };
+        self.rows.push(Row {
+            bench,
+            figure: format!("{} msg/s, lost {}", thousands(adapter.rate), adapter.lost),
+            baseline: format!("{} msg/s, lost {}", thousands(raw.rate), raw.lost),
+            ratio: format!("{ratio:.2}x"),
+            target: "≥ 1.0x (stretch 1.5x), lost 0".to_owned(),
+            verdict,
+        });
+    }
+
+    fn throughput(&mut self) -> Result<(), String> {
+        for (codec, name) in [("json", "JSON"), ("msgpack", "MessagePack")] {
+            let (raw, adapter) = self.throughput_pair(name, codec, "redis")?;
+            let count = thousands(self.plan.throughput_count as f64);
+            self.throughput_row(
+                format!("Cross-node throughput, {name}, driver `redis` ({count} msgs)"),
+                raw,
+                adapter,
+            );
+        }
+        Ok(())
+    }
+
+    fn drivers(&mut self) -> Result<(), String> {
+        for driver in ["deadpool", "bb8"] {
+            let (raw, adapter) = self.throughput_pair(&format!("JSON {driver}"), "json", driver)?;
+            let count = thousands(self.plan.throughput_count as f64);
+            self.throughput_row(
+                format!("Cross-node throughput, JSON, driver `{driver}` ({count} msgs)"),
+                raw,
+                adapter,
+            );
+        }
+        Ok(())
+    }
+
+    fn latency(&mut self) -> Result<(), String> {
+        const RATE: u64 = 5_000;
+        let count = RATE * self.plan.latency_secs;
+        let mut best: [Option<Value>; 2] = [None, None];
+        for rep in 0..self.plan.latency_reps {
+            for (i, side) in ["raw", "adapter"].into_iter().enumerate() {
+                let name = format!("latency {side} #{}", rep + 1);
+                eprintln!("   {name}");
+                let (received, _) = self.pair(
+                    &name,
+                    Side {
+                        side,
+                        codec: "json",
+                        driver: "redis",
+                    },
+                    count,
+                    Some(RATE),
+                )?;
+                let p99 = f(&received["latency"]["p99_ms"]);
+                let better = best[i]
+                    .as_ref()
+                    .is_none_or(|kept| p99 < f(&kept["latency"]["p99_ms"]));
+                if better {
+                    best[i] = Some(received);
+                }
+            }
+        }
+        let [Some(raw), Some(adapter)] = best else {
+            return Err("no latency runs".to_owned());
+        };
+        let lost = u(&adapter["lost"]);
+        let raw_lost = u(&raw["lost"]);
+        for (key, name, targeted) in [
+            ("p50_ms", "p50", true),
+            ("p99_ms", "p99", true),
+            ("max_ms", "max", false),
+        ] {
+            let a = f(&adapter["latency"][key]);
+            let r = f(&raw["latency"][key]);
+            let ratio = a / r;
+            let verdict = if !targeted {
+                Verdict::Info
+            } else if ratio <= 1.2 && lost == 0 {
+                Verdict::Met
+            } else {
+                Verdict::Missed
+            };
+            self.rows.push(Row {
+                bench: format!(
+                    "Cross-node latency {name}, JSON, {RATE} msg/s for {} s",
+                    self.plan.latency_secs
+                ),
+                figure: format!("{a:.3} ms (lost {lost})"),
+                baseline: format!("{r:.3} ms (lost {raw_lost})"),
+                ratio: format!("{ratio:.2}x"),
+                target: if targeted {
+                    "≤ 1.2x".to_owned()
+                } else {
+                    "report".to_owned()
+                },
+                verdict,
+            });
+        }
+        Ok(())
+    }
+
+    fn receive(&mut self) -> Result<(), String> {
+        let count = self.plan.receive_count.to_string();
+        for (codec, name) in [("json", "JSON"), ("msgpack", "MessagePack")] {
+            let mut rates: [Vec<f64>; 3] = Default::default();
+            let mut dropped = 0;
+            for rep in 0..self.plan.reps {
+                for (i, side) in ["engine", "naive", "decode"].into_iter().enumerate() {
+                    let label = format!("receive-path {codec} {side} #{}", rep + 1);
+                    eprintln!("   {label}");
+                    let args = strings(&[
+                        "receive-path",
+                        "--side",
+                        side,
+                        "--codec",
+                        codec,
+                        "--count",
+                        &count,
+                    ]);
+                    let result = self.single(&label, &args, Duration::from_secs(120))?;
+                    dropped += u(&result["dropped"]);
+                    rates[i].push(f(&result["msgs_per_s"]));
+                }
+            }
+            let [engine, naive, decode] = rates.map(median);
+            self.rows.push(Row {
+                bench: format!(
+                    "Receive path, {name}: decode + dispatch to a member, one core \
+                     (decode alone: {} msg/s)",
+                    thousands(decode)
+                ),
+                figure: format!("{} msg/s, dropped {dropped}", thousands(engine)),
+                baseline: format!("{} msg/s (naive)", thousands(naive)),
+                ratio: format!("{:.2}x", engine / naive),
+                target: "≥ 1,000,000 msg/s".to_owned(),
+                verdict: if engine >= 1e6 && dropped == 0 {
+                    Verdict::Met
+                } else {
+                    Verdict::Missed
+                },
+            });
+        }
+        Ok(())
+    }
+
+    fn fanout(&mut self) -> Result<(), String> {
+        for (connections, rounds) in [(1_000usize, 200usize), (10_000, 50)] {
+            let rounds = if self.plan.reps == 1 {
+                rounds / 5
+            } else {
+                rounds
+            };
+            let mut rates: [Vec<f64>; 2] = Default::default();
+            let mut medians: [Vec<f64>; 2] = Default::default();
+            let mut frames: [(u64, u64); 2] = [(0, 0); 2];
+            for rep in 0..self.plan.reps {
+                for (i, side) in ["engine", "naive"].into_iter().enumerate() {
+                    let label = format!("fanout {connections} {side} #{}", rep + 1);
+                    eprintln!("   {label}");
+                    let args = strings(&[
+                        "fanout",
+                        "--side",
+                        side,
+                        "--connections",
+                        &connections.to_string(),
+                        "--rounds",
+                        &rounds.to_string(),
+                    ]);
+                    let result = self.single(&label, &args, Duration::from_secs(120))?;
+                    rates[i].push(f(&result["deliveries_per_s"]));
+                    medians[i].push(f(&result["median_round_ms"]));
+                    frames[i].0 += u(&result["frames_encoded"]);
+                    frames[i].1 += u(&result["broadcasts"]);
+                }
+            }
+            let [engine, naive] = rates.map(median);
+            let [engine_ms, naive_ms] = medians.map(median);
+            let once = frames[0].0 == frames[0].1;
+            self.rows.push(Row {
+                bench: format!(
+                    "Local fan-out: one broadcast to {} connections, until all received",
+                    thousands(connections as f64)
+                ),
+                figure: format!(
+                    "{} deliveries/s ({engine_ms:.2} ms per broadcast); {} frames for {} messages",
+                    thousands(engine),
+                    frames[0].0,
+                    frames[0].1
+                ),
+                baseline: format!(
+                    "{} deliveries/s ({naive_ms:.2} ms); {} frames for {} messages",
+                    thousands(naive),
+                    thousands(frames[1].0 as f64),
+                    frames[1].1
+                ),
+                ratio: format!("{:.2}x", engine / naive),
+                target: "1 frame per message".to_owned(),
+                verdict: if once { Verdict::Met } else { Verdict::Missed },
+            });
+        }
+        Ok(())
+    }
+
+    fn codec(&mut self) -> Result<(), String> {
+        let millis = if self.plan.reps == 1 { "100" } else { "400" };
+        let result = self.single(
+            "codec",
+            &strings(&["codec", "--millis", millis]),
+            Duration::from_secs(120),
+        )?;
+        let vectors = u(&result["vectors"]);
+        for (codec, name) in [("json", "JSON"), ("msgpack", "MessagePack")] {
+            let data = &result[codec];
+            for (op, key) in [("encode", "encode_ns"), ("decode", "decode_ns")] {
+                let ns = f(&data[key]);
+                let generic = f(&data[&format!("generic_{key}")]);
+                self.rows.push(Row {
+                    bench: format!(
+                        "Codec {name} {op}, {vectors} golden vectors (mean {:.0} bytes)",
+                        f(&data["mean_bytes"])
+                    ),
+                    figure: format!("{ns:.0} ns/msg"),
+                    baseline: format!("{generic:.0} ns/msg (generic serde Value)"),
+                    ratio: format!("{:.2}x", ns / generic),
+                    target: "report (time: lower is better)".to_owned(),
+                    verdict: Verdict::Info,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn memory(&mut self) -> Result<(), String> {
+        let connections = self.plan.memory_connections.to_string();
+        let mut per = [0.0f64; 2];
+        for (i, side) in ["engine", "naive"].into_iter().enumerate() {
+            let label = format!("memory {side}");
+            eprintln!("   {label}");
+            let args = strings(&["memory", "--side", side, "--connections", &connections]);
+            let result = self.single(&label, &args, Duration::from_secs(300))?;
+            per[i] = f(&result["bytes_per_connection"]);
+        }
+        self.rows.push(Row {
+            bench: format!(
+                "Memory per idle connection in one room ({} connections, 1,000 rooms)",
+                thousands(self.plan.memory_connections as f64)
+            ),
+            figure: format!("{} bytes", thousands(per[0])),
+            baseline: format!("{} bytes (naive registry)", thousands(per[1])),
+            ratio: format!("{:.2}x", per[0] / per[1]),
+            target: "report (bytes: lower is better)".to_owned(),
+            verdict: Verdict::Info,
+        });
+        Ok(())
+    }
+
+    fn report(&self, machine: &Machine, command: &str, elapsed: Duration) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Command: `{command}` ({:.0} s)  ",
+            elapsed.as_secs_f64()
+        );
+        let _ = writeln!(out, "Date: {}  ", machine.date);
+        let _ = writeln!(
+            out,
+            "Machine: {} cores ({}), {} RAM; load average before the run {}, after {}  ",
+            machine.cores,
+            machine.cpu,
+            machine.memory,
+            machine.load_before,
+            load_average()
+        );
+        let _ = writeln!(
+            out,
+            "Software: {}; {}; commit {}",
+            machine.rustc, machine.redis, machine.commit
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "| Benchmark | rooms (this crate) | Baseline, same run | Ratio | Target | Result |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|");
+        for row in &self.rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                row.bench,
+                row.figure,
+                row.baseline,
+                row.ratio,
+                row.target,
+                row.verdict.label()
+            );
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Medians of {} interleaved repetitions per side (latency: the run with the lower \
+             p99 of {} per side). Cross-node runs: {} messages of about 150 bytes, up to 1,000 \
+             publishes in flight; msg/s from the first to the last receipt.",
+            self.plan.reps,
+            self.plan.latency_reps,
+            thousands(self.plan.throughput_count as f64)
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "<details><summary>Every process's result line</summary>"
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(out, "```");
+        for (label, value) in &self.runs {
+            let _ = writeln!(out, "{label}: {value}");
+        }
+        let _ = writeln!(out, "```");
+        let _ = writeln!(out);
+        let _ = writeln!(out, "</details>");
+        out
+    }
+}
+
+/// Writes `report` between the markers of `path`, keeping the rest (a new
+/// file gets a title and the markers).
+fn write_report(path: &Path, report: &str) -> Result<(), String> {
+    let existing = std::fs::read_to_string(path).unwrap_or_default();
+    let generated = format!("{BEGIN}\n{report}{END}");
+    let text = match (existing.find(BEGIN), existing.find(END)) {
+        (Some(begin), Some(end)) if begin < end => format!(
+            "{}{generated}{}",
+            &existing[..begin],
+            &existing[end + END.len()..]
+        ),
+        _ => format!(
+            "# Benchmarks\n\nWritten by `cargo xtask bench` between the markers below; \
+             text outside them is kept.\n\n{generated}\n"
+        ),
+    };
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_thousands_and_medians() {
+        assert_eq!(thousands(1_234_567.8), "1,234,568");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0]), 2.5);
+    }
+}
