@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use rooms_adapter::wire::{self, DEFAULT_CHANNEL_PREFIX};
 use rooms_adapter::{Error, RoomAdapter, RoomName};
 use rooms_adapter_redis::PublishDriver;
-use rooms_adapter_redis::cluster::{ClusterDriver, RedisClusterAdapter, RedisClusterAdapterBuilder};
+use rooms_adapter_redis::cluster::{
+    ClusterDriver, RedisClusterAdapter, RedisClusterAdapterBuilder,
+};
 use rooms_adapter_redis::redis::cluster::ClusterClientBuilder;
 use rooms_conformance::{Capabilities, Harness};
 
@@ -124,13 +126,16 @@ impl Harness for RedisClusterHarness {
             let client = ClusterClientBuilder::new(self.urls.iter().map(String::as_str))
                 .build()
                 .map_err(|error| Error::Config(format!("bad test urls: {error}")))?;
-            *raw = Some(ClusterDriver::connect(&client, Duration::from_secs(2), "test cluster").await?);
+            *raw = Some(
+                ClusterDriver::connect(&client, Duration::from_secs(2), "test cluster").await?,
+            );
         }
         let Some(driver) = raw.as_ref() else {
-            return Err(Error::Closed { what: "raw publisher" });
+            return Err(Error::Closed {
+                what: "raw publisher",
+            });
         };
         let channel = wire::channel_name(DEFAULT_CHANNEL_PREFIX, room.as_str());
         driver.publish(&channel, payload).await
     }
 }
-

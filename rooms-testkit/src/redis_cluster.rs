@@ -151,8 +151,17 @@ pub async fn cli(port: u16, args: &[&str]) -> io::Result<String> {
     let stdout = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     let first_word = stdout.split_whitespace().next().unwrap_or_default();
     let error_reply = [
-        "ERR", "WRONGTYPE", "MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN", "NOPERM", "NOAUTH",
-        "LOADING", "BUSY", "(error)",
+        "ERR",
+        "WRONGTYPE",
+        "MOVED",
+        "ASK",
+        "CLUSTERDOWN",
+        "TRYAGAIN",
+        "NOPERM",
+        "NOAUTH",
+        "LOADING",
+        "BUSY",
+        "(error)",
     ]
     .contains(&first_word);
     if !output.status.success() || error_reply {
@@ -250,7 +259,12 @@ impl RedisCluster {
             let (start, end) = cluster.nodes[index].ranges[0];
             cli(
                 port,
-                &["CLUSTER", "ADDSLOTSRANGE", &start.to_string(), &end.to_string()],
+                &[
+                    "CLUSTER",
+                    "ADDSLOTSRANGE",
+                    &start.to_string(),
+                    &end.to_string(),
+                ],
             )
             .await?;
             let epoch = (index + 1).to_string();
@@ -258,7 +272,11 @@ impl RedisCluster {
         }
         let first = cluster.nodes[0].port;
         for node in &cluster.nodes[1..] {
-            cli(first, &["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()]).await?;
+            cli(
+                first,
+                &["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()],
+            )
+            .await?;
         }
         cluster.wait_ok(&[0, 1, 2]).await?;
         Ok(cluster)
@@ -469,13 +487,71 @@ impl RedisCluster {
         for (start, end) in &ranges {
             cli(
                 port,
-                &["CLUSTER", "ADDSLOTSRANGE", &start.to_string(), &end.to_string()],
+                &[
+                    "CLUSTER",
+                    "ADDSLOTSRANGE",
+                    &start.to_string(),
+                    &end.to_string(),
+                ],
             )
             .await?;
         }
         cli(port, &["CLUSTER", "BUMPEPOCH"]).await?;
         self.nodes[to].ranges.extend(ranges);
         self.wait_ok(&survivors).await
+    }
+
+    /// Moves one (key-less) `slot` from running master `from` to running
+    /// master `to`, as resharding does: `to` IMPORTING, `from` MIGRATING (there
+    /// are no keys to `MIGRATE`), then `CLUSTER SETSLOT slot NODE to` on `to`,
+    /// `from` and every other master. `from` drops the shard channels of the
+    /// slot and tells their subscribers (`sunsubscribe`). Waits until every
+    /// running master says `to` serves it.
+    pub async fn move_slot(&mut self, slot: u16, from: usize, to: usize) -> io::Result<()> {
+        let slot_arg = slot.to_string();
+        let (from_id, to_id) = (self.nodes[from].id.clone(), self.nodes[to].id.clone());
+        cli(
+            self.port(to),
+            &["CLUSTER", "SETSLOT", &slot_arg, "IMPORTING", &from_id],
+        )
+        .await?;
+        cli(
+            self.port(from),
+            &["CLUSTER", "SETSLOT", &slot_arg, "MIGRATING", &to_id],
+        )
+        .await?;
+        cli(
+            self.port(to),
+            &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &to_id],
+        )
+        .await?;
+        cli(
+            self.port(from),
+            &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &to_id],
+        )
+        .await?;
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].child.is_some())
+            .collect();
+        for index in &running {
+            if *index != from && *index != to {
+                cli(
+                    self.port(*index),
+                    &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &to_id],
+                )
+                .await?;
+            }
+        }
+        let this = &*self;
+        for index in running {
+            wait_for(
+                &format!("master {index} sees slot {slot} on master {to}"),
+                CLUSTER_DEADLINE,
+                || async move { Ok(this.owner_of_slot(index, slot).await? == Some(to)) },
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// The log file of master `index` (for diagnosing a failed test).

@@ -81,43 +81,52 @@ impl ClusterDriver {
 
     /// One pipeline to the master at `host:port`; the publishes it could not
     /// place are retried alone.
-    async fn pipeline_to(&self, host: String, port: u16, items: Vec<&PublishItem>) -> Result<(), Error> {
+    async fn pipeline_to(
+        &self,
+        host: String,
+        port: u16,
+        items: Vec<&PublishItem>,
+    ) -> Result<(), Error> {
         let mut pipe = redis::pipe();
         for item in &items {
-            pipe.cmd("SPUBLISH").arg(&item.channel).arg(&item.payload[..]);
+            pipe.cmd("SPUBLISH")
+                .arg(&item.channel)
+                .arg(&item.payload[..]);
         }
         let mut connection = self.connection.clone();
         let route = SingleNodeRoutingInfo::ByAddress { host, port };
-        let retry: Vec<&PublishItem> = match connection
-            .route_pipeline(pipe, 0, items.len(), route)
-            .await
-        {
-            Ok(values) if values.len() == items.len() => items
-                .into_iter()
-                .zip(values)
-                .filter(|(_, value)| matches!(value, redis::Value::ServerError(_)))
-                .map(|(item, _)| item)
-                .collect(),
-            Ok(_) => items,
-            Err(error) if error.is_io_error() || error.is_connection_dropped() => {
-                // The master is gone: the cluster client reports it fast.
-                if let Some(slots) = &self.slots {
-                    slots.mark_stale();
+        let retry: Vec<&PublishItem> =
+            match connection.route_pipeline(pipe, 0, items.len(), route).await {
+                Ok(values) if values.len() == items.len() => items
+                    .into_iter()
+                    .zip(values)
+                    .filter(|(_, value)| matches!(value, redis::Value::ServerError(_)))
+                    .map(|(item, _)| item)
+                    .collect(),
+                Ok(_) => items,
+                Err(error) if error.is_io_error() || error.is_connection_dropped() => {
+                    // The master is gone: the cluster client reports it fast.
+                    if let Some(slots) = &self.slots {
+                        slots.mark_stale();
+                    }
+                    return Err(from_redis("spublish pipeline", &self.medium, error));
                 }
-                return Err(from_redis("spublish pipeline", &self.medium, error));
-            }
-            Err(_) => items,
-        };
+                Err(_) => items,
+            };
         if retry.is_empty() {
             return Ok(());
         }
         if let Some(slots) = &self.slots {
             slots.mark_stale();
         }
-        join_all(retry.iter().map(|item| self.spublish(&item.channel, &item.payload)))
-            .await
-            .into_iter()
-            .collect()
+        join_all(
+            retry
+                .iter()
+                .map(|item| self.spublish(&item.channel, &item.payload)),
+        )
+        .await
+        .into_iter()
+        .collect()
     }
 
     async fn spublish(&self, channel: &str, payload: &[u8]) -> Result<(), Error> {
@@ -165,7 +174,10 @@ impl PublishDriver for ClusterDriver {
         let mut unplaced = Vec::new();
         for item in batch {
             match topology.owner_addr(key_slot(item.channel.as_bytes())) {
-                Some((host, port)) => groups.entry((host.to_owned(), port)).or_default().push(item),
+                Some((host, port)) => groups
+                    .entry((host.to_owned(), port))
+                    .or_default()
+                    .push(item),
                 None => unplaced.push(item),
             }
         }
@@ -175,7 +187,8 @@ impl PublishDriver for ClusterDriver {
         let singles = unplaced
             .into_iter()
             .map(|item| self.spublish(&item.channel, &item.payload));
-        let (pipelined, single) = futures_util::future::join(join_all(pipelines), join_all(singles)).await;
+        let (pipelined, single) =
+            futures_util::future::join(join_all(pipelines), join_all(singles)).await;
         pipelined.into_iter().chain(single).collect()
     }
 }

@@ -66,8 +66,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use self::driver::ClusterDriver;
-pub use self::slot::{SLOT_COUNT, key_slot};
 use self::slot::SlotMap;
+pub use self::slot::{SLOT_COUNT, key_slot};
 use self::subscriber::{Command, Shared};
 use crate::config::{Backoff, RedisConfig, parse_url};
 use crate::driver::{PublishDriver, PublishItem};
@@ -221,8 +221,22 @@ impl RedisClusterAdapterBuilder {
             .connection_timeout(self.config.connect_timeout)
             .response_timeout(self.config.publish_timeout)
             .retries(self.publisher_retries)
-            .min_retry_wait(self.config.backoff.min().as_millis().try_into().unwrap_or(u64::MAX))
-            .max_retry_wait(self.config.backoff.max().as_millis().try_into().unwrap_or(u64::MAX));
+            .min_retry_wait(
+                self.config
+                    .backoff
+                    .min()
+                    .as_millis()
+                    .try_into()
+                    .unwrap_or(u64::MAX),
+            )
+            .max_retry_wait(
+                self.config
+                    .backoff
+                    .max()
+                    .as_millis()
+                    .try_into()
+                    .unwrap_or(u64::MAX),
+            );
         if let Some(first) = seeds.first() {
             let redis = first.redis_settings();
             if let Some(username) = redis.username() {

@@ -68,7 +68,10 @@ impl fmt::Debug for Topology {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let covered = self.owners.iter().filter(|o| **o != u16::MAX).count();
         f.debug_struct("Topology")
-            .field("masters", &self.masters.iter().map(|m| &m.0).collect::<Vec<_>>())
+            .field(
+                "masters",
+                &self.masters.iter().map(|m| &m.0).collect::<Vec<_>>(),
+            )
             .field("covered_slots", &covered)
             .finish()
     }
@@ -178,7 +181,10 @@ impl SlotMap {
     }
 
     pub(crate) fn set(&self, topology: Arc<Topology>) {
-        *self.topology.write().unwrap_or_else(PoisonError::into_inner) = Some(topology);
+        *self
+            .topology
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(topology);
     }
 
     pub(crate) fn mark_stale(&self) {
@@ -232,8 +238,16 @@ mod tests {
             ])
         };
         let reply = Value::Array(vec![
-            Value::Array(vec![Value::Int(0), Value::Int(8191), node("10.0.0.1", 7000, "a")]),
-            Value::Array(vec![Value::Int(8192), Value::Int(16383), node("", 7001, "b")]),
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(8191),
+                node("10.0.0.1", 7000, "a"),
+            ]),
+            Value::Array(vec![
+                Value::Int(8192),
+                Value::Int(16383),
+                node("", 7001, "b"),
+            ]),
         ]);
         let topology = Topology::from_cluster_slots(&reply, "seed").expect("parses");
         assert_eq!(topology.owner(0).map(|s| &**s), Some("10.0.0.1:7000"));

@@ -50,6 +50,9 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// How many queued commands or control notices are handled per wake-up.
 const DRAIN: usize = 512;
 
+/// The longest wait between two slot-map refreshes while one is needed.
+const MAX_REFRESH_DELAY: Duration = Duration::from_secs(1);
+
 /// A request from the adapter to the subscriber task.
 pub(crate) enum Command {
     /// Want `room`; reply once Redis acknowledged it.
@@ -112,7 +115,9 @@ impl Inbound {
         }
         match info.kind {
             PushKind::SMessage | PushKind::Message => {
-                if let (Some(channel), Some(payload)) = (bytes(info.data.first()), bytes(info.data.get(1))) {
+                if let (Some(channel), Some(payload)) =
+                    (bytes(info.data.first()), bytes(info.data.get(1)))
+                {
                     self.deliver(channel, payload);
                 }
             }
@@ -287,6 +292,8 @@ struct State {
     refresh_attempt: u32,
     refresh_at: Option<Instant>,
     next_ping: Instant,
+    /// When the next shard reconnect that a pending room waits for is due.
+    next_connect: Option<Instant>,
     /// Lost rooms that are subscribed again, not yet reported.
     recovered: Vec<RoomName>,
     recovered_since: Option<Instant>,
@@ -394,6 +401,7 @@ pub(crate) async fn run(
         refresh_attempt: 0,
         refresh_at: None,
         next_ping: Instant::now() + config.ping_interval,
+        next_connect: None,
         recovered: Vec::new(),
         recovered_since: None,
         first_recovery: None,
@@ -534,8 +542,11 @@ impl State {
             } else {
                 self.leave_generation += 1;
                 room.leaving = Some(self.leave_generation);
-                self.leave_queue
-                    .push_back((Instant::now() + delay, name.clone(), self.leave_generation));
+                self.leave_queue.push_back((
+                    Instant::now() + delay,
+                    name.clone(),
+                    self.leave_generation,
+                ));
             }
         }
         // A subscribe in flight is undone when it completes.
@@ -582,13 +593,8 @@ impl State {
         {
             wake = wake.min(at);
         }
-        for shard in self.shards.values() {
-            if let Some(at) = shard.retry_at
-                && shard.connection.is_none()
-                && !shard.connecting
-            {
-                wake = wake.min(at);
-            }
+        if let Some(at) = self.next_connect {
+            wake = wake.min(at);
         }
         if let Some(first) = self.first_recovery {
             wake = wake.min(first + self.settle());
@@ -610,10 +616,7 @@ impl State {
         self.expire_leaves(now);
         self.route(now);
         self.start_unsubscribes();
-        if self.stale
-            && !self.refreshing
-            && self.refresh_at.is_none_or(|at| at <= now)
-        {
+        if self.stale && !self.refreshing && self.refresh_at.is_none_or(|at| at <= now) {
             self.start_refresh();
         }
         if now >= self.next_ping {
@@ -627,6 +630,7 @@ impl State {
 
     /// Sends pending rooms to their shard (connecting it when needed).
     fn route(&mut self, now: Instant) {
+        self.next_connect = None;
         if self.pending.is_empty() {
             return;
         }
@@ -657,8 +661,15 @@ impl State {
                         batch.push(name.clone());
                     }
                 }
-            } else if !shard.connecting && shard.retry_at.is_none_or(|at| at <= now) {
-                to_connect.insert(Arc::clone(owner));
+            } else if !shard.connecting {
+                match shard.retry_at {
+                    Some(at) if at > now => {
+                        self.next_connect = Some(self.next_connect.map_or(at, |n| n.min(at)));
+                    }
+                    _ => {
+                        to_connect.insert(Arc::clone(owner));
+                    }
+                }
             }
         }
         if unroutable {
@@ -741,7 +752,10 @@ impl State {
             .await
             {
                 Ok(Ok(values)) => Ok(values),
-                Ok(Err(error)) => Err(format!("{name} of {} channels failed: {error}", channels.len())),
+                Ok(Err(error)) => Err(format!(
+                    "{name} of {} channels failed: {error}",
+                    channels.len()
+                )),
                 Err(_) => Err(format!(
                     "{name} of {} channels unacknowledged after {limit:?}",
                     channels.len()
@@ -797,7 +811,10 @@ impl State {
             };
             let result = match tokio::time::timeout(limit, attempt).await {
                 Ok(result) => result,
-                Err(_) => Err(timeout(format!("connect shard subscriber to {medium}"), limit)),
+                Err(_) => Err(timeout(
+                    format!("connect shard subscriber to {medium}"),
+                    limit,
+                )),
             };
             Done::Connected {
                 shard: shard_id,
@@ -923,8 +940,15 @@ impl State {
                         self.refresh_attempt = self.refresh_attempt.saturating_add(1);
                     }
                 }
-                self.refresh_at =
-                    Some(Instant::now() + self.config().backoff.delay(self.refresh_attempt));
+                // Asking for the slot map is cheap: back off, but never
+                // beyond MAX_REFRESH_DELAY, so a room whose master changed is
+                // back soon after the cluster settles.
+                let delay = self
+                    .config()
+                    .backoff
+                    .delay(self.refresh_attempt)
+                    .min(MAX_REFRESH_DELAY);
+                self.refresh_at = Some(Instant::now() + delay);
             }
         }
     }
@@ -1012,14 +1036,22 @@ impl State {
         for (name, value) in rooms.into_iter().zip(values) {
             let channel = self.channel(&name);
             match (kind, &value) {
-                (OpKind::Subscribe, Value::Push { kind: PushKind::SSubscribe, data })
-                    if bytes(data.first()) == Some(channel.as_bytes()) =>
-                {
+                (
+                    OpKind::Subscribe,
+                    Value::Push {
+                        kind: PushKind::SSubscribe,
+                        data,
+                    },
+                ) if bytes(data.first()) == Some(channel.as_bytes()) => {
                     self.sub_confirmed(id, generation, &name, now);
                 }
-                (OpKind::Unsubscribe, Value::Push { kind: PushKind::SUnsubscribe, data })
-                    if bytes(data.first()) == Some(channel.as_bytes()) =>
-                {
+                (
+                    OpKind::Unsubscribe,
+                    Value::Push {
+                        kind: PushKind::SUnsubscribe,
+                        data,
+                    },
+                ) if bytes(data.first()) == Some(channel.as_bytes()) => {
                     self.unsub_confirmed(id, &name);
                 }
                 (_, Value::ServerError(error)) => {
@@ -1219,7 +1251,11 @@ impl State {
                 let Some(room) = self.rooms.get_mut(&name) else {
                     return;
                 };
-                if room.on.as_ref().is_some_and(|(s, g)| *s == id && *g == generation) {
+                if room
+                    .on
+                    .as_ref()
+                    .is_some_and(|(s, g)| *s == id && *g == generation)
+                {
                     room.on = None;
                     if room.wanted {
                         room.lost_at.get_or_insert_with(Instant::now);
