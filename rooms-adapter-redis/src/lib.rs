@@ -44,6 +44,8 @@
 #![warn(missing_docs)]
 
 pub mod adapter;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
 pub mod driver;
 pub mod error;
