@@ -99,11 +99,13 @@ pub fn check_tools() -> io::Result<()> {
 /// on 127.0.0.1 right now.
 fn free_cluster_port() -> io::Result<u16> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    // Spread test binaries running at once over the range by pid.
-    let base = 20_000 + (std::process::id() * 7919) % 9_000;
+    // Ports 10000..22000 (bus ports 20000..32000): below Linux's ephemeral
+    // range (32768..), so outgoing connections never take them meanwhile.
+    // Test binaries running at once are spread over the range by pid.
+    let base = (std::process::id().wrapping_mul(7919)) % 12_000;
     for _ in 0..2_000 {
         let offset = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 20_000 + (base + offset * 13) % 10_000;
+        let port = 10_000 + (base + offset * 13) % 12_000;
         let Ok(port) = u16::try_from(port) else {
             continue;
         };
@@ -282,14 +284,32 @@ impl RedisCluster {
         Ok(cluster)
     }
 
-    async fn wait_ping(&self, index: usize) -> io::Result<()> {
+    /// Waits until master `index` answers PING; fails at once if it exited
+    /// (e.g. its port was taken meanwhile).
+    async fn wait_ping(&mut self, index: usize) -> io::Result<()> {
         let port = self.nodes[index].port;
-        wait_for(
-            &format!("redis on port {port} answers PING"),
-            CLUSTER_DEADLINE,
-            || async move { Ok(cli(port, &["PING"]).await? == "PONG") },
-        )
-        .await
+        let deadline = Instant::now() + CLUSTER_DEADLINE;
+        loop {
+            if let Some(child) = self.nodes[index].child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                self.nodes[index].child = None;
+                let log = std::fs::read_to_string(self.log_path(index)).unwrap_or_default();
+                return Err(other(format!(
+                    "redis-server on port {port} exited ({status}): {}",
+                    log.lines().rev().take(3).collect::<Vec<_>>().join(" | ")
+                )));
+            }
+            if cli(port, &["PING"]).await.is_ok_and(|reply| reply == "PONG") {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(other(format!(
+                    "timed out after {CLUSTER_DEADLINE:?} waiting until redis on port {port} answers PING"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits until every listed master says `cluster_state:ok` and sees every
