@@ -4,6 +4,7 @@
 //! `SKIPPED:` line and returns `None`, unless `ROOMS_REQUIRE_BROWSER` is set,
 //! in which case it panics (CI installs them and sets it).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,7 +58,7 @@ fn find_in_path(names: &[&str]) -> Option<PathBuf> {
 
 fn from_env_or_path(var: &str, names: &[&str]) -> Option<PathBuf> {
     match std::env::var_os(var) {
-        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+        Some(path) if !path.is_empty() => Some(PathBuf::from(path)).filter(|path| path.is_file()),
         _ => find_in_path(names),
     }
 }
@@ -67,7 +68,10 @@ fn skip(reason: &str) {
     if std::env::var_os("ROOMS_REQUIRE_BROWSER").is_some() {
         panic!("{message} (ROOMS_REQUIRE_BROWSER is set, so this is a failure)");
     }
-    eprintln!("\n{bar}\nSKIPPED: {message}\n{bar}\n", bar = "*".repeat(78));
+    // Straight to the process's stderr: libtest captures `eprintln!` of
+    // passing tests, and this must be seen.
+    let bar = "*".repeat(78);
+    let _ = writeln!(std::io::stderr(), "\n{bar}\nSKIPPED: {message}\n{bar}\n");
 }
 
 fn free_port() -> u16 {
