@@ -16,7 +16,7 @@ use crate::publisher::{Coalescing, Publisher};
 use crate::subscriber::{self, Command, Shared};
 
 /// Capacity of the queue of subscribe/unsubscribe requests to the subscriber task.
-const COMMAND_QUEUE: usize = 4_096;
+const COMMAND_QUEUE: usize = 16_384;
 
 /// Cross-node room broadcasting over Redis pub/sub.
 ///

@@ -160,6 +160,14 @@ pub(crate) async fn run(
     let mut retry_at: Option<Instant> = None;
 
     loop {
+        // Take every request already queued before choosing the next batch, so
+        // a burst of joins becomes few large SUBSCRIBEs rather than many small.
+        for _ in 0..DRAIN * 16 {
+            match commands.try_recv() {
+                Ok(command) => state.handle(command),
+                Err(_) => break,
+            }
+        }
         if let Some(conn) = &connection {
             if op.is_none() {
                 op = state.next_op(&conn.sink);
