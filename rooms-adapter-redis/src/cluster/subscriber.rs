@@ -280,6 +280,9 @@ struct State {
     rooms: HashMap<RoomName, Room>,
     /// Wanted, not subscribed, nothing in flight: to be routed to a shard.
     pending: HashSet<RoomName>,
+    /// Wanted rooms that Redis answered with a cluster error (`MOVED`,
+    /// `CLUSTERDOWN`, ...): routed again after the next slot-map refresh.
+    parked: HashSet<RoomName>,
     /// Not wanted, subscribed, nothing in flight, delay over: to SUNSUBSCRIBE.
     unsub_ready: HashSet<RoomName>,
     leave_queue: VecDeque<(Instant, RoomName, u64)>,
@@ -391,6 +394,7 @@ pub(crate) async fn run(
         inbound,
         rooms: HashMap::new(),
         pending: HashSet::new(),
+        parked: HashSet::new(),
         unsub_ready: HashSet::new(),
         leave_queue: VecDeque::new(),
         leave_generation: 0,
@@ -514,7 +518,7 @@ impl State {
         entry.requested_at.get_or_insert_with(Instant::now);
         entry.waiters.retain(|waiter| !waiter.is_closed());
         entry.waiters.push(reply);
-        if entry.op.is_none() && entry.on.is_none() {
+        if entry.op.is_none() && entry.on.is_none() && !self.parked.contains(&name) {
             self.pending.insert(name);
         }
     }
@@ -532,6 +536,7 @@ impl State {
         room.requested_at = None;
         self.inbound.set_wanted(&name, false);
         self.pending.remove(&name);
+        self.parked.remove(&name);
         // A subscribe still waiting is superseded: it did what was asked.
         for waiter in room.waiters.drain(..) {
             let _ = waiter.send(Ok(()));
@@ -922,6 +927,15 @@ impl State {
             }
             Done::Topology(result) => {
                 self.refreshing = false;
+                for name in std::mem::take(&mut self.parked) {
+                    if self
+                        .rooms
+                        .get(&name)
+                        .is_some_and(|room| room.wanted && room.on.is_none() && room.op.is_none())
+                    {
+                        self.pending.insert(name);
+                    }
+                }
                 match result {
                     Ok(topology) => {
                         let complete = topology.is_complete();
@@ -1184,6 +1198,11 @@ impl State {
                 self.forget_if_idle(name);
             } else {
                 self.op_abandoned(name, kind);
+                // Retried after the next slot-map refresh, which backs off:
+                // no SSUBSCRIBE storm while the cluster is down.
+                if self.pending.remove(name) {
+                    self.parked.insert(name.clone());
+                }
             }
             return;
         }
