@@ -35,6 +35,8 @@ pub const DEFAULT_PUBLISH_BATCH: usize = 256;
 pub const DEFAULT_PUBLISH_QUEUE: usize = 8_192;
 /// Default number of pipelines in flight at once: 16.
 pub const DEFAULT_PIPELINES_IN_FLIGHT: usize = 16;
+/// The longest duration any setting accepts: one day.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// Default pool size of the `deadpool` and `bb8` drivers: 8 connections.
 pub const DEFAULT_POOL_SIZE: usize = 8;
 
@@ -424,6 +426,16 @@ impl RedisAdapterBuilder {
             if value.is_zero() {
                 return Err(Error::Config(format!(
                     "{name} must be greater than zero, got {value:?}"
+                )));
+            }
+        }
+        let bounded = positive
+            .into_iter()
+            .chain([("unsubscribe_delay", config.unsubscribe_delay)]);
+        for (name, value) in bounded {
+            if value > MAX_DURATION {
+                return Err(Error::Config(format!(
+                    "{name} must be at most {MAX_DURATION:?}, got {value:?}"
                 )));
             }
         }

@@ -8,8 +8,8 @@
 //! - [`RedisAdapter`] implements [`RoomAdapter`](rooms_adapter::RoomAdapter);
 //!   configure it with [`RedisAdapter::builder`].
 //! - Publishing goes through a [`PublishDriver`], chosen by cargo feature:
-//!   `redis` (default, [`RedisDriver`]), `deadpool` ([`DeadpoolDriver`]),
-//!   `bb8` ([`Bb8Driver`]), or your own implementation.
+//!   `redis` (default, `RedisDriver`), `deadpool` (`DeadpoolDriver`),
+//!   `bb8` (`Bb8Driver`), or your own implementation.
 //! - Subscribing always uses one dedicated connection per adapter (a subscribed
 //!   Redis connection can run nothing else): **two connections per node**
 //!   (more with a pool driver).

@@ -129,6 +129,24 @@ fn zero_and_inverted_values_are_named() {
         let message = config_error(result);
         assert!(message.contains(name), "{name}: {message}");
     }
+    let message = config_error(
+        RedisAdapter::builder(url)
+            .unsubscribe_delay(Duration::MAX)
+            .build(),
+    );
+    assert!(
+        message.contains("unsubscribe_delay must be at most"),
+        "{message}"
+    );
+    let message = config_error(
+        RedisAdapter::builder(url)
+            .ping(Duration::MAX, Duration::MAX)
+            .build(),
+    );
+    assert!(
+        message.contains("ping interval must be at most"),
+        "{message}"
+    );
     // A zero unsubscribe delay is allowed: unsubscribe at once.
     assert!(
         RedisAdapter::builder(url)

@@ -5,9 +5,9 @@
 //!
 //! | feature            | driver                                 | connection                           |
 //! |--------------------|----------------------------------------|--------------------------------------|
-//! | `redis` (default)  | [`RedisDriver`](self::RedisDriver)     | redis-rs `ConnectionManager` (one reconnecting multiplexed connection) |
-//! | `deadpool`         | [`DeadpoolDriver`](self::DeadpoolDriver) | a deadpool-redis pool              |
-//! | `bb8`              | [`Bb8Driver`](self::Bb8Driver)         | a bb8 + bb8-redis pool               |
+//! | `redis` (default)  | `RedisDriver` | redis-rs `ConnectionManager` (one reconnecting multiplexed connection) |
+//! | `deadpool`         | `DeadpoolDriver` | a deadpool-redis pool              |
+//! | `bb8`              | `Bb8Driver` | a bb8 + bb8-redis pool               |
 //!
 //! Subscribing never goes through a driver: a subscribed Redis connection can
 //! run nothing else, so the adapter always keeps one dedicated subscriber
@@ -75,7 +75,7 @@ mod deadpool;
 mod manager;
 
 #[cfg(feature = "bb8")]
-pub use self::bb8::Bb8Driver;
+pub use self::bb8::{Bb8Driver, Bb8Pool};
 #[cfg(feature = "deadpool")]
 pub use self::deadpool::DeadpoolDriver;
 #[cfg(feature = "redis")]
