@@ -13,7 +13,7 @@ use crate::validation;
 /// (`--redis-url`, needs the `redis` feature) form one chat: a message posted
 /// to any node reaches every member of the room on every node.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "sse-chat", version, about, long_about = None)]
+#[command(name = "sse-chat", version)]
 pub struct Args {
     /// Address to listen on.
     #[arg(long, env = "SSE_CHAT_HOST", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]

@@ -362,3 +362,24 @@ async fn redis_url_without_the_redis_feature_says_how_to_rebuild() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--features redis"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_full_node_refuses_new_streams_with_503() {
+    let server = ChatServer::start("mem-full", &["--max-connections", "1"]).await;
+    let http = http();
+    let mut first = SseClient::open(&http, &server.url("/rooms/lobby/events")).await;
+    first.next_of("ready").await;
+    let refused = http
+        .get(server.url("/rooms/lobby/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("full"), "{body}");
+    first.close();
+    server.wait_members(&http, "lobby", 0).await;
+    let mut again = SseClient::open(&http, &server.url("/rooms/lobby/events")).await;
+    assert_eq!(again.status, 200);
+    again.next_of("ready").await;
+}
