@@ -349,8 +349,10 @@ impl RedisAdapterBuilder {
     }
 
     /// Whether concurrent publishes are coalesced into pipelines by a
-    /// publisher task (default `true`). With `false`, each publish calls the
-    /// driver directly.
+    /// publisher task (default `true`). A publish made while no other is in
+    /// progress still goes straight to the driver, so coalescing adds no
+    /// latency when idle. With `false`, every publish calls the driver
+    /// directly.
     pub fn coalesce_publishes(mut self, coalesce: bool) -> Self {
         self.config.coalesce_publishes = coalesce;
         self

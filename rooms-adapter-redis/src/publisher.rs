@@ -1,14 +1,16 @@
 //! The publish path: every publish goes through a [`Publisher`].
 //!
-//! With coalescing on (the default), publishes are queued (bounded) to a
-//! publisher task. The task takes the first waiting publish at once and
-//! whatever else is already queued (up to the batch size) and sends it as one
-//! pipeline, with up to `pipelines_in_flight` pipelines outstanding. An idle
-//! adapter therefore sends a lone publish immediately (no added wait), and a
-//! busy one turns many concurrent publishes into few round trips. Each caller
-//! awaits its own reply.
+//! With coalescing on (the default), a publish made while no other publish is
+//! in progress goes straight to the driver (no extra hop, so an idle adapter
+//! adds no latency). A publish made while others are in progress is queued
+//! (bounded) to a publisher task, which takes the first waiting publish at
+//! once plus whatever else is already queued (up to the batch size) and sends
+//! it as one pipeline, with up to `pipelines_in_flight` pipelines outstanding:
+//! a busy adapter turns many concurrent publishes into few round trips. Each
+//! caller awaits its own reply.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -32,6 +34,17 @@ pub(crate) struct Publisher {
     driver: Arc<dyn PublishDriver>,
     queue: Option<mpsc::Sender<Request>>,
     timeout: Duration,
+    /// Publishes in progress (direct or queued).
+    busy: AtomicUsize,
+}
+
+/// Counts one publish in progress until dropped.
+struct Busy<'a>(&'a AtomicUsize);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Settings of the coalescing task.
@@ -55,6 +68,7 @@ impl Publisher {
                     driver,
                     queue: None,
                     timeout,
+                    busy: AtomicUsize::new(0),
                 },
                 None,
             ),
@@ -73,6 +87,7 @@ impl Publisher {
                         driver,
                         queue: Some(sender),
                         timeout,
+                        busy: AtomicUsize::new(0),
                     },
                     Some(task),
                 )
@@ -92,6 +107,17 @@ impl Publisher {
             match &self.queue {
                 None => self.driver.publish(&item.channel, &item.payload).await,
                 Some(queue) => {
+                    let idle = self
+                        .busy
+                        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok();
+                    if !idle {
+                        self.busy.fetch_add(1, Ordering::AcqRel);
+                    }
+                    let _busy = Busy(&self.busy);
+                    if idle {
+                        return self.driver.publish(&item.channel, &item.payload).await;
+                    }
                     let (reply, answer) = oneshot::channel();
                     queue
                         .send(Request { item, reply })
