@@ -210,6 +210,59 @@ impl Default for RedisConfig {
 }
 
 impl RedisConfig {
+    /// Checks every setting: durations greater than zero and at most
+    /// [`MAX_DURATION`], a backoff whose minimum does not exceed its maximum,
+    /// sizes of at least 1. The error names the bad value. Shared by every
+    /// builder of this crate.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let config = self;
+        let positive = [
+            ("connect_timeout", config.connect_timeout),
+            ("subscribe_timeout", config.subscribe_timeout),
+            ("publish_timeout", config.publish_timeout),
+            ("ping interval", config.ping_interval),
+            ("ping timeout", config.ping_timeout),
+            ("reconnect_backoff min", config.backoff.min),
+            ("reconnect_backoff max", config.backoff.max),
+        ];
+        for (name, value) in positive {
+            if value.is_zero() {
+                return Err(Error::Config(format!(
+                    "{name} must be greater than zero, got {value:?}"
+                )));
+            }
+        }
+        let bounded = positive
+            .into_iter()
+            .chain([("unsubscribe_delay", config.unsubscribe_delay)]);
+        for (name, value) in bounded {
+            if value > MAX_DURATION {
+                return Err(Error::Config(format!(
+                    "{name} must be at most {MAX_DURATION:?}, got {value:?}"
+                )));
+            }
+        }
+        if config.backoff.min > config.backoff.max {
+            return Err(Error::Config(format!(
+                "reconnect_backoff min ({:?}) must not exceed max ({:?})",
+                config.backoff.min, config.backoff.max
+            )));
+        }
+        let sizes = [
+            ("max_payload_bytes", config.max_payload_bytes),
+            ("subscribe_batch", config.subscribe_batch),
+            ("publish_batch", config.publish_batch),
+            ("publish_queue_capacity", config.publish_queue),
+            ("pipelines_in_flight", config.pipelines_in_flight),
+        ];
+        for (name, value) in sizes {
+            if value == 0 {
+                return Err(Error::Config(format!("{name} must be at least 1, got 0")));
+            }
+        }
+        Ok(())
+    }
+
     /// The channel prefix: room `chat` is channel `{prefix}chat`.
     pub fn channel_prefix(&self) -> &str {
         &self.channel_prefix
@@ -415,50 +468,7 @@ impl RedisAdapterBuilder {
     pub fn build(self) -> Result<RedisAdapter, Error> {
         let config = self.config;
         let client = parse_url(&self.url)?;
-        let positive = [
-            ("connect_timeout", config.connect_timeout),
-            ("subscribe_timeout", config.subscribe_timeout),
-            ("publish_timeout", config.publish_timeout),
-            ("ping interval", config.ping_interval),
-            ("ping timeout", config.ping_timeout),
-            ("reconnect_backoff min", config.backoff.min),
-            ("reconnect_backoff max", config.backoff.max),
-        ];
-        for (name, value) in positive {
-            if value.is_zero() {
-                return Err(Error::Config(format!(
-                    "{name} must be greater than zero, got {value:?}"
-                )));
-            }
-        }
-        let bounded = positive
-            .into_iter()
-            .chain([("unsubscribe_delay", config.unsubscribe_delay)]);
-        for (name, value) in bounded {
-            if value > MAX_DURATION {
-                return Err(Error::Config(format!(
-                    "{name} must be at most {MAX_DURATION:?}, got {value:?}"
-                )));
-            }
-        }
-        if config.backoff.min > config.backoff.max {
-            return Err(Error::Config(format!(
-                "reconnect_backoff min ({:?}) must not exceed max ({:?})",
-                config.backoff.min, config.backoff.max
-            )));
-        }
-        let sizes = [
-            ("max_payload_bytes", config.max_payload_bytes),
-            ("subscribe_batch", config.subscribe_batch),
-            ("publish_batch", config.publish_batch),
-            ("publish_queue_capacity", config.publish_queue),
-            ("pipelines_in_flight", config.pipelines_in_flight),
-        ];
-        for (name, value) in sizes {
-            if value == 0 {
-                return Err(Error::Config(format!("{name} must be at least 1, got 0")));
-            }
-        }
+        config.validate()?;
         match &self.driver {
             #[cfg(feature = "deadpool")]
             DriverChoice::Deadpool { pool_size: 0 } => {

@@ -14,6 +14,9 @@
 //!   Redis connection can run nothing else): **two connections per node**
 //!   (more with a pool driver).
 //! - TLS: `rediss://` URLs with feature `tls`. ACL: `redis://user:password@host`.
+//! - Redis Cluster (feature `cluster`, Redis 7+): `RedisClusterAdapter` in
+//!   module `cluster`, over sharded pub/sub (`SPUBLISH` / `SSUBSCRIBE`), one
+//!   subscriber connection per master, following slot moves and failovers.
 //! - [`RedisEventIdSequence`]: cluster-wide, string-sortable SSE event ids.
 //!
 //! ## Connection loss
@@ -54,6 +57,8 @@ pub mod sequence;
 mod subscriber;
 
 pub use adapter::RedisAdapter;
+#[cfg(feature = "cluster")]
+pub use cluster::{ClusterDriver, RedisClusterAdapter, RedisClusterAdapterBuilder};
 pub use config::{Backoff, RedisAdapterBuilder, RedisConfig};
 #[cfg(feature = "bb8")]
 pub use driver::Bb8Driver;

@@ -1,8 +1,11 @@
 //! Test tooling for `rooms` (not published):
-//! - conformance harnesses for every backend ([`memory`], [`redis`]);
-//! - throwaway `redis-server` processes ([`redis_server`]).
+//! - conformance harnesses for every backend ([`memory`], [`redis`],
+//!   [`cluster_harness`]);
+//! - throwaway `redis-server` processes ([`redis_server`]) and 3-master Redis
+//!   Clusters ([`redis_cluster`]).
 #![warn(missing_docs)]
 
+pub mod cluster_harness;
 pub mod memory;
 pub mod redis;
 pub mod redis_cluster;

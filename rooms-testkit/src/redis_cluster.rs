@@ -34,8 +34,8 @@
 //!
 //! Everything is stopped (SIGKILL) and the temp directories removed on drop.
 //!
-//! `cluster_harness::RedisClusterHarness` runs the conformance suite on such a
-//! cluster.
+//! [`RedisClusterHarness`](crate::cluster_harness::RedisClusterHarness) runs
+//! the conformance suite on such a cluster.
 
 use std::io;
 use std::net::TcpListener;
@@ -300,7 +300,10 @@ impl RedisCluster {
                     log.lines().rev().take(3).collect::<Vec<_>>().join(" | ")
                 )));
             }
-            if cli(port, &["PING"]).await.is_ok_and(|reply| reply == "PONG") {
+            if cli(port, &["PING"])
+                .await
+                .is_ok_and(|reply| reply == "PONG")
+            {
                 return Ok(());
             }
             if Instant::now() >= deadline {

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use rooms_conformance::{CASE_NAMES, CaseReport, Outcome, run_suite};
+use rooms_testkit::cluster_harness::RedisClusterHarness;
 use rooms_testkit::memory::{MemoryHarness, MemoryJsonHarness, MemoryMsgpackHarness};
 
 type Suite = Pin<Box<dyn Future<Output = Vec<CaseReport>> + Send>>;
@@ -17,6 +18,10 @@ fn backends() -> Vec<(&'static str, Suite)> {
         (
             "memory-msgpack",
             Box::pin(run_suite::<MemoryMsgpackHarness>()),
+        ),
+        (
+            "redis-cluster",
+            Box::pin(run_suite::<RedisClusterHarness>()),
         ),
     ]
 }

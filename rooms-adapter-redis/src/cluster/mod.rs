@@ -204,8 +204,8 @@ impl RedisClusterAdapterBuilder {
     /// Validates the settings and returns an adapter, not yet connected.
     ///
     /// Errors are [`Error::Config`] naming the bad value: no seed URL, an
-    /// unparsable URL (password masked), a zero duration or size, a backoff
-    /// whose minimum is above its maximum.
+    /// unparsable URL (password masked), a zero duration or size, a duration
+    /// over a day, a backoff whose minimum is above its maximum.
     pub fn build(self) -> Result<RedisClusterAdapter, Error> {
         if self.urls.is_empty() {
             return Err(Error::Config(
@@ -216,7 +216,7 @@ impl RedisClusterAdapterBuilder {
         for url in &self.urls {
             seeds.push(parse_url(url)?.get_connection_info().clone());
         }
-        validate(&self.config)?;
+        self.config.validate()?;
         let mut client = ClusterClientBuilder::new(seeds.clone())
             .connection_timeout(self.config.connect_timeout)
             .response_timeout(self.config.publish_timeout)
@@ -269,45 +269,6 @@ impl RedisClusterAdapterBuilder {
             sink: Mutex::new(None),
         })
     }
-}
-
-fn validate(config: &RedisConfig) -> Result<(), Error> {
-    let positive = [
-        ("connect_timeout", config.connect_timeout),
-        ("subscribe_timeout", config.subscribe_timeout),
-        ("publish_timeout", config.publish_timeout),
-        ("ping interval", config.ping_interval),
-        ("ping timeout", config.ping_timeout),
-        ("reconnect_backoff min", config.backoff.min()),
-        ("reconnect_backoff max", config.backoff.max()),
-    ];
-    for (name, value) in positive {
-        if value.is_zero() {
-            return Err(Error::Config(format!(
-                "{name} must be greater than zero, got {value:?}"
-            )));
-        }
-    }
-    if config.backoff.min() > config.backoff.max() {
-        return Err(Error::Config(format!(
-            "reconnect_backoff min ({:?}) must not exceed max ({:?})",
-            config.backoff.min(),
-            config.backoff.max()
-        )));
-    }
-    let sizes = [
-        ("max_payload_bytes", config.max_payload_bytes),
-        ("subscribe_batch", config.subscribe_batch),
-        ("publish_batch", config.publish_batch),
-        ("publish_queue_capacity", config.publish_queue),
-        ("pipelines_in_flight", config.pipelines_in_flight),
-    ];
-    for (name, value) in sizes {
-        if value == 0 {
-            return Err(Error::Config(format!("{name} must be at least 1, got 0")));
-        }
-    }
-    Ok(())
 }
 
 /// Cross-node room broadcasting over a Redis Cluster with sharded pub/sub
