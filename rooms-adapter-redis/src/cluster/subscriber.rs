@@ -1069,6 +1069,10 @@ impl State {
                     self.unsub_confirmed(id, &name);
                 }
                 (_, Value::ServerError(error)) => {
+                    if kind == OpKind::Unsubscribe {
+                        // No confirmation will come for this one.
+                        self.unexpect_sunsubscribe(id, channel.as_bytes());
+                    }
                     let error = redis::RedisError::from(error.clone());
                     self.op_refused(&name, kind, error);
                 }
@@ -1082,6 +1086,17 @@ impl State {
         }
         if let Some(reason) = desync {
             self.lost(id, &reason);
+        }
+    }
+
+    fn unexpect_sunsubscribe(&mut self, id: &ShardId, channel: &[u8]) {
+        if let Some(shard) = self.shards.get_mut(id)
+            && let Some(expected) = shard.expected_sunsubscribes.get_mut(channel)
+        {
+            *expected = expected.saturating_sub(1);
+            if *expected == 0 {
+                shard.expected_sunsubscribes.remove(channel);
+            }
         }
     }
 
