@@ -102,6 +102,29 @@ pub fn rss_bytes() -> Result<u64> {
     Ok(kib * 1024)
 }
 
+/// CPU time (user + system) this process has used so far, ended threads
+/// included, in seconds: fields `utime` and `stime` of `/proc/self/stat`, in
+/// clock ticks of 1/100 s (Linux's `USER_HZ`). Good to compare the work per
+/// message when the machine is too noisy for wall-clock rates.
+pub fn cpu_seconds() -> Result<f64> {
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
+    // The command name may contain spaces; the fields after it are plain.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("unexpected /proc/self/stat")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // After the name: state is field 3 of the full line, utime 14, stime 15.
+    let ticks = |index: usize| -> Result<f64> {
+        fields
+            .get(index - 3)
+            .and_then(|value| value.parse::<f64>().ok())
+            .with_context(|| format!("field {index} of /proc/self/stat"))
+    };
+    Ok((ticks(14)? + ticks(15)?) / TICKS_PER_SECOND)
+}
+
 /// A latency histogram in nanoseconds (1 ns to 60 s, 3 significant digits).
 pub fn latency_histogram() -> Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).context("creating the latency histogram")

@@ -1,13 +1,14 @@
 //! `rooms-bench`: one benchmark (or one side of one) per subcommand. Started by
 //! `cargo xtask bench`, which reads the `READY` and `RESULT {json}` lines.
 
+use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use rooms_adapter::engine::DEFAULT_CONNECTION_QUEUE;
 use rooms_adapter::wire::Codec;
-use rooms_bench::common::emit;
+use rooms_bench::common::{cpu_seconds, emit};
 use rooms_bench::cross::{self, Load, ReceiveSpec};
 use rooms_bench::{codec, fanout, memory, receive_path};
 
@@ -152,6 +153,18 @@ fn runtime(kind: RuntimeArg) -> Result<tokio::runtime::Runtime> {
     .context("starting the tokio runtime")
 }
 
+/// Runs `work` as a spawned task of a new runtime and waits for it.
+fn run_spawned<F>(kind: RuntimeArg, work: F) -> Result<serde_json::Value>
+where
+    F: Future<Output = Result<serde_json::Value>> + Send + 'static,
+{
+    runtime(kind)?.block_on(async move {
+        tokio::spawn(work)
+            .await
+            .context("the benchmark task panicked")?
+    })
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -174,7 +187,9 @@ fn main() -> Result<()> {
                 start_timeout: Duration::from_secs(60),
                 idle_timeout: Duration::from_millis(idle_ms),
             };
-            runtime(kind)?.block_on(async move {
+            // The loop runs in a spawned task, on a worker thread like the
+            // medium's tasks, as an application's handlers would.
+            run_spawned(kind, async move {
                 match side {
                     CrossSide::Raw => cross::receive_raw(&url, spec).await,
                     CrossSide::Adapter => {
@@ -200,7 +215,7 @@ fn main() -> Result<()> {
                 Some(rate) => Load::Paced { count, rate },
                 None => Load::Burst { count, in_flight },
             };
-            runtime(kind)?.block_on(async move {
+            run_spawned(kind, async move {
                 match side {
                     CrossSide::Raw => cross::publish_raw(&url, codec.into(), load).await,
                     CrossSide::Adapter => {
@@ -248,6 +263,8 @@ fn main() -> Result<()> {
         })?,
         Command::Codec { millis } => codec::measure(Duration::from_millis(millis))?,
     };
+    let mut result = result;
+    result["cpu_s"] = serde_json::json!(cpu_seconds()?);
     emit(&result);
     Ok(())
 }
