@@ -256,8 +256,12 @@ impl Machine {
                 || "unknown".to_owned(),
                 |kib| format!("{:.0} GiB", kib / 1024.0 / 1024.0),
             );
-        let dirty =
-            !command_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+        let status = command_output("git", &["status", "--porcelain", "--untracked-files=no"]);
+        let dirty: Vec<&str> = status
+            .lines()
+            .filter_map(|line| line.split_whitespace().last())
+            .filter(|path| *path != "BENCHMARKS.md" && *path != "unknown")
+            .collect();
         let commit = command_output("git", &["rev-parse", "--short", "HEAD"]);
         Self {
             cores: std::thread::available_parallelism().map_or(0, usize::from),
@@ -266,10 +270,15 @@ impl Machine {
             load_before: load_average(),
             rustc: command_output("rustc", &["--version"]),
             redis: command_output("redis-server", &["--version"]),
-            commit: if dirty {
-                format!("{commit} (with uncommitted changes)")
-            } else {
+            commit: if dirty.is_empty() {
                 commit
+            } else {
+                let listed = dirty.iter().take(4).copied().collect::<Vec<_>>().join(", ");
+                let more = match dirty.len().saturating_sub(4) {
+                    0 => String::new(),
+                    more => format!(" and {more} more"),
+                };
+                format!("{commit}, with uncommitted changes in {listed}{more}")
             },
             date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         }
