@@ -60,7 +60,7 @@ impl Plan {
             local_reps: 3,
             throughput_count: 200_000,
             latency_secs: 10,
-            latency_reps: 2,
+            latency_reps: 3,
             receive_count: 500_000,
             memory_connections: 100_000,
         }
@@ -478,13 +478,67 @@ fn thousands(value: f64) -> String {
     if value < 0.0 { format!("-{out}") } else { out }
 }
 
-/// A throughput side's median rate and its lost (or duplicated) messages.
+/// A throughput side's median rate, its lost (or duplicated) messages, and
+/// the median CPU time per message (µs) of each process.
 #[derive(Debug, Clone, Copy)]
 struct Outcome {
     rate: f64,
     lost: u64,
-    /// CPU time of publisher + receiver + redis-server per message, µs.
-    cpu_us: f64,
+    publisher_us: f64,
+    receiver_us: f64,
+    redis_us: f64,
+    total_us: f64,
+}
+
+impl Outcome {
+    fn describe(&self) -> String {
+        format!(
+            "{} msg/s, lost {}; CPU/msg {:.2} µs = pub {:.2} + recv {:.2} + redis {:.2}",
+            thousands(self.rate),
+            self.lost,
+            self.total_us,
+            self.publisher_us,
+            self.receiver_us,
+            self.redis_us
+        )
+    }
+}
+
+/// The runs of one throughput side.
+#[derive(Debug, Default)]
+struct Tally {
+    rates: Vec<f64>,
+    lost: u64,
+    publisher_us: Vec<f64>,
+    receiver_us: Vec<f64>,
+    redis_us: Vec<f64>,
+    total_us: Vec<f64>,
+}
+
+impl Tally {
+    fn add(&mut self, received: &Value, published: &Value, count: u64) {
+        let per_message = |seconds: f64| seconds / count.max(1) as f64 * 1e6;
+        let publisher = per_message(f(&published["cpu_s"]));
+        let receiver = per_message(f(&received["cpu_s"]));
+        let redis = per_message(published["redis_cpu_s"].as_f64().unwrap_or(0.0));
+        self.rates.push(f(&received["msgs_per_s"]));
+        self.lost += u(&received["lost"]) + u(&received["duplicates"]);
+        self.publisher_us.push(publisher);
+        self.receiver_us.push(receiver);
+        self.redis_us.push(redis);
+        self.total_us.push(publisher + receiver + redis);
+    }
+
+    fn outcome(self) -> Outcome {
+        Outcome {
+            rate: median(self.rates),
+            lost: self.lost,
+            publisher_us: median(self.publisher_us),
+            receiver_us: median(self.receiver_us),
+            redis_us: median(self.redis_us),
+            total_us: median(self.total_us),
+        }
+    }
 }
 
 /// One cross-node side: `raw` or `adapter`.
@@ -563,8 +617,7 @@ impl Bench {
         Ok((received, published))
     }
 
-    /// Raw and adapter interleaved `reps` times; returns each side's
-    /// (median msg/s, total lost).
+    /// Raw and adapter interleaved `reps` times; returns each side's outcome.
     fn throughput_pair(
         &mut self,
         label: &str,
@@ -572,8 +625,8 @@ impl Bench {
         driver: &'static str,
     ) -> Result<(Outcome, Outcome), String> {
         let count = self.plan.throughput_count;
-        let mut raw = (Vec::new(), 0, Vec::new());
-        let mut adapter = (Vec::new(), 0, Vec::new());
+        let mut raw = Tally::default();
+        let mut adapter = Tally::default();
         for rep in 0..self.plan.reps {
             for (side, tally) in [("raw", &mut raw), ("adapter", &mut adapter)] {
                 let name = format!("throughput {label} {side} #{}", rep + 1);
@@ -588,27 +641,10 @@ impl Bench {
                     count,
                     None,
                 )?;
-                let (received, published) = (&received, &published);
-                tally.0.push(f(&received["msgs_per_s"]));
-                tally.1 += u(&received["lost"]) + u(&received["duplicates"]);
-                let cpu = f(&published["cpu_s"])
-                    + f(&received["cpu_s"])
-                    + published["redis_cpu_s"].as_f64().unwrap_or(0.0);
-                tally.2.push(cpu / count as f64 * 1e6);
+                tally.add(&received, &published, count);
             }
         }
-        Ok((
-            Outcome {
-                rate: median(raw.0),
-                lost: raw.1,
-                cpu_us: median(raw.2),
-            },
-            Outcome {
-                rate: median(adapter.0),
-                lost: adapter.1,
-                cpu_us: median(adapter.2),
-            },
-        ))
+        Ok((raw.outcome(), adapter.outcome()))
     }
 
     fn throughput_row(&mut self, bench: String, raw: Outcome, adapter: Outcome) {
@@ -622,18 +658,8 @@ impl Bench {
         };
         self.rows.push(Row {
             bench,
-            figure: format!(
-                "{} msg/s, lost {}; {:.2} µs CPU/msg",
-                thousands(adapter.rate),
-                adapter.lost,
-                adapter.cpu_us
-            ),
-            baseline: format!(
-                "{} msg/s, lost {}; {:.2} µs CPU/msg",
-                thousands(raw.rate),
-                raw.lost,
-                raw.cpu_us
-            ),
+            figure: adapter.describe(),
+            baseline: raw.describe(),
             ratio: format!("{ratio:.2}x"),
             target: "≥ 1.0x (stretch 1.5x), lost 0".to_owned(),
             verdict,
