@@ -7,6 +7,9 @@ use std::time::Instant;
 use rooms_conformance::{CASE_NAMES, CaseReport, Outcome, run_suite};
 use rooms_testkit::cluster_harness::RedisClusterHarness;
 use rooms_testkit::memory::{MemoryHarness, MemoryJsonHarness, MemoryMsgpackHarness};
+use rooms_testkit::redis::{
+    RedisBb8Harness, RedisDeadpoolHarness, RedisHarness, RedisMsgpackHarness,
+};
 
 type Suite = Pin<Box<dyn Future<Output = Vec<CaseReport>> + Send>>;
 
@@ -18,6 +21,16 @@ fn backends() -> Vec<(&'static str, Suite)> {
         (
             "memory-msgpack",
             Box::pin(run_suite::<MemoryMsgpackHarness>()),
+        ),
+        ("redis", Box::pin(run_suite::<RedisHarness>())),
+        (
+            "redis-deadpool",
+            Box::pin(run_suite::<RedisDeadpoolHarness>()),
+        ),
+        ("redis-bb8", Box::pin(run_suite::<RedisBb8Harness>())),
+        (
+            "redis-msgpack",
+            Box::pin(run_suite::<RedisMsgpackHarness>()),
         ),
         (
             "redis-cluster",

@@ -8,6 +8,7 @@
 
 mod bench;
 mod conformance;
+mod redis;
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -30,7 +31,7 @@ fn main() -> ExitCode {
         "ci" => ci(),
         "conformance" => conformance::run(rest),
         "bench" => bench::run(rest),
-        "redis" => Err("the redis helper is not built yet".to_owned()),
+        "redis" => redis::run(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
