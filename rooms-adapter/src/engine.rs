@@ -644,8 +644,10 @@ impl Rooms {
         let message = message.into();
         sse::validate(&message)?;
         let mut rooms: Vec<RoomName> = rooms.into_iter().map(Into::into).collect();
-        rooms.sort();
-        rooms.dedup();
+        if rooms.len() > 1 {
+            rooms.sort();
+            rooms.dedup();
+        }
         bump(&self.inner.counters.broadcasts);
 
         let mut report = BroadcastReport::default();
@@ -675,6 +677,12 @@ impl Rooms {
             .with_except(options.except)
             .with_meta(options.metadata);
         let adapter = &self.inner.adapter;
+        if let [room] = rooms.as_slice() {
+            // The common case: no fan-out of futures to join.
+            adapter.publish(room, &envelope).await?;
+            report.published = 1;
+            return Ok(report);
+        }
         let results = futures_util::future::join_all(
             rooms.iter().map(|room| adapter.publish(room, &envelope)),
         )
