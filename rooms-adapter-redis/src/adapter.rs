@@ -5,13 +5,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use rooms_adapter::adapter::{AdapterCounters, AdapterStats, EventSink, RoomAdapter};
-use rooms_adapter::{Envelope, Error, NodeId, RoomName, wire};
-use tokio::sync::{mpsc, oneshot, watch};
+use rooms_adapter::{Envelope, Error, NodeId, RoomName};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::common;
 use crate::config::{DriverChoice, RedisAdapterBuilder, RedisConfig};
-use crate::driver::{DriverOptions, PublishDriver, PublishItem, medium_of};
-use crate::error::{closed, timeout};
+use crate::driver::{DriverOptions, PublishDriver, medium_of};
+use crate::error::closed;
 use crate::publisher::{Coalescing, Publisher};
 use crate::subscriber::{self, Command, Shared};
 
@@ -193,10 +194,6 @@ impl RedisAdapter {
             )),
         }
     }
-
-    async fn request(&self, running: &Running, command: Command) -> Result<(), Error> {
-        running.commands.send(command).await.map_err(|_| closed())
-    }
 }
 
 #[async_trait]
@@ -302,88 +299,53 @@ impl RoomAdapter for RedisAdapter {
     /// room stays wanted and is subscribed on reconnect.
     async fn subscribe(&self, room: &RoomName) -> Result<(), Error> {
         let running = self.running()?;
-        let limit = self.config.subscribe_timeout;
-        let (reply, answer) = oneshot::channel();
-        let work = async {
-            let command = Command::Subscribe {
-                room: room.clone(),
-                reply,
-            };
-            self.request(&running, command).await?;
-            answer.await.map_err(|_| closed())?
+        let command = |reply| Command::Subscribe {
+            room: room.clone(),
+            reply,
         };
-        match tokio::time::timeout(limit, work).await {
-            Ok(result) => result,
-            Err(_) => Err(timeout(
-                format!(
-                    "subscribe to room {:?} on {} (the room stays wanted and is subscribed when redis is back)",
-                    room.as_str(),
-                    self.medium
-                ),
-                limit,
-            )),
-        }
+        common::ask(&running.commands, command, self.config.subscribe_timeout, || {
+            format!(
+                "subscribe to room {:?} on {} (the room stays wanted and is subscribed when redis is back)",
+                room.as_str(),
+                self.medium
+            )
+        })
+        .await?
     }
 
     /// Returns once the room's messages are no longer delivered; the
     /// UNSUBSCRIBE itself follows after the unsubscribe delay.
     async fn unsubscribe(&self, room: &RoomName) -> Result<(), Error> {
         let running = self.running()?;
-        let limit = self.config.subscribe_timeout;
-        let (reply, answer) = oneshot::channel();
-        let work = async {
-            let command = Command::Unsubscribe {
-                room: room.clone(),
-                reply,
-            };
-            self.request(&running, command).await?;
-            answer.await.map_err(|_| closed())
+        let command = |reply| Command::Unsubscribe {
+            room: room.clone(),
+            reply,
         };
-        match tokio::time::timeout(limit, work).await {
-            Ok(result) => result,
-            Err(_) => Err(timeout(
-                format!("unsubscribe from room {:?}", room.as_str()),
-                limit,
-            )),
-        }
+        common::ask(
+            &running.commands,
+            command,
+            self.config.subscribe_timeout,
+            || format!("unsubscribe from room {:?}", room.as_str()),
+        )
+        .await
     }
 
     /// Encodes (cached per codec), checks the size limit and publishes on
     /// `{prefix}{room}`. Fails within the publish timeout while Redis is down.
     async fn publish(&self, room: &RoomName, envelope: &Envelope) -> Result<(), Error> {
         let running = self.running()?;
-        let result = async {
-            let payload = envelope.encode(self.config.codec)?;
-            if payload.len() > self.config.max_payload_bytes {
-                return Err(Error::PayloadTooLarge {
-                    room: room.as_str().to_owned(),
-                    size: payload.len(),
-                    limit: self.config.max_payload_bytes,
-                });
-            }
-            let item = PublishItem {
-                channel: wire::channel_name(&self.config.channel_prefix, room.as_str()),
-                payload,
-            };
-            running.publisher.publish(item, room.as_str()).await
-        }
-        .await;
-        match &result {
-            Ok(()) => self.counters.record_published(),
-            Err(error) => {
-                self.counters.record_publish_error();
-                tracing::debug!(room = room.as_str(), %error, "redis publish failed");
-            }
-        }
-        result
+        common::publish(
+            &self.config,
+            &running.publisher,
+            &self.counters,
+            room,
+            envelope,
+            "redis",
+        )
+        .await
     }
 
     fn stats(&self) -> AdapterStats {
-        let subscriptions = self.subscriptions.load(Ordering::Relaxed);
-        let sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner);
-        self.counters.snapshot(
-            usize::try_from(subscriptions).unwrap_or(usize::MAX),
-            sink.as_ref(),
-        )
+        common::stats(&self.counters, &self.subscriptions, &self.sink)
     }
 }

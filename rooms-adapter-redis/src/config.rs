@@ -317,6 +317,123 @@ impl RedisConfig {
     }
 }
 
+/// The settings setters shared by [`RedisAdapterBuilder`] and the cluster
+/// builder, each writing into the builder's `config: RedisConfig`. Every
+/// builder lists all of them, in this order, with its own docs:
+///
+/// ```text
+/// config_setters! {
+///     /// Channel prefix (default `sse:room:`).
+///     channel_prefix;
+///     // ... every other setter, in order
+/// }
+/// ```
+macro_rules! config_setters {
+    (
+        $(#[$channel_prefix:meta])* channel_prefix;
+        $(#[$codec:meta])* codec;
+        $(#[$max_payload_bytes:meta])* max_payload_bytes;
+        $(#[$connect_timeout:meta])* connect_timeout;
+        $(#[$subscribe_timeout:meta])* subscribe_timeout;
+        $(#[$publish_timeout:meta])* publish_timeout;
+        $(#[$ping:meta])* ping;
+        $(#[$reconnect_backoff:meta])* reconnect_backoff;
+        $(#[$unsubscribe_delay:meta])* unsubscribe_delay;
+        $(#[$subscribe_batch:meta])* subscribe_batch;
+        $(#[$coalesce_publishes:meta])* coalesce_publishes;
+        $(#[$publish_batch:meta])* publish_batch;
+        $(#[$publish_queue_capacity:meta])* publish_queue_capacity;
+        $(#[$pipelines_in_flight:meta])* pipelines_in_flight;
+    ) => {
+        $(#[$channel_prefix])*
+        pub fn channel_prefix(mut self, prefix: impl Into<String>) -> Self {
+            self.config.channel_prefix = prefix.into();
+            self
+        }
+
+        $(#[$codec])*
+        pub fn codec(mut self, codec: ::rooms_adapter::wire::Codec) -> Self {
+            self.config.codec = codec;
+            self
+        }
+
+        $(#[$max_payload_bytes])*
+        pub fn max_payload_bytes(mut self, limit: usize) -> Self {
+            self.config.max_payload_bytes = limit;
+            self
+        }
+
+        $(#[$connect_timeout])*
+        pub fn connect_timeout(mut self, timeout: ::std::time::Duration) -> Self {
+            self.config.connect_timeout = timeout;
+            self
+        }
+
+        $(#[$subscribe_timeout])*
+        pub fn subscribe_timeout(mut self, timeout: ::std::time::Duration) -> Self {
+            self.config.subscribe_timeout = timeout;
+            self
+        }
+
+        $(#[$publish_timeout])*
+        pub fn publish_timeout(mut self, timeout: ::std::time::Duration) -> Self {
+            self.config.publish_timeout = timeout;
+            self
+        }
+
+        $(#[$ping])*
+        pub fn ping(mut self, interval: ::std::time::Duration, timeout: ::std::time::Duration) -> Self {
+            self.config.ping_interval = interval;
+            self.config.ping_timeout = timeout;
+            self
+        }
+
+        $(#[$reconnect_backoff])*
+        pub fn reconnect_backoff(mut self, min: ::std::time::Duration, max: ::std::time::Duration) -> Self {
+            self.config.backoff = $crate::config::Backoff::new(min, max);
+            self
+        }
+
+        $(#[$unsubscribe_delay])*
+        pub fn unsubscribe_delay(mut self, delay: ::std::time::Duration) -> Self {
+            self.config.unsubscribe_delay = delay;
+            self
+        }
+
+        $(#[$subscribe_batch])*
+        pub fn subscribe_batch(mut self, channels: usize) -> Self {
+            self.config.subscribe_batch = channels;
+            self
+        }
+
+        $(#[$coalesce_publishes])*
+        pub fn coalesce_publishes(mut self, coalesce: bool) -> Self {
+            self.config.coalesce_publishes = coalesce;
+            self
+        }
+
+        $(#[$publish_batch])*
+        pub fn publish_batch(mut self, batch: usize) -> Self {
+            self.config.publish_batch = batch;
+            self
+        }
+
+        $(#[$publish_queue_capacity])*
+        pub fn publish_queue_capacity(mut self, capacity: usize) -> Self {
+            self.config.publish_queue = capacity;
+            self
+        }
+
+        $(#[$pipelines_in_flight])*
+        pub fn pipelines_in_flight(mut self, pipelines: usize) -> Self {
+            self.config.pipelines_in_flight = pipelines;
+            self
+        }
+    };
+}
+#[cfg(feature = "cluster")]
+pub(crate) use config_setters;
+
 impl RedisAdapterBuilder {
     pub(crate) fn new(url: String) -> Self {
         Self {
@@ -326,108 +443,67 @@ impl RedisAdapterBuilder {
         }
     }
 
-    /// Channel prefix (default `sse:room:`, as the TypeScript package). No
-    /// separator is added: room `chat` is channel `{prefix}chat`. May be empty.
-    pub fn channel_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.config.channel_prefix = prefix.into();
-        self
-    }
+    config_setters! {
+        /// Channel prefix (default `sse:room:`, as the TypeScript package). No
+        /// separator is added: room `chat` is channel `{prefix}chat`. May be empty.
+        channel_prefix;
 
-    /// Codec for publishing (default JSON, readable by TypeScript nodes).
-    /// Decoding always auto-detects, so nodes can switch one at a time.
-    pub fn codec(mut self, codec: Codec) -> Self {
-        self.config.codec = codec;
-        self
-    }
+        /// Codec for publishing (default JSON, readable by TypeScript nodes).
+        /// Decoding always auto-detects, so nodes can switch one at a time.
+        codec;
 
-    /// Largest payload in bytes (default 4 MiB). A larger outbound envelope
-    /// fails with [`Error::PayloadTooLarge`]; a larger inbound payload is
-    /// skipped and counted.
-    pub fn max_payload_bytes(mut self, limit: usize) -> Self {
-        self.config.max_payload_bytes = limit;
-        self
-    }
+        /// Largest payload in bytes (default 4 MiB). A larger outbound envelope
+        /// fails with [`Error::PayloadTooLarge`]; a larger inbound payload is
+        /// skipped and counted.
+        max_payload_bytes;
 
-    /// Limit on establishing a connection (default 5 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.config.connect_timeout = timeout;
-        self
-    }
+        /// Limit on establishing a connection (default 5 s).
+        connect_timeout;
 
-    /// Limit on waiting for Redis to acknowledge a subscription (default 5 s).
-    /// A subscribe that runs out of time while Redis is down returns a
-    /// retryable error; the room stays wanted and is subscribed on reconnect.
-    pub fn subscribe_timeout(mut self, timeout: Duration) -> Self {
-        self.config.subscribe_timeout = timeout;
-        self
-    }
+        /// Limit on waiting for Redis to acknowledge a subscription (default 5 s).
+        /// A subscribe that runs out of time while Redis is down returns a
+        /// retryable error; the room stays wanted and is subscribed on reconnect.
+        subscribe_timeout;
 
-    /// Limit on one publish, queueing included (default 2 s).
-    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
-        self.config.publish_timeout = timeout;
-        self
-    }
+        /// Limit on one publish, queueing included (default 2 s).
+        publish_timeout;
 
-    /// Liveness probe of the subscriber connection: a PING every `interval`
-    /// that must be answered within `timeout` (defaults 5 s and 3 s). A missed
-    /// answer is treated as connection loss: a subscription that silently
-    /// died (proxies, failovers) is detected and rebuilt.
-    pub fn ping(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.config.ping_interval = interval;
-        self.config.ping_timeout = timeout;
-        self
-    }
+        /// Liveness probe of the subscriber connection: a PING every `interval`
+        /// that must be answered within `timeout` (defaults 5 s and 3 s). A missed
+        /// answer is treated as connection loss: a subscription that silently
+        /// died (proxies, failovers) is detected and rebuilt.
+        ping;
 
-    /// Reconnect backoff: from `min`, doubling up to `max`, with jitter
-    /// (defaults 100 ms and 5 s).
-    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.config.backoff = Backoff::new(min, max);
-        self
-    }
+        /// Reconnect backoff: from `min`, doubling up to `max`, with jitter
+        /// (defaults 100 ms and 5 s).
+        reconnect_backoff;
 
-    /// How long a room that lost its last local member stays subscribed in case
-    /// it refills (default 500 ms; zero unsubscribes at once). Messages of an
-    /// unsubscribed room are never delivered, delay or not.
-    pub fn unsubscribe_delay(mut self, delay: Duration) -> Self {
-        self.config.unsubscribe_delay = delay;
-        self
-    }
+        /// How long a room that lost its last local member stays subscribed in case
+        /// it refills (default 500 ms; zero unsubscribes at once). Messages of an
+        /// unsubscribed room are never delivered, delay or not.
+        unsubscribe_delay;
 
-    /// Channels per SUBSCRIBE / UNSUBSCRIBE command (default 1,000). Pending
-    /// subscriptions are collected while a command is in flight and sent
-    /// together.
-    pub fn subscribe_batch(mut self, channels: usize) -> Self {
-        self.config.subscribe_batch = channels;
-        self
-    }
+        /// Channels per SUBSCRIBE / UNSUBSCRIBE command (default 1,000). Pending
+        /// subscriptions are collected while a command is in flight and sent
+        /// together.
+        subscribe_batch;
 
-    /// Whether concurrent publishes are coalesced into pipelines by a
-    /// publisher task (default `true`). A publish made while no other is in
-    /// progress still goes straight to the driver, so coalescing adds no
-    /// latency when idle. With `false`, every publish calls the driver
-    /// directly.
-    pub fn coalesce_publishes(mut self, coalesce: bool) -> Self {
-        self.config.coalesce_publishes = coalesce;
-        self
-    }
+        /// Whether concurrent publishes are coalesced into pipelines by a
+        /// publisher task (default `true`). A publish made while no other is in
+        /// progress still goes straight to the driver, so coalescing adds no
+        /// latency when idle. With `false`, every publish calls the driver
+        /// directly.
+        coalesce_publishes;
 
-    /// Most publishes per pipeline (default 256).
-    pub fn publish_batch(mut self, batch: usize) -> Self {
-        self.config.publish_batch = batch;
-        self
-    }
+        /// Most publishes per pipeline (default 256).
+        publish_batch;
 
-    /// Capacity of the publish queue (default 8,192). When it is full,
-    /// publishers wait (within their publish timeout).
-    pub fn publish_queue_capacity(mut self, capacity: usize) -> Self {
-        self.config.publish_queue = capacity;
-        self
-    }
+        /// Capacity of the publish queue (default 8,192). When it is full,
+        /// publishers wait (within their publish timeout).
+        publish_queue_capacity;
 
-    /// Most pipelines in flight at once (default 16).
-    pub fn pipelines_in_flight(mut self, pipelines: usize) -> Self {
-        self.config.pipelines_in_flight = pipelines;
-        self
+        /// Most pipelines in flight at once (default 16).
+        pipelines_in_flight;
     }
 
     /// Publish through redis-rs's `ConnectionManager` (the default when the

@@ -49,6 +49,7 @@
 pub mod adapter;
 #[cfg(feature = "cluster")]
 pub mod cluster;
+mod common;
 pub mod config;
 pub mod driver;
 pub mod error;

@@ -54,24 +54,23 @@ mod subscriber;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::ConnectionInfo;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use rooms_adapter::adapter::{AdapterCounters, AdapterStats, EventSink, RoomAdapter};
-use rooms_adapter::wire::Codec;
-use rooms_adapter::{Envelope, Error, NodeId, RoomName, wire};
-use tokio::sync::{mpsc, oneshot, watch};
+use rooms_adapter::{Envelope, Error, NodeId, RoomName};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use self::driver::ClusterDriver;
 use self::slot::SlotMap;
 pub use self::slot::{SLOT_COUNT, key_slot};
 use self::subscriber::{Command, Shared};
-use crate::config::{Backoff, RedisConfig, parse_url};
-use crate::driver::{PublishDriver, PublishItem};
-use crate::error::{closed, timeout};
+use crate::common;
+use crate::config::{RedisConfig, config_setters, parse_url};
+use crate::driver::PublishDriver;
+use crate::error::closed;
 use crate::publisher::{Coalescing, Publisher};
 
 /// Capacity of the queue of subscribe/unsubscribe requests to the subscriber task.
@@ -106,92 +105,51 @@ pub struct RedisClusterAdapterBuilder {
 }
 
 impl RedisClusterAdapterBuilder {
-    /// Channel prefix (default `sse:room:`). Room `chat` is the shard channel
-    /// `{prefix}chat`; its hash slot decides its master.
-    pub fn channel_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.config.channel_prefix = prefix.into();
-        self
-    }
+    config_setters! {
+        /// Channel prefix (default `sse:room:`). Room `chat` is the shard channel
+        /// `{prefix}chat`; its hash slot decides its master.
+        channel_prefix;
 
-    /// Codec for publishing (default JSON). Decoding always auto-detects.
-    pub fn codec(mut self, codec: Codec) -> Self {
-        self.config.codec = codec;
-        self
-    }
+        /// Codec for publishing (default JSON). Decoding always auto-detects.
+        codec;
 
-    /// Largest payload in bytes (default 4 MiB).
-    pub fn max_payload_bytes(mut self, limit: usize) -> Self {
-        self.config.max_payload_bytes = limit;
-        self
-    }
+        /// Largest payload in bytes (default 4 MiB).
+        max_payload_bytes;
 
-    /// Limit on establishing a connection (default 5 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.config.connect_timeout = timeout;
-        self
-    }
+        /// Limit on establishing a connection (default 5 s).
+        connect_timeout;
 
-    /// Limit on waiting for Redis to acknowledge a subscription (default 5 s).
-    pub fn subscribe_timeout(mut self, timeout: Duration) -> Self {
-        self.config.subscribe_timeout = timeout;
-        self
-    }
+        /// Limit on waiting for Redis to acknowledge a subscription (default 5 s).
+        subscribe_timeout;
 
-    /// Limit on one publish, queueing included (default 2 s).
-    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
-        self.config.publish_timeout = timeout;
-        self
-    }
+        /// Limit on one publish, queueing included (default 2 s).
+        publish_timeout;
 
-    /// Liveness probe of every shard connection (defaults 5 s and 3 s).
-    pub fn ping(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.config.ping_interval = interval;
-        self.config.ping_timeout = timeout;
-        self
-    }
+        /// Liveness probe of every shard connection (defaults 5 s and 3 s).
+        ping;
 
-    /// Backoff of shard reconnects and slot-map refreshes (defaults 100 ms
-    /// and 5 s).
-    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.config.backoff = Backoff::new(min, max);
-        self
-    }
+        /// Backoff of shard reconnects and slot-map refreshes (defaults 100 ms
+        /// and 5 s).
+        reconnect_backoff;
 
-    /// How long an emptied room stays subscribed in case it refills (default
-    /// 500 ms).
-    pub fn unsubscribe_delay(mut self, delay: Duration) -> Self {
-        self.config.unsubscribe_delay = delay;
-        self
-    }
+        /// How long an emptied room stays subscribed in case it refills (default
+        /// 500 ms).
+        unsubscribe_delay;
 
-    /// Channels per subscribe pipeline and master (default 1,000).
-    pub fn subscribe_batch(mut self, channels: usize) -> Self {
-        self.config.subscribe_batch = channels;
-        self
-    }
+        /// Channels per subscribe pipeline and master (default 1,000).
+        subscribe_batch;
 
-    /// Whether concurrent publishes are coalesced (default `true`).
-    pub fn coalesce_publishes(mut self, coalesce: bool) -> Self {
-        self.config.coalesce_publishes = coalesce;
-        self
-    }
+        /// Whether concurrent publishes are coalesced (default `true`).
+        coalesce_publishes;
 
-    /// Most publishes per batch (default 256).
-    pub fn publish_batch(mut self, batch: usize) -> Self {
-        self.config.publish_batch = batch;
-        self
-    }
+        /// Most publishes per batch (default 256).
+        publish_batch;
 
-    /// Capacity of the publish queue (default 8,192).
-    pub fn publish_queue_capacity(mut self, capacity: usize) -> Self {
-        self.config.publish_queue = capacity;
-        self
-    }
+        /// Capacity of the publish queue (default 8,192).
+        publish_queue_capacity;
 
-    /// Most batches in flight at once (default 16).
-    pub fn pipelines_in_flight(mut self, pipelines: usize) -> Self {
-        self.config.pipelines_in_flight = pipelines;
-        self
+        /// Most batches in flight at once (default 16).
+        pipelines_in_flight;
     }
 
     /// How often the cluster client retries a publish that hit a moved slot
@@ -468,56 +426,35 @@ impl RoomAdapter for RedisClusterAdapter {
     /// with a retryable error; the room stays wanted.
     async fn subscribe(&self, room: &RoomName) -> Result<(), Error> {
         let running = self.running()?;
-        let limit = self.config.subscribe_timeout;
-        let (reply, answer) = oneshot::channel();
-        let work = async {
-            running
-                .commands
-                .send(Command::Subscribe {
-                    room: room.clone(),
-                    reply,
-                })
-                .await
-                .map_err(|_| closed())?;
-            answer.await.map_err(|_| closed())?
+        let command = |reply| Command::Subscribe {
+            room: room.clone(),
+            reply,
         };
-        match tokio::time::timeout(limit, work).await {
-            Ok(result) => result,
-            Err(_) => Err(timeout(
-                format!(
-                    "subscribe to room {:?} on {} (the room stays wanted and is subscribed when its master is back)",
-                    room.as_str(),
-                    self.medium
-                ),
-                limit,
-            )),
-        }
+        common::ask(&running.commands, command, self.config.subscribe_timeout, || {
+            format!(
+                "subscribe to room {:?} on {} (the room stays wanted and is subscribed when its master is back)",
+                room.as_str(),
+                self.medium
+            )
+        })
+        .await?
     }
 
     /// Returns once the room's messages are no longer delivered; the
     /// `SUNSUBSCRIBE` follows after the unsubscribe delay.
     async fn unsubscribe(&self, room: &RoomName) -> Result<(), Error> {
         let running = self.running()?;
-        let limit = self.config.subscribe_timeout;
-        let (reply, answer) = oneshot::channel();
-        let work = async {
-            running
-                .commands
-                .send(Command::Unsubscribe {
-                    room: room.clone(),
-                    reply,
-                })
-                .await
-                .map_err(|_| closed())?;
-            answer.await.map_err(|_| closed())
+        let command = |reply| Command::Unsubscribe {
+            room: room.clone(),
+            reply,
         };
-        match tokio::time::timeout(limit, work).await {
-            Ok(result) => result,
-            Err(_) => Err(timeout(
-                format!("unsubscribe from room {:?}", room.as_str()),
-                limit,
-            )),
-        }
+        common::ask(
+            &running.commands,
+            command,
+            self.config.subscribe_timeout,
+            || format!("unsubscribe from room {:?}", room.as_str()),
+        )
+        .await
     }
 
     /// Encodes (cached per codec), checks the size limit and `SPUBLISH`es on
@@ -525,38 +462,18 @@ impl RoomAdapter for RedisClusterAdapter {
     /// master is unreachable.
     async fn publish(&self, room: &RoomName, envelope: &Envelope) -> Result<(), Error> {
         let running = self.running()?;
-        let result = async {
-            let payload = envelope.encode(self.config.codec)?;
-            if payload.len() > self.config.max_payload_bytes {
-                return Err(Error::PayloadTooLarge {
-                    room: room.as_str().to_owned(),
-                    size: payload.len(),
-                    limit: self.config.max_payload_bytes,
-                });
-            }
-            let item = PublishItem {
-                channel: wire::channel_name(&self.config.channel_prefix, room.as_str()),
-                payload,
-            };
-            running.publisher.publish(item, room.as_str()).await
-        }
-        .await;
-        match &result {
-            Ok(()) => self.counters.record_published(),
-            Err(error) => {
-                self.counters.record_publish_error();
-                tracing::debug!(room = room.as_str(), %error, "redis cluster publish failed");
-            }
-        }
-        result
+        common::publish(
+            &self.config,
+            &running.publisher,
+            &self.counters,
+            room,
+            envelope,
+            "redis cluster",
+        )
+        .await
     }
 
     fn stats(&self) -> AdapterStats {
-        let subscriptions = self.subscriptions.load(Ordering::Relaxed);
-        let sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner);
-        self.counters.snapshot(
-            usize::try_from(subscriptions).unwrap_or(usize::MAX),
-            sink.as_ref(),
-        )
+        common::stats(&self.counters, &self.subscriptions, &self.sink)
     }
 }

@@ -53,19 +53,8 @@ const DRAIN: usize = 512;
 /// The longest wait between two slot-map refreshes while one is needed.
 const MAX_REFRESH_DELAY: Duration = Duration::from_secs(1);
 
-/// A request from the adapter to the subscriber task.
-pub(crate) enum Command {
-    /// Want `room`; reply once Redis acknowledged it.
-    Subscribe {
-        room: RoomName,
-        reply: oneshot::Sender<Result<(), Error>>,
-    },
-    /// Stop wanting `room`; reply once its messages are no longer delivered.
-    Unsubscribe {
-        room: RoomName,
-        reply: oneshot::Sender<()>,
-    },
-}
+/// A request from the adapter to the subscriber task: the single-server one's.
+pub(crate) use crate::subscriber::Command;
 
 /// What the task shares with the adapter.
 pub(crate) struct Shared {
