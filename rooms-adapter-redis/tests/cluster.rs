@@ -272,7 +272,7 @@ async fn one_node_in_a_thousand_rooms_hears_them_all() {
     let mut heard = HashSet::new();
     while heard.len() < ROOMS {
         let delivery = next(&mut rx, "a message of every room").await.unwrap();
-        let data = delivery.message().data.as_str().unwrap().to_owned();
+        let data = delivery.message().data.as_str().unwrap().into_owned();
         assert!(heard.insert(data), "a room was heard twice");
     }
     eprintln!(

@@ -75,6 +75,12 @@ pub enum Error {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// A message's `data` is not valid JSON, or is not of the type asked for.
+    #[error("invalid message data: {reason}")]
+    InvalidData {
+        /// The parser's message.
+        reason: String,
+    },
     /// A configuration value is not valid. The message names the value.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -108,6 +114,7 @@ impl Error {
             | Error::UnknownConnection(_)
             | Error::ConnectionExists(_)
             | Error::InvalidSseField { .. }
+            | Error::InvalidData { .. }
             | Error::Config(_) => false,
         }
     }

@@ -40,5 +40,5 @@ pub use connection::{
 pub use engine::{EngineStats, Rooms, RoomsBuilder, RoomsEvent};
 pub use error::{Error, Result};
 pub use ids::{ConnectionId, NodeId, RoomName};
-pub use message::SseMessage;
+pub use message::{Data, SseMessage};
 pub use wire::{Codec, Envelope};

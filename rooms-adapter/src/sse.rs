@@ -22,11 +22,9 @@
 #[cfg(feature = "axum")]
 pub mod axum;
 
-use bytes::Bytes;
-use serde_json::Value;
-
 use crate::error::Error;
-use crate::message::SseMessage;
+use crate::message::{MAX_ID_BYTES, SseMessage};
+use bytes::Bytes;
 
 /// Checks that a message can be framed without injecting fields.
 pub fn validate(message: &SseMessage) -> Result<(), Error> {
@@ -45,6 +43,12 @@ pub fn validate(message: &SseMessage) -> Result<(), Error> {
                 reason: "contains a line break (CR or LF)",
             });
         }
+        if id.len() > MAX_ID_BYTES {
+            return Err(Error::InvalidSseField {
+                field: "id",
+                reason: "is longer than 256 bytes",
+            });
+        }
         if id.contains('\0') {
             return Err(Error::InvalidSseField {
                 field: "id",
@@ -58,7 +62,9 @@ pub fn validate(message: &SseMessage) -> Result<(), Error> {
 /// Frames one message as a complete SSE event (ending in a blank line).
 pub fn frame(message: &SseMessage) -> Result<Bytes, Error> {
     validate(message)?;
-    let mut out = Vec::with_capacity(64);
+    let fields =
+        message.event.as_ref().map_or(0, String::len) + message.id.as_ref().map_or(0, String::len);
+    let mut out = Vec::with_capacity(48 + fields + message.data.as_json().len());
     if let Some(event) = &message.event {
         push_field(&mut out, "event", event);
     }
@@ -68,25 +74,63 @@ pub fn frame(message: &SseMessage) -> Result<Bytes, Error> {
     if let Some(retry) = message.retry {
         push_field(&mut out, "retry", itoa::Buffer::new().format(retry));
     }
-    match &message.data {
-        Value::String(text) => {
-            for line in data_lines(text) {
+    match message.data.as_str() {
+        Some(text) => {
+            for line in data_lines(&text) {
                 push_field(&mut out, "data", line);
             }
         }
-        other => {
-            // Compact JSON never holds a raw line break (they are escaped), so
-            // it is one `data:` line, written straight into the frame.
+        None if message.data.is_string() => {
+            // A JSON string no Rust string can hold (a lone surrogate escape).
+            return Err(Error::InvalidData {
+                reason: "data is a string with a lone UTF-16 surrogate".into(),
+            });
+        }
+        None => {
+            // Compact JSON has no raw line break, so it is one `data:` line,
+            // copied from the text the message carries.
             out.extend_from_slice(b"data: ");
-            serde_json::to_writer(&mut out, other).map_err(|e| Error::Encode {
-                codec: "json",
-                reason: e.to_string(),
-            })?;
+            push_compact_json(&mut out, message.data.as_json());
             out.push(b'\n');
         }
     }
     out.push(b'\n');
     Ok(Bytes::from(out))
+}
+
+/// Appends JSON text without whitespace outside strings. A raw CR or LF inside
+/// a string (which valid JSON does not have) is written as its escape, so the
+/// text can never break out of its `data:` line.
+fn push_compact_json(out: &mut Vec<u8>, json: &str) {
+    let bytes = json.as_bytes();
+    if !bytes
+        .iter()
+        .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    out.reserve(bytes.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in bytes {
+        if in_string {
+            match byte {
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                _ => out.push(byte),
+            }
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = byte == b'"';
+            out.push(byte);
+        }
+    }
 }
 
 fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
@@ -126,6 +170,7 @@ fn data_lines(data: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::Data;
     use serde_json::json;
 
     fn framed(message: SseMessage) -> String {
@@ -168,6 +213,30 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn frames_json_text_compactly_and_never_breaks_the_line() {
+        let spaced =
+            Data::from_json("{ \"a\" :\n [1, \"x y\"],\r\n\t\"b\": \"q\\\" \" }").expect("json");
+        assert_eq!(
+            framed(SseMessage::new(spaced)),
+            "data: {\"a\":[1,\"x y\"],\"b\":\"q\\\" \"}\n\n"
+        );
+        let mut out = Vec::new();
+        push_compact_json(&mut out, "[\"a\nevent: x\"]");
+        assert_eq!(out, b"[\"a\\nevent: x\"]");
+    }
+
+    #[test]
+    fn rejects_overlong_ids() {
+        let at_limit = SseMessage::new(1).with_id("i".repeat(MAX_ID_BYTES));
+        assert!(frame(&at_limit).is_ok());
+        let over = SseMessage::new(1).with_id("i".repeat(MAX_ID_BYTES + 1));
+        assert!(matches!(
+            frame(&over),
+            Err(Error::InvalidSseField { field: "id", .. })
+        ));
     }
 
     #[test]

@@ -38,7 +38,7 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::ids::{ConnectionId, NodeId};
-use crate::message::SseMessage;
+use crate::message::{MAX_ID_BYTES, SseMessage};
 
 /// The only protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -48,6 +48,12 @@ pub const DEFAULT_CHANNEL_PREFIX: &str = "sse:room:";
 
 /// Default limit on an inbound or outbound payload: 4 MiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
+
+/// How deeply maps and arrays may nest in an inbound payload, the envelope
+/// itself included, in either codec. Deeper payloads are skipped as
+/// [`DecodeError::Malformed`] before any parser recurses into them, so the
+/// limit holds whatever the build profile and the thread's stack size.
+pub const MAX_NESTING_DEPTH: usize = 128;
 
 /// The channel name of a room: `{prefix}{room}`, no separator added.
 ///
@@ -359,10 +365,120 @@ pub fn decode(payload: &[u8], max_payload_bytes: usize) -> Result<Envelope, Deco
             limit: max_payload_bytes,
         });
     }
-    match detect_codec(payload)? {
+    let codec = detect_codec(payload)?;
+    let too_deep = match codec {
+        Codec::Json => json_nests_deeper_than(payload, MAX_NESTING_DEPTH),
+        Codec::MessagePack => msgpack_nests_deeper_than(payload, MAX_NESTING_DEPTH),
+    };
+    if too_deep {
+        return Err(DecodeError::Malformed {
+            codec,
+            reason: format!("maps and arrays nest deeper than {MAX_NESTING_DEPTH} levels"),
+        });
+    }
+    match codec {
         Codec::Json => decode_json(payload),
         Codec::MessagePack => decode_msgpack(payload),
     }
+}
+
+/// Whether JSON text opens more than `limit` nested objects or arrays. A
+/// payload with at most `limit` brackets in all is answered by one counting
+/// pass; only the rare one with more is walked string by string.
+fn json_nests_deeper_than(payload: &[u8], limit: usize) -> bool {
+    let openers = payload.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    if openers <= limit {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in payload {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Whether a MessagePack value nests more than `limit` maps or arrays. Walks
+/// the markers without recursion; a truncated or invalid payload answers
+/// `false` and is left to the decoder to report.
+fn msgpack_nests_deeper_than(payload: &[u8], limit: usize) -> bool {
+    // Items still to read in each open container; the root holds one value.
+    let mut pending: Vec<u64> = vec![1];
+    let mut pos = 0usize;
+    let len_at = |at: usize, width: usize| -> Option<u64> {
+        let bytes = payload.get(at..at.checked_add(width)?)?;
+        Some(bytes.iter().fold(0u64, |n, &b| (n << 8) | u64::from(b)))
+    };
+    while let Some(last) = pending.last_mut() {
+        if *last == 0 {
+            pending.pop();
+            continue;
+        }
+        *last -= 1;
+        let Some(&marker) = payload.get(pos) else {
+            return false;
+        };
+        // (bytes of this item before its children, children to read)
+        let (skip, children): (Option<u64>, u64) = match marker {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (Some(1), 0),
+            0x80..=0x8f => (Some(1), u64::from(marker & 0x0f) * 2),
+            0x90..=0x9f => (Some(1), u64::from(marker & 0x0f)),
+            0xa0..=0xbf => (Some(1 + u64::from(marker & 0x1f)), 0),
+            0xc4 | 0xd9 => (len_at(pos + 1, 1).map(|n| 2 + n), 0),
+            0xc5 | 0xda => (len_at(pos + 1, 2).map(|n| 3 + n), 0),
+            0xc6 | 0xdb => (len_at(pos + 1, 4).map(|n| 5 + n), 0),
+            0xc7 => (len_at(pos + 1, 1).map(|n| 3 + n), 0),
+            0xc8 => (len_at(pos + 1, 2).map(|n| 4 + n), 0),
+            0xc9 => (len_at(pos + 1, 4).map(|n| 6 + n), 0),
+            0xcc | 0xd0 => (Some(2), 0),
+            0xcd | 0xd1 => (Some(3), 0),
+            0xca | 0xce | 0xd2 => (Some(5), 0),
+            0xcb | 0xcf | 0xd3 => (Some(9), 0),
+            0xd4 => (Some(3), 0),
+            0xd5 => (Some(4), 0),
+            0xd6 => (Some(6), 0),
+            0xd7 => (Some(10), 0),
+            0xd8 => (Some(18), 0),
+            0xdc => (Some(3), len_at(pos + 1, 2).unwrap_or(0)),
+            0xdd => (Some(5), len_at(pos + 1, 4).unwrap_or(0)),
+            0xde => (Some(3), len_at(pos + 1, 2).unwrap_or(0) * 2),
+            0xdf => (Some(5), len_at(pos + 1, 4).unwrap_or(0) * 2),
+            0xc1 => (None, 0),
+        };
+        let Some(next) = skip
+            .and_then(|skip| usize::try_from(skip).ok())
+            .and_then(|skip| pos.checked_add(skip))
+        else {
+            return false;
+        };
+        pos = next;
+        if matches!(marker, 0x80..=0x9f | 0xdc..=0xdf) {
+            if pending.len() > limit {
+                return true;
+            }
+            pending.push(children);
+        }
+    }
+    false
 }
 
 fn decode_json(payload: &[u8]) -> Result<Envelope, DecodeError> {
@@ -457,6 +573,17 @@ impl WireEnvelope {
         let message = self
             .message
             .ok_or(DecodeError::MissingField { field: "m" })?;
+        if let Some(id) = &message.id
+            && id.len() > MAX_ID_BYTES
+        {
+            return Err(DecodeError::InvalidField {
+                field: "m",
+                reason: format!(
+                    "id is {} bytes, over the limit of {MAX_ID_BYTES} bytes",
+                    id.len()
+                ),
+            });
+        }
         let node = self.node.ok_or(DecodeError::MissingField { field: "n" })?;
         // A non-string `e` cannot name a connection; like the TS adapter, ignore it.
         let except = match self.except {
@@ -656,6 +783,94 @@ mod tests {
         )
         .expect("decodes");
         assert_eq!(envelope.message().data, json!("a\u{fffd}b"));
+    }
+
+    /// A v1 envelope whose `data` is `depth` arrays deep, in `codec`.
+    fn nested(codec: Codec, depth: usize) -> Vec<u8> {
+        let mut data = String::from("0");
+        for _ in 0..depth {
+            data = format!("[{data}]");
+        }
+        let json = format!(r#"{{"v":1,"m":{{"data":{data}}},"n":"x"}}"#);
+        match codec {
+            Codec::Json => json.into_bytes(),
+            Codec::MessagePack => {
+                // Build the msgpack by hand: serde_json cannot parse this deep.
+                let mut out = vec![0x83, 0xa1, b'v', 0x01, 0xa1, b'm', 0x81, 0xa4];
+                out.extend_from_slice(b"data");
+                out.extend(std::iter::repeat_n(0x91, depth));
+                out.push(0x00);
+                out.extend_from_slice(&[0xa1, b'n', 0xa1, b'x']);
+                out
+            }
+        }
+    }
+
+    #[test]
+    fn nesting_is_limited_in_both_codecs() {
+        for codec in [Codec::Json, Codec::MessagePack] {
+            // The envelope and `m` are two levels; data may use the rest.
+            let at_limit = decode(&nested(codec, MAX_NESTING_DEPTH - 2), limit());
+            assert!(at_limit.is_ok(), "{codec}: {at_limit:?}");
+            for depth in [MAX_NESTING_DEPTH - 1, 1_000, 100_000] {
+                let deep = decode(&nested(codec, depth), limit());
+                assert!(
+                    matches!(&deep, Err(DecodeError::Malformed { reason, .. }) if reason.contains("nest deeper")),
+                    "{codec} at {depth}: {deep:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn brackets_inside_strings_do_not_count_as_nesting() {
+        let text = "[{".repeat(MAX_NESTING_DEPTH * 2);
+        let payload = format!(r#"{{"v":1,"m":{{"data":"{text}"}},"n":"x"}}"#);
+        let envelope = decode(payload.as_bytes(), limit()).expect("decodes");
+        assert_eq!(envelope.message().data, text.as_str());
+        let escaped = format!(r#"{{"v":1,"m":{{"data":"\"{text}"}},"n":"x"}}"#);
+        assert!(decode(escaped.as_bytes(), limit()).is_ok());
+    }
+
+    #[test]
+    fn msgpack_depth_walk_survives_hostile_lengths() {
+        // A map32 claiming four billion entries, truncated: left to the decoder.
+        assert!(!msgpack_nests_deeper_than(
+            &[0xdf, 0xff, 0xff, 0xff, 0xff],
+            4
+        ));
+        assert!(!msgpack_nests_deeper_than(
+            &[0xdb, 0xff, 0xff, 0xff, 0xff, b'a'],
+            4
+        ));
+        assert!(!msgpack_nests_deeper_than(&[0xc1], 4));
+        assert!(msgpack_nests_deeper_than(&[0x91, 0x91, 0x91, 0x90], 3));
+        assert!(!msgpack_nests_deeper_than(&[0x91, 0x91, 0x90], 3));
+    }
+
+    #[test]
+    fn overlong_ids_are_skipped() {
+        let id = "i".repeat(crate::message::MAX_ID_BYTES + 1);
+        let payload = format!(r#"{{"v":1,"m":{{"data":1,"id":"{id}"}},"n":"x"}}"#);
+        assert_eq!(
+            decode(payload.as_bytes(), limit())
+                .map_err(|e| e.kind())
+                .err(),
+            Some(DecodeErrorKind::InvalidField)
+        );
+    }
+
+    #[test]
+    fn json_data_is_kept_as_it_arrived() {
+        let envelope = decode(
+            br#"{"v":1,"m":{"data":{"b": 1.50, "a":[1e2]}},"n":"x"}"#,
+            limit(),
+        )
+        .expect("decodes");
+        assert_eq!(
+            envelope.message().data.as_json(),
+            r#"{"b": 1.50, "a":[1e2]}"#
+        );
     }
 
     #[test]

@@ -125,8 +125,14 @@ async fn drop_newest_policy_keeps_the_connection() {
     }
     assert_eq!(rooms.stats().lagging_drops, 3);
     assert!(rooms.is_connected(rx.id()));
-    assert_eq!(rx.recv().await.unwrap().message().data, 0);
-    assert_eq!(rx.recv().await.unwrap().message().data, 1);
+    assert_eq!(
+        rx.recv().await.unwrap().message().data,
+        serde_json::json!(0)
+    );
+    assert_eq!(
+        rx.recv().await.unwrap().message().data,
+        serde_json::json!(1)
+    );
 }
 
 #[tokio::test]
@@ -146,8 +152,14 @@ async fn disconnect_policy_ends_the_receiver_after_what_was_queued() {
     }
     assert_eq!(rooms.stats().lagging_disconnects, 1);
     assert!(!rooms.is_connected(rx.id()));
-    assert_eq!(rx.recv().await.unwrap().message().data, 0);
-    assert_eq!(rx.recv().await.unwrap().message().data, 1);
+    assert_eq!(
+        rx.recv().await.unwrap().message().data,
+        serde_json::json!(0)
+    );
+    assert_eq!(
+        rx.recv().await.unwrap().message().data,
+        serde_json::json!(1)
+    );
     assert!(rx.recv().await.is_none());
 }
 

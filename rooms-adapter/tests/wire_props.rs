@@ -38,7 +38,7 @@ fn envelope() -> impl Strategy<Value = Envelope> {
         .prop_map(|(data, event, id, retry, except, node, meta)| {
             let message = SseMessage {
                 event,
-                data,
+                data: data.into(),
                 id,
                 retry,
             };
@@ -81,5 +81,79 @@ proptest! {
             let _ = wire::decode(&bytes, usize::MAX);
             let _ = wire::decode(&bytes[..cut.index(bytes.len())], usize::MAX);
         }
+    }
+
+}
+
+/// Hostile shapes, up to several MiB: deep nesting of every container kind in
+/// both codecs, many keys, huge strings and long runs of one marker byte.
+fn hostile_payload() -> impl Strategy<Value = Vec<u8>> {
+    let depth = 0usize..200_000;
+    prop_oneof![
+        // JSON nesting, mixed arrays and objects, inside `m.data` or anywhere.
+        (depth.clone(), any::<bool>()).prop_map(|(depth, in_data)| {
+            let open: String = (0..depth)
+                .map(|i| if i % 3 == 0 { "{\"k\":" } else { "[" })
+                .collect();
+            let close: String = (0..depth)
+                .rev()
+                .map(|i| if i % 3 == 0 { "}" } else { "]" })
+                .collect();
+            let data = format!("{open}0{close}");
+            if in_data {
+                format!(r#"{{"v":1,"m":{{"data":{data}}},"n":"x"}}"#).into_bytes()
+            } else {
+                format!(r#"{{"v":1,"meta":{data},"m":{{}},"n":"x"}}"#).into_bytes()
+            }
+        }),
+        // MessagePack nesting with every container marker.
+        (
+            depth.clone(),
+            prop::sample::select(vec![0x91u8, 0x81, 0xdc, 0xde])
+        )
+            .prop_map(|(depth, marker)| {
+                let mut out = vec![0x83, 0xa1, b'v', 0x01, 0xa1, b'n', 0xa1, b'x', 0xa1, b'm'];
+                for _ in 0..depth {
+                    match marker {
+                        0x81 => out.extend_from_slice(&[0x81, 0xa1, b'k']),
+                        0xdc => out.extend_from_slice(&[0xdc, 0x00, 0x01]),
+                        0xde => out.extend_from_slice(&[0xde, 0x00, 0x01, 0xa1, b'k']),
+                        other => out.push(other),
+                    }
+                }
+                out.push(0xc0);
+                out
+            },),
+        // Many keys.
+        (0usize..200_000).prop_map(|keys| {
+            let body: Vec<String> = (0..keys).map(|i| format!(r#""k{i}":{i}"#)).collect();
+            format!(r#"{{"v":1,"m":{{"data":{{{}}}}},"n":"x"}}"#, body.join(",")).into_bytes()
+        }),
+        // A huge string, with escapes.
+        (0usize..4_000_000).prop_map(|len| {
+            let text = "a\\\"\\u00e9 ".repeat(len / 12 + 1);
+            format!(
+                r#"{{"v":1,"m":{{"data":"{text}","id":"{}"}},"n":"x"}}"#,
+                "i".repeat(len % 400)
+            )
+            .into_bytes()
+        }),
+        // A run of one byte.
+        (any::<u8>(), 0usize..4_000_000).prop_map(|(byte, len)| vec![byte; len]),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn decoding_large_and_deep_inputs_never_panics(payload in hostile_payload()) {
+        // Run where a tokio worker would: a 2 MiB stack, whatever the profile.
+        let outcome = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || wire::decode(&payload, 8 * 1024 * 1024).map(|e| e.message().data.as_json().len()))
+            .unwrap()
+            .join();
+        prop_assert!(outcome.is_ok(), "decode panicked");
     }
 }

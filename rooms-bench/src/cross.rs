@@ -126,10 +126,11 @@ pub async fn receive_engine(rooms: &Rooms, spec: ReceiveSpec) -> Result<Value> {
                     ended = true;
                     break;
                 };
-                let data = &delivery.message().data;
-                let seq = data.get("seq").and_then(Value::as_u64);
+                // Read typed, straight from the JSON text the message carries.
+                let tick = delivery.message().data.parse::<Tick>().ok();
+                let seq = tick.as_ref().map(|tick| tick.seq);
                 let sent = if tally.wants_latency() {
-                    data.get("ts").and_then(Value::as_u64)
+                    tick.map(|tick| tick.ts)
                 } else {
                     None
                 };
@@ -281,4 +282,11 @@ pub fn report(result: Result<Value>) -> Result<()> {
     let value = result?;
     emit(&value);
     Ok(())
+}
+
+/// The fields of a benchmark message the receiver reads.
+#[derive(serde::Deserialize)]
+struct Tick {
+    seq: u64,
+    ts: u64,
 }

@@ -342,8 +342,8 @@ pub async fn concurrent_publishers_lose_nothing<H: Harness>(h: Arc<H>) -> CaseRe
             .message()
             .data
             .as_str()
-            .unwrap_or_default()
-            .to_owned();
+            .map(std::borrow::Cow::into_owned)
+            .unwrap_or_default();
         ensure!(seen.insert(tag.clone()), "message {tag} arrived twice");
     }
     expect_quiet(&mut rx).await?;
