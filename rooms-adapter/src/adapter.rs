@@ -56,14 +56,15 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use crate::error::Error;
+use crate::gap::GapTracker;
 use crate::ids::{NodeId, RoomName};
 use crate::wire::{DecodeError, DecodeErrorKind, Envelope};
 
@@ -144,6 +145,7 @@ pub trait RoomAdapter: Send + Sync + 'static {
 pub struct EventSink {
     sender: mpsc::Sender<AdapterEvent>,
     dropped: Arc<AtomicU64>,
+    gaps: Arc<Mutex<GapTracker>>,
 }
 
 /// The receiving end of an [`EventSink`].
@@ -168,17 +170,26 @@ impl EventSink {
             EventSink {
                 sender,
                 dropped: Arc::new(AtomicU64::new(0)),
+                gaps: Arc::default(),
             },
             receiver,
         )
     }
 
-    /// Hands an event over without waiting; drops and counts it when full.
+    /// Hands an event over without waiting; drops and counts it when full, and
+    /// marks its room for the engine's gap signal ([`RoomsEvent::Gap`](crate::RoomsEvent::Gap)).
     pub fn send(&self, event: AdapterEvent) -> SinkOutcome {
         match self.sender.try_send(event) {
             Ok(()) => SinkOutcome::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(mpsc::error::TrySendError::Full(event)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
+                if let AdapterEvent::Message { room, .. } = event {
+                    // The engine reports the room once the queue has drained.
+                    self.gaps
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .room_dropped(&room, 1);
+                }
                 SinkOutcome::DroppedFull
             }
             Err(mpsc::error::TrySendError::Closed(_)) => SinkOutcome::Closed,
@@ -197,6 +208,11 @@ impl EventSink {
     /// How many events were dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The drops recorded for the gap signal, shared with the engine.
+    pub(crate) fn gaps(&self) -> Arc<Mutex<GapTracker>> {
+        Arc::clone(&self.gaps)
     }
 
     /// Whether the engine has gone away.

@@ -2,8 +2,7 @@
 //! transport (an SSE stream, a WebSocket task, ...) drains through a
 //! [`ConnectionReceiver`].
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 
@@ -11,6 +10,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::dedup::{Fingerprint, IdRing};
 use crate::engine::Inner;
 use crate::ids::ConnectionId;
 use crate::message::SseMessage;
@@ -21,11 +21,24 @@ use crate::message::SseMessage;
 pub struct Delivery {
     message: Arc<SseMessage>,
     frame: Bytes,
+    id_fingerprint: Option<Fingerprint>,
 }
 
 impl Delivery {
-    pub(crate) fn new(message: Arc<SseMessage>, frame: Bytes) -> Self {
-        Self { message, frame }
+    pub(crate) fn new(
+        message: Arc<SseMessage>,
+        frame: Bytes,
+        id_fingerprint: Option<Fingerprint>,
+    ) -> Self {
+        Self {
+            message,
+            frame,
+            id_fingerprint,
+        }
+    }
+
+    pub(crate) fn id_fingerprint(&self) -> Option<Fingerprint> {
+        self.id_fingerprint
     }
 
     /// The message.
@@ -58,6 +71,7 @@ pub enum SlowConsumerPolicy {
 pub struct ConnectOptions {
     pub(crate) id: Option<ConnectionId>,
     pub(crate) queue_capacity: Option<usize>,
+    pub(crate) queue_bytes: Option<usize>,
     pub(crate) context: Option<Value>,
 }
 
@@ -75,10 +89,19 @@ impl ConnectOptions {
         self
     }
 
-    /// Overrides the engine's per-connection queue capacity (at least 1).
+    /// Overrides the engine's per-connection queue capacity, in messages (1
+    /// to [`MAX_CONNECTION_QUEUE`](crate::engine::MAX_CONNECTION_QUEUE)).
     #[must_use]
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = Some(capacity);
+        self
+    }
+
+    /// Overrides the engine's limit on queued bytes for this connection (1 to
+    /// [`MAX_CONNECTION_QUEUE_BYTES`](crate::engine::MAX_CONNECTION_QUEUE_BYTES)).
+    #[must_use]
+    pub fn queue_bytes(mut self, bytes: usize) -> Self {
+        self.queue_bytes = Some(bytes);
         self
     }
 
@@ -106,8 +129,23 @@ pub(crate) struct ConnectionEntry {
     pub(crate) id: ConnectionId,
     pub(crate) sender: mpsc::Sender<Arc<Delivery>>,
     pub(crate) context: Option<Value>,
-    dedup: Mutex<DedupCache>,
+    /// Bytes of SSE frames queued and not yet taken by the receiver.
+    queued_bytes: Arc<AtomicUsize>,
+    queue_bytes_limit: usize,
+    /// Set while the connection is in two or more rooms: only then can one
+    /// broadcast reach it twice, and only then does it keep an [`IdRing`].
+    multi_room: AtomicBool,
+    ring: Mutex<Option<IdRing>>,
+    ring_capacity: usize,
     closed: AtomicBool,
+}
+
+/// What [`ConnectionEntry::push`] did.
+pub(crate) enum Push {
+    Queued,
+    Duplicate,
+    Full,
+    Closed,
 }
 
 impl ConnectionEntry {
@@ -115,13 +153,18 @@ impl ConnectionEntry {
         id: ConnectionId,
         sender: mpsc::Sender<Arc<Delivery>>,
         context: Option<Value>,
-        dedup_capacity: usize,
+        queue_bytes_limit: usize,
+        ring_capacity: usize,
     ) -> Self {
         Self {
             id,
             sender,
             context,
-            dedup: Mutex::new(DedupCache::new(dedup_capacity)),
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
+            queue_bytes_limit,
+            multi_room: AtomicBool::new(false),
+            ring: Mutex::new(None),
+            ring_capacity,
             closed: AtomicBool::new(false),
         }
     }
@@ -133,54 +176,54 @@ impl ConnectionEntry {
         }
     }
 
-    /// True the first time this message id is seen by this connection.
-    pub(crate) fn first_time(&self, message_id: &str) -> bool {
-        self.dedup
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .first_time(message_id)
+    pub(crate) fn queued_bytes(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.queued_bytes)
+    }
+
+    /// Told by the registry when the connection's room count crosses two.
+    pub(crate) fn set_multi_room(&self, multi_room: bool) {
+        self.multi_room.store(multi_room, Ordering::Relaxed);
+        if !multi_room {
+            // Back in one room: cross-room duplicates are impossible again.
+            *self.ring.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+
+    /// Queues a delivery unless it repeats an id this connection got through
+    /// another room, or the queue is full (by count or by bytes).
+    pub(crate) fn push(&self, delivery: &Arc<Delivery>) -> Push {
+        if self.ring_capacity > 0
+            && self.multi_room.load(Ordering::Relaxed)
+            && let Some(fingerprint) = delivery.id_fingerprint()
+        {
+            let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+            let ring = ring.get_or_insert_with(|| IdRing::new(self.ring_capacity));
+            if !ring.first_time(fingerprint) {
+                return Push::Duplicate;
+            }
+        }
+        let size = delivery.frame.len();
+        let queued = self.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        // One message always fits an empty queue, however large it is.
+        if queued > 0 && queued.saturating_add(size) > self.queue_bytes_limit {
+            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            return Push::Full;
+        }
+        match self.sender.try_send(Arc::clone(delivery)) {
+            Ok(()) => Push::Queued,
+            Err(error) => {
+                self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+                match error {
+                    mpsc::error::TrySendError::Full(_) => Push::Full,
+                    mpsc::error::TrySendError::Closed(_) => Push::Closed,
+                }
+            }
+        }
     }
 
     /// Marks the connection closed; true if it was open.
     pub(crate) fn close(&self) -> bool {
         !self.closed.swap(true, Ordering::AcqRel)
-    }
-}
-
-/// A bounded record of the last message ids a connection received, so a
-/// message that reaches a node through two rooms is delivered once.
-#[derive(Debug)]
-struct DedupCache {
-    capacity: usize,
-    order: VecDeque<Arc<str>>,
-    seen: HashSet<Arc<str>>,
-}
-
-impl DedupCache {
-    fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            order: VecDeque::new(),
-            seen: HashSet::new(),
-        }
-    }
-
-    fn first_time(&mut self, id: &str) -> bool {
-        if self.capacity == 0 {
-            return true;
-        }
-        if self.seen.contains(id) {
-            return false;
-        }
-        if self.order.len() == self.capacity
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.seen.remove(&oldest);
-        }
-        let id: Arc<str> = id.into();
-        self.order.push_back(id.clone());
-        self.seen.insert(id);
-        true
     }
 }
 
@@ -191,6 +234,7 @@ impl DedupCache {
 pub struct ConnectionReceiver {
     id: ConnectionId,
     receiver: mpsc::Receiver<Arc<Delivery>>,
+    queued_bytes: Arc<AtomicUsize>,
     engine: Weak<Inner>,
 }
 
@@ -198,13 +242,23 @@ impl ConnectionReceiver {
     pub(crate) fn new(
         id: ConnectionId,
         receiver: mpsc::Receiver<Arc<Delivery>>,
+        queued_bytes: Arc<AtomicUsize>,
         engine: Weak<Inner>,
     ) -> Self {
         Self {
             id,
             receiver,
+            queued_bytes,
             engine,
         }
+    }
+
+    fn taken(&self, delivery: Option<Arc<Delivery>>) -> Option<Arc<Delivery>> {
+        if let Some(delivery) = &delivery {
+            self.queued_bytes
+                .fetch_sub(delivery.frame.len(), Ordering::AcqRel);
+        }
+        delivery
     }
 
     /// This connection's id.
@@ -216,22 +270,43 @@ impl ConnectionReceiver {
     /// application, by the slow-consumer policy, or at shutdown) and its queue
     /// is drained.
     pub async fn recv(&mut self) -> Option<Arc<Delivery>> {
-        self.receiver.recv().await
+        let delivery = self.receiver.recv().await;
+        self.taken(delivery)
+    }
+
+    /// Takes up to `limit` deliveries into `buffer`, waiting until at least one
+    /// is queued; returns how many were taken (0 once the connection ended).
+    /// A transport writes them with one write.
+    pub async fn recv_many(&mut self, buffer: &mut Vec<Arc<Delivery>>, limit: usize) -> usize {
+        let start = buffer.len();
+        let taken = self.receiver.recv_many(buffer, limit).await;
+        let bytes: usize = buffer[start..].iter().map(|d| d.frame.len()).sum();
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        taken
     }
 
     /// Polls for the next delivery (for `Stream` adapters).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<Delivery>>> {
-        self.receiver.poll_recv(cx)
+        match self.receiver.poll_recv(cx) {
+            Poll::Ready(delivery) => Poll::Ready(self.taken(delivery)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// A delivery if one is queued now.
     pub fn try_recv(&mut self) -> Option<Arc<Delivery>> {
-        self.receiver.try_recv().ok()
+        let delivery = self.receiver.try_recv().ok();
+        self.taken(delivery)
     }
 
     /// How many deliveries are queued.
     pub fn queued(&self) -> usize {
         self.receiver.len()
+    }
+
+    /// How many bytes of SSE frames are queued.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Acquire)
     }
 }
 
@@ -240,29 +315,5 @@ impl Drop for ConnectionReceiver {
         if let Some(engine) = self.engine.upgrade() {
             engine.connection_gone(&self.id);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::DedupCache;
-
-    #[test]
-    fn dedup_is_bounded_and_forgets_the_oldest() {
-        let mut cache = DedupCache::new(2);
-        assert!(cache.first_time("a"));
-        assert!(!cache.first_time("a"));
-        assert!(cache.first_time("b"));
-        assert!(cache.first_time("c"));
-        assert!(cache.first_time("a"), "a was evicted");
-        assert_eq!(cache.order.len(), 2);
-        assert_eq!(cache.seen.len(), 2);
-    }
-
-    #[test]
-    fn zero_capacity_disables_dedup() {
-        let mut cache = DedupCache::new(0);
-        assert!(cache.first_time("a"));
-        assert!(cache.first_time("a"));
     }
 }

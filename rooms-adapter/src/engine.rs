@@ -1,48 +1,84 @@
 //! The rooms engine: [`Rooms`] ties the registry, local connections and the
 //! adapter together.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasher, RandomState};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::adapter::{AdapterEvent, AdapterStats, EventSink, EventStream, RoomAdapter};
 use crate::broadcast::{BroadcastOptions, BroadcastReport, DeliveryFilter};
 use crate::connection::{
-    ConnectOptions, ConnectionEntry, ConnectionReceiver, Delivery, SlowConsumerPolicy,
+    ConnectOptions, ConnectionEntry, ConnectionReceiver, Delivery, Push, SlowConsumerPolicy,
 };
+use crate::dedup::{Fingerprinter, RecentIds};
 use crate::error::Error;
+use crate::gap::{GapScope, GapTracker};
 use crate::ids::{ConnectionId, NodeId, RoomName};
 use crate::message::SseMessage;
 use crate::registry::Registry;
 use crate::sse;
 use crate::wire::Envelope;
 
-/// Default capacity of each connection's queue.
-pub const DEFAULT_CONNECTION_QUEUE: usize = 256;
-/// Default number of message ids each connection remembers for deduplication.
-pub const DEFAULT_DEDUP_CAPACITY: usize = 1000;
+/// Default capacity of each connection's queue, in messages. Slots cost
+/// nothing until used; the byte limit ([`DEFAULT_CONNECTION_QUEUE_BYTES`])
+/// usually cuts a stalled client off first.
+pub const DEFAULT_CONNECTION_QUEUE: usize = 8_192;
+/// Largest connection queue capacity accepted, in messages.
+pub const MAX_CONNECTION_QUEUE: usize = 1 << 20;
+/// Default limit on the SSE frames queued for one connection: 4 MiB.
+pub const DEFAULT_CONNECTION_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// Largest per-connection byte limit accepted: 1 GiB.
+pub const MAX_CONNECTION_QUEUE_BYTES: usize = 1 << 30;
+/// Default number of message ids remembered by each connection that is in two
+/// or more rooms (8 bytes each; connections in one room keep none).
+pub const DEFAULT_DEDUP_CAPACITY: usize = 128;
+/// Largest per-connection dedup capacity accepted (32 KiB a connection).
+pub const MAX_DEDUP_CAPACITY: usize = 4_096;
+/// Default size of the node-wide window of recent `(room, message id)` pairs.
+pub const DEFAULT_ROOM_DEDUP_CAPACITY: usize = 16_384;
+/// Largest node-wide dedup window accepted.
+pub const MAX_ROOM_DEDUP_CAPACITY: usize = 1 << 22;
 /// Default capacity of the adapter-to-engine hand-off queue.
 pub const DEFAULT_INBOUND_QUEUE: usize = 65_536;
+/// Largest hand-off queue capacity accepted.
+pub const MAX_INBOUND_QUEUE: usize = 1 << 22;
 
-const SUBSCRIPTION_SHARDS: usize = 64;
+/// Capacity of the lifecycle channel: room for one gap event per tracked room.
+const LIFECYCLE_CAPACITY: usize = crate::gap::MAX_GAP_ROOMS + 64;
 
 /// A lifecycle event of the medium, for the application (e.g. to tell clients
 /// to resync after an outage).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RoomsEvent {
-    /// The medium was lost and restored; these rooms may have missed messages.
+    /// The medium was lost and restored; these rooms may have missed messages
+    /// from other nodes. Tell their clients to resync (e.g. reconnect with
+    /// `Last-Event-ID`, or reload state).
     Reconnected {
         /// Rooms re-subscribed.
         rooms: Vec<RoomName>,
         /// How long the medium was gone.
         outage: Duration,
+    },
+    /// Messages for this room were dropped on this node under pressure: the
+    /// engine's inbound queue was full ([`GapScope::AllMembers`]), or some
+    /// connections' queues were full ([`GapScope::Connections`]). Sent once per
+    /// affected room when the pressure is over (the inbound queue has
+    /// drained), so the application can tell exactly those clients to resync,
+    /// as for [`Reconnected`](Self::Reconnected). The drop counters in
+    /// [`EngineStats`] move as well.
+    Gap {
+        /// The room.
+        room: RoomName,
+        /// Who may have missed messages.
+        scope: GapScope,
+        /// How many deliveries (or, for `AllMembers`, room messages) were lost.
+        dropped: u64,
     },
 }
 
@@ -81,6 +117,11 @@ pub struct EngineStats {
     pub reconnects: u64,
     /// Subscription changes the adapter reported as failed.
     pub subscription_errors: u64,
+    /// Joins that completed locally at once because the medium was known to
+    /// be down; their rooms are subscribed in the background.
+    pub deferred_subscriptions: u64,
+    /// [`RoomsEvent::Gap`] events sent.
+    pub gaps_signalled: u64,
 }
 
 #[derive(Debug, Default)]
@@ -97,6 +138,8 @@ struct Counters {
     lagging_drops: AtomicU64,
     reconnects: AtomicU64,
     subscription_errors: AtomicU64,
+    deferred_subscriptions: AtomicU64,
+    gaps_signalled: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -108,10 +151,21 @@ pub struct RoomsBuilder {
     adapter: Arc<dyn RoomAdapter>,
     node: Option<NodeId>,
     connection_queue: usize,
+    connection_queue_bytes: usize,
     dedup_capacity: usize,
+    room_dedup_capacity: usize,
     inbound_queue: usize,
     policy: SlowConsumerPolicy,
     filter: Option<DeliveryFilter>,
+}
+
+fn check_range(name: &str, value: usize, min: usize, max: usize) -> Result<(), Error> {
+    if value < min || value > max {
+        return Err(Error::Config(format!(
+            "{name} must be between {min} and {max}, got {value}"
+        )));
+    }
+    Ok(())
 }
 
 impl RoomsBuilder {
@@ -123,24 +177,48 @@ impl RoomsBuilder {
         self
     }
 
-    /// Capacity of each connection's queue (default 256, at least 1).
+    /// Capacity of each connection's queue in messages (default 8,192; 1 to
+    /// [`MAX_CONNECTION_QUEUE`]). A full queue applies the
+    /// [`SlowConsumerPolicy`].
     #[must_use]
     pub fn connection_queue_capacity(mut self, capacity: usize) -> Self {
         self.connection_queue = capacity;
         self
     }
 
-    /// How many message ids each connection remembers to drop duplicates
-    /// (default 1000; 0 turns deduplication off).
+    /// Limit on the bytes of SSE frames queued for one connection (default
+    /// 4 MiB; 1 to [`MAX_CONNECTION_QUEUE_BYTES`]). Past it the queue counts
+    /// as full. A single message larger than the limit still reaches an empty
+    /// queue.
+    #[must_use]
+    pub fn connection_queue_bytes(mut self, bytes: usize) -> Self {
+        self.connection_queue_bytes = bytes;
+        self
+    }
+
+    /// How many message ids a connection in two or more rooms remembers, to
+    /// get one copy of a broadcast sent to several of its rooms (default 128,
+    /// 8 bytes each; at most [`MAX_DEDUP_CAPACITY`]; 0 turns it off).
+    /// Connections in one room keep nothing.
     #[must_use]
     pub fn dedup_capacity(mut self, capacity: usize) -> Self {
         self.dedup_capacity = capacity;
         self
     }
 
+    /// How many recent `(room, message id)` pairs the node remembers, to drop
+    /// a message id repeated into the same room (default 16,384, about 25
+    /// bytes each; at most [`MAX_ROOM_DEDUP_CAPACITY`]; 0 turns it off).
+    #[must_use]
+    pub fn room_dedup_capacity(mut self, capacity: usize) -> Self {
+        self.room_dedup_capacity = capacity;
+        self
+    }
+
     /// Capacity of the queue from the adapter's receive loop to the engine
-    /// (default 65,536, at least 1). When it is full, inbound events are dropped
-    /// and counted rather than stalling the medium.
+    /// (default 65,536; 1 to [`MAX_INBOUND_QUEUE`]). When it is full, inbound
+    /// events are dropped, counted, and signalled as [`RoomsEvent::Gap`]
+    /// rather than stalling the medium.
     #[must_use]
     pub fn inbound_queue_capacity(mut self, capacity: usize) -> Self {
         self.inbound_queue = capacity;
@@ -163,16 +241,31 @@ impl RoomsBuilder {
 
     /// Validates the settings, connects the adapter and starts delivering.
     pub async fn build(self) -> Result<Rooms, Error> {
-        if self.connection_queue == 0 {
-            return Err(Error::Config(
-                "connection_queue_capacity must be at least 1, got 0".into(),
-            ));
-        }
-        if self.inbound_queue == 0 {
-            return Err(Error::Config(
-                "inbound_queue_capacity must be at least 1, got 0".into(),
-            ));
-        }
+        check_range(
+            "connection_queue_capacity",
+            self.connection_queue,
+            1,
+            MAX_CONNECTION_QUEUE,
+        )?;
+        check_range(
+            "connection_queue_bytes",
+            self.connection_queue_bytes,
+            1,
+            MAX_CONNECTION_QUEUE_BYTES,
+        )?;
+        check_range("dedup_capacity", self.dedup_capacity, 0, MAX_DEDUP_CAPACITY)?;
+        check_range(
+            "room_dedup_capacity",
+            self.room_dedup_capacity,
+            0,
+            MAX_ROOM_DEDUP_CAPACITY,
+        )?;
+        check_range(
+            "inbound_queue_capacity",
+            self.inbound_queue,
+            1,
+            MAX_INBOUND_QUEUE,
+        )?;
         if let Some(node) = &self.node
             && node.as_str().is_empty()
         {
@@ -185,22 +278,30 @@ impl RoomsBuilder {
             adapter: self.adapter,
             registry: RwLock::new(Registry::default()),
             subscribed: Mutex::new(HashSet::new()),
-            subscription_locks: (0..SUBSCRIPTION_SHARDS)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
-            hasher: RandomState::new(),
+            room_locks: Mutex::new(HashMap::new()),
+            subscribing: Mutex::new(HashSet::new()),
+            medium_down: AtomicBool::new(false),
             connection_queue: self.connection_queue,
+            connection_queue_bytes: self.connection_queue_bytes,
             dedup_capacity: self.dedup_capacity,
+            fingerprints: Fingerprinter::default(),
+            recent: Mutex::new(RecentIds::new(self.room_dedup_capacity)),
             policy: self.policy,
             filter: self.filter,
             counters: Counters::default(),
-            lifecycle: broadcast::channel(64).0,
+            lifecycle: broadcast::channel(LIFECYCLE_CAPACITY).0,
+            gaps: sink.gaps(),
+            gap_notify: Arc::new(Notify::new()),
             sink: sink.clone(),
             closed: AtomicBool::new(false),
             dispatcher: Mutex::new(None),
         });
         inner.adapter.connect(node, sink).await?;
-        let dispatcher = tokio::spawn(dispatch(Arc::downgrade(&inner), stream));
+        let dispatcher = tokio::spawn(dispatch(
+            Arc::downgrade(&inner),
+            stream,
+            Arc::clone(&inner.gap_notify),
+        ));
         *inner
             .dispatcher
             .lock()
@@ -268,16 +369,30 @@ pub(crate) struct Inner {
     adapter: Arc<dyn RoomAdapter>,
     registry: RwLock<Registry>,
     /// Rooms the adapter is subscribed to (or wants to be, after a retryable
-    /// failure). Changed only under the room's subscription lock.
+    /// failure). Changed only under the room's lock.
     subscribed: Mutex<HashSet<RoomName>>,
-    subscription_locks: Box<[tokio::sync::Mutex<()>]>,
-    hasher: RandomState,
+    /// One lock per room with a subscription change in flight, so a room
+    /// never waits behind another room's I/O. Entries go when unused.
+    room_locks: Mutex<HashMap<RoomName, Arc<tokio::sync::Mutex<()>>>>,
+    /// Rooms with a background subscription change queued or running.
+    subscribing: Mutex<HashSet<RoomName>>,
+    /// The last adapter call failed as retryable and no `Reconnected` or
+    /// success has come since: joins complete locally at once.
+    medium_down: AtomicBool,
     connection_queue: usize,
+    connection_queue_bytes: usize,
     dedup_capacity: usize,
+    fingerprints: Fingerprinter,
+    recent: Mutex<RecentIds>,
     policy: SlowConsumerPolicy,
     filter: Option<DeliveryFilter>,
     counters: Counters,
     lifecycle: broadcast::Sender<RoomsEvent>,
+    /// Drops waiting to be signalled (shared with the sink, which records
+    /// inbound drops).
+    gaps: Arc<Mutex<GapTracker>>,
+    /// Wakes the dispatcher to report gaps found outside it.
+    gap_notify: Arc<Notify>,
     sink: EventSink,
     closed: AtomicBool,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
@@ -328,6 +443,10 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn gaps(&self) -> std::sync::MutexGuard<'_, GapTracker> {
+        self.gaps.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn ensure_open(&self) -> Result<(), Error> {
         if self.closed.load(Ordering::Acquire) {
             Err(Error::Closed {
@@ -338,20 +457,66 @@ impl Inner {
         }
     }
 
-    fn subscription_lock(&self, room: &RoomName) -> &tokio::sync::Mutex<()> {
-        let shard = (self.hasher.hash_one(room) % self.subscription_locks.len() as u64) as usize;
-        &self.subscription_locks[shard]
+    fn room_lock(&self, room: &RoomName) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .room_locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(locks.entry(room.clone()).or_default())
+    }
+
+    /// Forgets a room's lock once nobody holds or waits for it.
+    fn release_room_lock(&self, room: &RoomName, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = self
+            .room_locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Clones are made only under `room_locks`: ours and the map's are the
+        // last two.
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(room);
+        }
+    }
+
+    fn medium_is_down(&self) -> bool {
+        self.medium_down.load(Ordering::Acquire)
+    }
+
+    fn medium_result(&self, result: &Result<(), Error>) {
+        match result {
+            Ok(()) => {
+                if self.medium_down.load(Ordering::Relaxed) {
+                    self.medium_down.store(false, Ordering::Release);
+                }
+            }
+            Err(error) if error.is_retryable() => {
+                self.medium_down.store(true, Ordering::Release);
+            }
+            Err(_) => {}
+        }
     }
 
     /// Brings the adapter's subscription of `room` in line with whether the room
-    /// has local members now. Serialised per room, so joins and leaves that race
+    /// has local members now. Serialised per room (one change in flight per
+    /// room; rooms never wait for each other), so joins and leaves that race
     /// settle to the right state.
     async fn reconcile(&self, room: &RoomName) -> Result<(), Error> {
-        let _guard = self.subscription_lock(room).lock().await;
+        let lock = self.room_lock(room);
+        let result = {
+            let _guard = lock.lock().await;
+            self.reconcile_locked(room).await
+        };
+        self.release_room_lock(room, lock);
+        result
+    }
+
+    async fn reconcile_locked(&self, room: &RoomName) -> Result<(), Error> {
         let want = self.read().has_members(room);
         let have = self.subscribed().contains(room);
         if want && !have {
-            match self.adapter.subscribe(room).await {
+            let result = self.adapter.subscribe(room).await;
+            self.medium_result(&result);
+            match result {
                 Ok(()) => {
                     self.subscribed().insert(room.clone());
                 }
@@ -367,12 +532,58 @@ impl Inner {
             }
         } else if !want && have {
             self.subscribed().remove(room);
-            if let Err(error) = self.adapter.unsubscribe(room).await {
+            let result = self.adapter.unsubscribe(room).await;
+            self.medium_result(&result);
+            if let Err(error) = result {
                 bump(&self.counters.subscription_errors);
                 return Err(error);
             }
         }
         Ok(())
+    }
+
+    /// Reconciles `room` on a background task, once: a room already queued
+    /// or running is not queued again.
+    fn reconcile_in_background(self: &Arc<Self>, room: RoomName) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !self
+            .subscribing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(room.clone())
+        {
+            return;
+        }
+        let inner = Arc::clone(self);
+        runtime.spawn(async move {
+            let lock = inner.room_lock(&room);
+            let _guard = lock.lock().await;
+            // Joins and leaves from now on queue their own change.
+            inner
+                .subscribing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&room);
+            if let Err(error) = inner.reconcile_locked(&room).await {
+                tracing::debug!(%room, %error, "background subscription change failed");
+            }
+            drop(_guard);
+            inner.release_room_lock(&room, lock);
+        });
+    }
+
+    /// Reconciles now, or in the background while the medium is known to be
+    /// down (the call would only wait for its timeout).
+    async fn reconcile_or_defer(self: &Arc<Self>, room: &RoomName) -> Result<(), Error> {
+        if self.medium_is_down() {
+            bump(&self.counters.deferred_subscriptions);
+            self.reconcile_in_background(room.clone());
+            Ok(())
+        } else {
+            self.reconcile(room).await
+        }
     }
 
     /// Called when a receiver is dropped or found closed or lagging: the
@@ -384,69 +595,96 @@ impl Inner {
             return;
         };
         entry.close();
-        if emptied.is_empty() || self.closed.load(Ordering::Acquire) {
+        if self.closed.load(Ordering::Acquire) {
             return;
         }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let inner = Arc::clone(self);
-            runtime.spawn(async move {
-                for room in emptied {
-                    if let Err(error) = inner.reconcile(&room).await {
-                        tracing::warn!(%room, %error, "unsubscribe after disconnect failed");
-                    }
-                }
-            });
+        for room in emptied {
+            self.reconcile_in_background(room);
         }
     }
 
+    /// Offers one delivery to one connection. Connections to remove (closed,
+    /// or lagging under [`SlowConsumerPolicy::Disconnect`]) are collected in
+    /// `gone`, to be removed once the registry lock is released.
     fn deliver(
-        self: &Arc<Self>,
+        &self,
         entry: &ConnectionEntry,
         delivery: &Arc<Delivery>,
         metadata: Option<&Value>,
+        room: &RoomName,
+        gone: &mut Vec<ConnectionId>,
     ) -> Outcome {
-        let message = delivery.message();
         if let Some(filter) = &self.filter
-            && !filter(&entry.info(), message, metadata)
+            && !filter(&entry.info(), delivery.message(), metadata)
         {
             bump(&self.counters.filtered);
             return Outcome::Filtered;
         }
-        if let Some(id) = &message.id
-            && !entry.first_time(id)
-        {
-            bump(&self.counters.duplicates);
-            return Outcome::Duplicate;
-        }
-        match entry.sender.try_send(Arc::clone(delivery)) {
-            Ok(()) => {
+        match entry.push(delivery) {
+            Push::Queued => {
                 bump(&self.counters.deliveries);
                 Outcome::Delivered
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Push::Duplicate => {
+                bump(&self.counters.duplicates);
+                Outcome::Duplicate
+            }
+            Push::Full => {
                 match self.policy {
-                    SlowConsumerPolicy::DropNewest => bump(&self.counters.lagging_drops),
+                    SlowConsumerPolicy::DropNewest => {
+                        bump(&self.counters.lagging_drops);
+                        self.gaps().connection_dropped(room, &entry.id);
+                    }
                     SlowConsumerPolicy::Disconnect => {
                         if entry.close() {
                             bump(&self.counters.lagging_disconnects);
                             tracing::debug!(connection = %entry.id, "disconnecting lagging connection");
-                            self.connection_gone(&entry.id);
+                            self.gaps().connection_dropped(room, &entry.id);
+                            gone.push(entry.id.clone());
                         }
                     }
                 }
                 Outcome::Dropped
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.connection_gone(&entry.id);
+            Push::Closed => {
+                gone.push(entry.id.clone());
                 Outcome::Dropped
             }
+        }
+    }
+
+    fn remove_gone(self: &Arc<Self>, gone: Vec<ConnectionId>) {
+        let lagging = !gone.is_empty();
+        for id in gone {
+            self.connection_gone(&id);
+        }
+        if lagging {
+            self.gap_notify.notify_one();
         }
     }
 
     fn frame(&self, message: Arc<SseMessage>) -> Result<Arc<Delivery>, Error> {
         let frame = sse::frame(&message)?;
         bump(&self.counters.frames_encoded);
-        Ok(Arc::new(Delivery::new(message, frame)))
+        let fingerprint = message.id.as_deref().map(|id| self.fingerprints.id(id));
+        Ok(Arc::new(Delivery::new(message, frame, fingerprint)))
+    }
+
+    /// Whether this message id is new in this room (always, without an id).
+    fn first_in_room(&self, room: &RoomName, message: &SseMessage) -> bool {
+        let Some(id) = message.id.as_deref() else {
+            return true;
+        };
+        let fingerprint = self.fingerprints.room_id(room.as_str(), id);
+        let first = self
+            .recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .first_time(fingerprint);
+        if !first {
+            bump(&self.counters.duplicates);
+        }
+        first
     }
 
     fn handle_remote(self: &Arc<Self>, room: RoomName, envelope: Envelope) {
@@ -455,28 +693,74 @@ impl Inner {
             bump(&self.counters.echoes_dropped);
             return;
         }
-        let recipients = self
-            .read()
-            .recipients(std::slice::from_ref(&room), envelope.except());
-        if recipients.is_empty() {
-            return;
-        }
-        let delivery = match self.frame(Arc::clone(envelope.shared_message())) {
-            Ok(delivery) => delivery,
-            Err(error) => {
-                bump(&self.counters.remote_rejected);
-                tracing::debug!(%room, %error, "dropping remote message that cannot be framed");
+        let rooms = std::slice::from_ref(&room);
+        let mut gone = Vec::new();
+        {
+            let registry = self.read();
+            if !registry.has_recipients(rooms, envelope.except())
+                || !self.first_in_room(&room, envelope.message())
+            {
                 return;
             }
+            let delivery = match self.frame(Arc::clone(envelope.shared_message())) {
+                Ok(delivery) => delivery,
+                Err(error) => {
+                    bump(&self.counters.remote_rejected);
+                    tracing::debug!(%room, %error, "dropping remote message that cannot be framed");
+                    return;
+                }
+            };
+            registry.for_each_recipient(rooms, envelope.except(), |entry, _| {
+                self.deliver(entry, &delivery, envelope.meta(), &room, &mut gone);
+            });
+        }
+        self.remove_gone(gone);
+    }
+
+    /// Reports every recorded drop as one [`RoomsEvent::Gap`] per room.
+    fn signal_gaps(&self) {
+        let gaps = {
+            let mut tracker = self.gaps();
+            if tracker.is_empty() {
+                return;
+            }
+            tracker.take(|| self.read().all_rooms())
         };
-        for entry in &recipients {
-            self.deliver(entry, &delivery, envelope.meta());
+        for gap in gaps {
+            bump(&self.counters.gaps_signalled);
+            tracing::debug!(room = %gap.room, dropped = gap.dropped, "messages dropped; signalling a gap");
+            // No receiver is fine: nobody listens for lifecycle events.
+            let _ = self.lifecycle.send(RoomsEvent::Gap {
+                room: gap.room,
+                scope: gap.scope,
+                dropped: gap.dropped,
+            });
         }
     }
 }
 
-async fn dispatch(engine: std::sync::Weak<Inner>, mut events: EventStream) {
-    while let Some(event) = events.recv().await {
+async fn dispatch(
+    engine: std::sync::Weak<Inner>,
+    mut events: EventStream,
+    gap_notify: Arc<Notify>,
+) {
+    loop {
+        let event = tokio::select! {
+            biased;
+            event = events.recv() => event,
+            () = gap_notify.notified() => {
+                // A drop outside the receive path; report it if idle.
+                match engine.upgrade() {
+                    Some(inner) if events.is_empty() => inner.signal_gaps(),
+                    Some(_) => {}
+                    None => return,
+                }
+                continue;
+            }
+        };
+        let Some(event) = event else {
+            return;
+        };
         let Some(inner) = engine.upgrade() else {
             return;
         };
@@ -484,12 +768,17 @@ async fn dispatch(engine: std::sync::Weak<Inner>, mut events: EventStream) {
             AdapterEvent::Message { room, envelope } => inner.handle_remote(room, envelope),
             AdapterEvent::Reconnected { rooms, outage } => {
                 bump(&inner.counters.reconnects);
+                inner.medium_down.store(false, Ordering::Release);
                 tracing::info!(rooms = rooms.len(), ?outage, "medium reconnected");
                 // No receiver is fine: nobody listens for lifecycle events.
                 let _ = inner
                     .lifecycle
                     .send(RoomsEvent::Reconnected { rooms, outage });
             }
+        }
+        // Gaps are reported once the inbound queue has drained.
+        if events.is_empty() {
+            inner.signal_gaps();
         }
     }
 }
@@ -501,7 +790,9 @@ impl Rooms {
             adapter,
             node: None,
             connection_queue: DEFAULT_CONNECTION_QUEUE,
+            connection_queue_bytes: DEFAULT_CONNECTION_QUEUE_BYTES,
             dedup_capacity: DEFAULT_DEDUP_CAPACITY,
+            room_dedup_capacity: DEFAULT_ROOM_DEDUP_CAPACITY,
             inbound_queue: DEFAULT_INBOUND_QUEUE,
             policy: SlowConsumerPolicy::default(),
             filter: None,
@@ -525,23 +816,26 @@ impl Rooms {
         let capacity = options
             .queue_capacity
             .unwrap_or(self.inner.connection_queue);
-        if capacity == 0 {
-            return Err(Error::Config(
-                "queue_capacity must be at least 1, got 0".into(),
-            ));
-        }
+        check_range("queue_capacity", capacity, 1, MAX_CONNECTION_QUEUE)?;
+        let queue_bytes = options
+            .queue_bytes
+            .unwrap_or(self.inner.connection_queue_bytes);
+        check_range("queue_bytes", queue_bytes, 1, MAX_CONNECTION_QUEUE_BYTES)?;
         let id = options.id.unwrap_or_else(ConnectionId::random);
         let (sender, receiver) = mpsc::channel(capacity);
         let entry = ConnectionEntry::new(
             id.clone(),
             sender,
             options.context,
+            queue_bytes,
             self.inner.dedup_capacity,
         );
+        let queued_bytes = entry.queued_bytes();
         self.inner.write().add_connection(Arc::new(entry))?;
         Ok(ConnectionReceiver::new(
             id,
             receiver,
+            queued_bytes,
             Arc::downgrade(&self.inner),
         ))
     }
@@ -557,7 +851,7 @@ impl Rooms {
         drop(entry);
         let mut first_error = None;
         for room in emptied {
-            if let Err(error) = self.inner.reconcile(&room).await {
+            if let Err(error) = self.inner.reconcile_or_defer(&room).await {
                 first_error.get_or_insert(error);
             }
         }
@@ -567,9 +861,17 @@ impl Rooms {
     /// Adds a connection to a room. Returns whether it was not a member before.
     ///
     /// When this is the room's first local member the adapter subscribes, and
-    /// this returns once the medium confirmed it. If the adapter fails, the
+    /// this returns once the medium confirmed it. A join waits only for its
+    /// own room: one subscription change per room is in flight at a time,
+    /// and other rooms' I/O never holds it up. If the adapter fails, the
     /// connection stays in the room (local delivery works) and the error is
     /// returned; a retryable failure is healed by the adapter's reconnect.
+    ///
+    /// While the medium is known to be down (the last adapter call failed as
+    /// retryable, and no success or [`RoomsEvent::Reconnected`] came since),
+    /// a join completes locally at once: the room is subscribed in the
+    /// background and listed in the `Reconnected` event when the medium
+    /// returns.
     pub async fn join(
         &self,
         connection: &ConnectionId,
@@ -579,7 +881,7 @@ impl Rooms {
         let room = room.into();
         let joined = self.inner.write().join(connection, &room)?;
         if !self.inner.subscribed().contains(&room) {
-            self.inner.reconcile(&room).await?;
+            self.inner.reconcile_or_defer(&room).await?;
         }
         Ok(joined.newly_joined)
     }
@@ -594,7 +896,7 @@ impl Rooms {
         let room = room.into();
         let left = self.inner.write().leave(connection, &room)?;
         if left.room_now_empty {
-            self.inner.reconcile(&room).await?;
+            self.inner.reconcile_or_defer(&room).await?;
         }
         Ok(left.was_member)
     }
@@ -651,24 +953,41 @@ impl Rooms {
         bump(&self.inner.counters.broadcasts);
 
         let mut report = BroadcastReport::default();
-        let recipients = self
-            .inner
-            .read()
-            .recipients(&rooms, options.except.as_ref());
-        if !recipients.is_empty() {
-            let delivery = self.inner.frame(Arc::clone(&message))?;
-            for entry in &recipients {
-                match self
-                    .inner
-                    .deliver(entry, &delivery, options.metadata.as_ref())
+        let mut gone = Vec::new();
+        {
+            let registry = self.inner.read();
+            let except = options.except.as_ref();
+            // Rooms with local members where this message id is new.
+            let mut local: Vec<RoomName> = Vec::new();
+            for room in &rooms {
+                if registry.has_recipients(std::slice::from_ref(room), except)
+                    && self.inner.first_in_room(room, &message)
                 {
-                    Outcome::Delivered => report.delivered += 1,
-                    Outcome::Filtered => report.filtered += 1,
-                    Outcome::Dropped => report.dropped += 1,
-                    Outcome::Duplicate => {}
+                    local.push(room.clone());
                 }
             }
+            if !local.is_empty() {
+                let delivery = self.inner.frame(Arc::clone(&message))?;
+                registry.for_each_recipient(&local, except, |entry, room| {
+                    match self.inner.deliver(
+                        entry,
+                        &delivery,
+                        options.metadata.as_ref(),
+                        room,
+                        &mut gone,
+                    ) {
+                        Outcome::Delivered => report.delivered += 1,
+                        Outcome::Filtered => report.filtered += 1,
+                        Outcome::Dropped => report.dropped += 1,
+                        Outcome::Duplicate => {}
+                    }
+                });
+            }
         }
+        if report.dropped > 0 {
+            self.inner.gap_notify.notify_one();
+        }
+        self.inner.remove_gone(gone);
 
         if options.local_only {
             return Ok(report);
@@ -679,7 +998,9 @@ impl Rooms {
         let adapter = &self.inner.adapter;
         if let [room] = rooms.as_slice() {
             // The common case: no fan-out of futures to join.
-            adapter.publish(room, &envelope).await?;
+            let result = adapter.publish(room, &envelope).await;
+            self.inner.medium_result(&result);
+            result?;
             report.published = 1;
             return Ok(report);
         }
@@ -688,6 +1009,7 @@ impl Rooms {
         )
         .await;
         for result in results {
+            self.inner.medium_result(&result);
             result?;
             report.published += 1;
         }
@@ -761,6 +1083,8 @@ impl Rooms {
             inbound_dropped: self.inner.sink.dropped(),
             reconnects: load(&c.reconnects),
             subscription_errors: load(&c.subscription_errors),
+            deferred_subscriptions: load(&c.deferred_subscriptions),
+            gaps_signalled: load(&c.gaps_signalled),
         }
     }
 

@@ -23,8 +23,10 @@
 pub mod adapter;
 pub mod broadcast;
 pub mod connection;
+mod dedup;
 pub mod engine;
 pub mod error;
+pub mod gap;
 pub mod ids;
 pub mod message;
 mod registry;
@@ -39,6 +41,7 @@ pub use connection::{
 };
 pub use engine::{EngineStats, Rooms, RoomsBuilder, RoomsEvent};
 pub use error::{Error, Result};
+pub use gap::GapScope;
 pub use ids::{ConnectionId, NodeId, RoomName};
 pub use message::{Data, SseMessage};
 pub use wire::{Codec, Envelope};

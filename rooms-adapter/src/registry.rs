@@ -80,6 +80,9 @@ impl Registry {
             .ok_or_else(|| Error::UnknownConnection(id.clone()))?;
         let newly_joined = state.rooms.insert(room.clone());
         if newly_joined {
+            if state.rooms.len() == 2 {
+                state.entry.set_multi_room(true);
+            }
             self.rooms
                 .entry(room.clone())
                 .or_default()
@@ -94,6 +97,9 @@ impl Registry {
             .get_mut(id)
             .ok_or_else(|| Error::UnknownConnection(id.clone()))?;
         let was_member = state.rooms.remove(room);
+        if was_member && state.rooms.len() == 1 {
+            state.entry.set_multi_room(false);
+        }
         let mut room_now_empty = false;
         if was_member && let Some(members) = self.rooms.get_mut(room) {
             members.remove(id);
@@ -151,36 +157,49 @@ impl Registry {
         self.rooms.len()
     }
 
-    /// The members of `rooms`, each once, without `except`.
-    pub(crate) fn recipients(
+    /// Calls `visit` for each member of `rooms`, once per connection, without
+    /// `except`; no list is built for the common one-room case.
+    pub(crate) fn for_each_recipient(
         &self,
         rooms: &[RoomName],
         except: Option<&ConnectionId>,
-    ) -> Vec<Arc<ConnectionEntry>> {
+        mut visit: impl FnMut(&Arc<ConnectionEntry>, &RoomName),
+    ) {
         let keep = |id: &ConnectionId| except != Some(id);
         match rooms {
-            [] => Vec::new(),
-            [room] => self
-                .rooms
-                .get(room)
-                .map(|members| {
-                    members
-                        .iter()
-                        .filter(|(id, _)| keep(id))
-                        .map(|(_, entry)| entry.clone())
-                        .collect()
-                })
-                .unwrap_or_default(),
+            [] => {}
+            [room] => {
+                if let Some(members) = self.rooms.get(room) {
+                    for (id, entry) in members {
+                        if keep(id) {
+                            visit(entry, room);
+                        }
+                    }
+                }
+            }
             many => {
                 let mut seen = HashSet::new();
-                many.iter()
-                    .filter_map(|room| self.rooms.get(room))
-                    .flat_map(|members| members.iter())
-                    .filter(|(id, _)| keep(id) && seen.insert(*id))
-                    .map(|(_, entry)| entry.clone())
-                    .collect()
+                for room in many {
+                    let Some(members) = self.rooms.get(room) else {
+                        continue;
+                    };
+                    for (id, entry) in members {
+                        if keep(id) && seen.insert(id) {
+                            visit(entry, room);
+                        }
+                    }
+                }
             }
         }
+    }
+
+    /// Whether any member of `rooms` other than `except` exists.
+    pub(crate) fn has_recipients(&self, rooms: &[RoomName], except: Option<&ConnectionId>) -> bool {
+        rooms.iter().any(|room| {
+            self.rooms
+                .get(room)
+                .is_some_and(|members| members.keys().any(|id| except != Some(id)))
+        })
     }
 
     /// Empties the registry, returning every connection.
@@ -200,7 +219,7 @@ mod tests {
 
     fn entry(id: &str) -> Arc<ConnectionEntry> {
         let (sender, _receiver) = mpsc::channel(1);
-        Arc::new(ConnectionEntry::new(id.into(), sender, None, 0))
+        Arc::new(ConnectionEntry::new(id.into(), sender, None, usize::MAX, 0))
     }
 
     #[test]
@@ -221,16 +240,15 @@ mod tests {
         registry.join(&b, &r1).expect("join");
         assert_eq!(registry.member_count(&r1), 2);
         assert!(registry.is_in_room(&a, &r2));
-        assert_eq!(
-            registry.recipients(&[r1.clone(), r2.clone()], None).len(),
-            2
-        );
-        assert_eq!(
-            registry
-                .recipients(std::slice::from_ref(&r1), Some(&a))
-                .len(),
-            1
-        );
+        let count = |rooms: &[RoomName], except: Option<&ConnectionId>| {
+            let mut n = 0;
+            registry.for_each_recipient(rooms, except, |_, _| n += 1);
+            n
+        };
+        assert_eq!(count(&[r1.clone(), r2.clone()], None), 2);
+        assert_eq!(count(std::slice::from_ref(&r1), Some(&a)), 1);
+        assert!(registry.has_recipients(std::slice::from_ref(&r2), None));
+        assert!(!registry.has_recipients(std::slice::from_ref(&r2), Some(&a)));
 
         let left = registry.leave(&b, &r1).expect("leave");
         assert_eq!(

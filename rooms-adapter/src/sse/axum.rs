@@ -96,7 +96,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
@@ -107,6 +107,12 @@ use crate::sse;
 
 /// Default interval of keep-alive comments.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The longest keep-alive interval: one day.
+pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How many bytes of queued frames one body chunk may join (64 KiB).
+pub const COALESCE_BYTES: usize = 64 * 1024;
 
 /// The `Last-Event-ID` request header, which a reconnecting `EventSource`
 /// sends with the id of the last event it received. `None` when the header is
@@ -183,9 +189,9 @@ impl SseResponse {
     }
 
     /// Sends a keep-alive comment after `interval` without any other output
-    /// (at least 1 ms).
+    /// (clamped to 1 ms ..= [`MAX_KEEP_ALIVE`]).
     pub fn keep_alive(mut self, interval: Duration) -> Self {
-        self.keep_alive = Some(interval.max(Duration::from_millis(1)));
+        self.keep_alive = Some(interval.clamp(Duration::from_millis(1), MAX_KEEP_ALIVE));
         self
     }
 
@@ -285,8 +291,30 @@ impl SseStream {
 
     fn sent_something(&mut self) {
         if let Some((every, sleep)) = &mut self.timer {
-            sleep.as_mut().reset(Instant::now() + *every);
+            let now = Instant::now();
+            sleep
+                .as_mut()
+                .reset(now.checked_add(*every).unwrap_or(now + MAX_KEEP_ALIVE));
         }
+    }
+}
+
+impl SseStream {
+    /// Joins the frames queued behind `first` (up to [`COALESCE_BYTES`]) into
+    /// one chunk, so a burst costs one write instead of one per message.
+    fn coalesce(&mut self, first: Bytes) -> Bytes {
+        if first.len() >= COALESCE_BYTES || self.receiver.queued() == 0 {
+            return first;
+        }
+        let mut chunk = BytesMut::with_capacity(COALESCE_BYTES.min(first.len() * 8));
+        chunk.extend_from_slice(&first);
+        while chunk.len() < COALESCE_BYTES {
+            let Some(next) = self.receiver.try_recv() else {
+                break;
+            };
+            chunk.extend_from_slice(next.sse_frame());
+        }
+        chunk.freeze()
     }
 }
 
@@ -302,7 +330,7 @@ impl Stream for SseStream {
         match this.receiver.poll_recv(cx) {
             Poll::Ready(Some(delivery)) => {
                 this.sent_something();
-                return Poll::Ready(Some(Ok(frame_of(&delivery))));
+                return Poll::Ready(Some(Ok(this.coalesce(frame_of(&delivery)))));
             }
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {}
