@@ -64,18 +64,26 @@ fn room_from(path: Result<Path<String>, PathRejection>) -> Result<RoomName, ApiE
     Ok(RoomName::from(room))
 }
 
-/// Maps an engine error to an answer.
+/// Maps an engine error to an answer. The answer never carries the error's
+/// text, which can name the medium (`redis at host:port`) or other internals:
+/// the details are logged here instead.
 fn engine_error(error: &Error) -> ApiError {
     match error {
         Error::Closed { .. } => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down",
         ),
-        other if other.is_retryable() => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("temporarily unavailable: {other}"),
-        ),
-        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        other if other.is_retryable() => {
+            tracing::warn!(error = %other, "answering 503: the medium is unavailable");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily unavailable; try again later",
+            )
+        }
+        other => {
+            tracing::error!(error = %other, "answering 500");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
     }
 }
 
@@ -252,9 +260,10 @@ async fn accept_message(
             // Local members already have it; other nodes may not.
             AppCounters::bump(&state.counters.publish_failures);
             tracing::warn!(%room, %error, "publish to other nodes failed");
+            // The error names the medium: logged above, not answered.
             Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("delivered on this node only; other nodes were not reached: {error}"),
+                "delivered on this node only; other nodes were not reached",
             ))
         }
     }
@@ -310,4 +319,46 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         app: &state.counters,
     });
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_medium_answers_do_not_name_it() {
+        let errors = [
+            Error::Unavailable {
+                medium: "redis at 10.1.2.3:6380".into(),
+                reason: "connection refused (redis://10.1.2.3:6380)".into(),
+                source: None,
+            },
+            Error::Timeout {
+                operation: "publish to redis at 10.1.2.3:6380".into(),
+                after: Duration::from_secs(2),
+            },
+            Error::Backend {
+                context: "publish to redis at 10.1.2.3:6380".into(),
+                retryable: true,
+                source: "Connection refused (os error 111) 10.1.2.3:6380".into(),
+            },
+            Error::Backend {
+                context: "subscribe on redis at 10.1.2.3:6380".into(),
+                retryable: false,
+                source: "NOAUTH 10.1.2.3:6380".into(),
+            },
+            Error::Config("redis://10.1.2.3:6380".into()),
+        ];
+        for error in errors {
+            let answer = engine_error(&error);
+            assert!(answer.status.is_server_error(), "{error}");
+            for leak in ["10.1.2.3", "6380", "redis"] {
+                assert!(
+                    !answer.message.contains(leak),
+                    "{:?} leaks {leak:?} of {error}",
+                    answer.message
+                );
+            }
+        }
+    }
 }
