@@ -152,12 +152,17 @@ retry-after: 1\r\n\
 \r\n\
 {\"error\":\"this node is busy; try again in a moment\"}\n";
 
-/// Answers `503` without waiting, then closes the socket. Whatever request is
-/// already received is read first, so the close does not turn into a reset
-/// that could discard the answer before the client reads it.
+/// Answers `503` without waiting, then closes the socket. What the client has
+/// already sent (up to 64 KiB, so a flooding client cannot hold the accept
+/// loop) is read first, so that the close is less likely to become a reset
+/// that discards the answer before the client reads it.
 fn refuse(stream: TcpStream) {
     let mut scratch = [0_u8; 4096];
-    while matches!(stream.try_read(&mut scratch), Ok(read) if read > 0) {}
+    for _ in 0..16 {
+        if !matches!(stream.try_read(&mut scratch), Ok(read) if read > 0) {
+            break;
+        }
+    }
     let _ = stream.try_write(REFUSED);
     drop(stream);
 }

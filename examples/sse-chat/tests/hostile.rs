@@ -78,6 +78,10 @@ async fn wait_metric(server: &ChatServer, http: &reqwest::Client, name: &str, at
 
 const HEADER_TIMEOUT: Duration = Duration::from_millis(600);
 
+/// How late after its timeout a close may come on a loaded machine (these
+/// tests share 2 cores with builds); a missing timeout would never close.
+const SLACK: Duration = Duration::from_secs(4);
+
 #[tokio::test]
 async fn slowloris_clients_are_closed_within_the_header_timeout() {
     let server = ChatServer::start("hostile-slowloris", &["--header-timeout-ms", "600"]).await;
@@ -139,13 +143,13 @@ async fn slowloris_clients_are_closed_within_the_header_timeout() {
         ("silent socket", silent_closed),
     ] {
         // Not before the timeout (so it is the timeout that closed it), and
-        // well within a few timeouts (a loaded 2-core machine runs the test).
+        // soon after it (see SLACK).
         assert!(
             closed >= HEADER_TIMEOUT - Duration::from_millis(100),
             "{what} closed after {closed:?}, before the timeout"
         );
         assert!(
-            closed < HEADER_TIMEOUT * 6,
+            closed < HEADER_TIMEOUT + SLACK,
             "{what} closed after {closed:?}, long after the {HEADER_TIMEOUT:?} timeout"
         );
     }
@@ -227,7 +231,7 @@ async fn a_post_body_that_never_finishes_is_answered_408_and_closed() {
             closed >= timeout_ms - Duration::from_millis(100),
             "{what}: {closed:?}"
         );
-        assert!(closed < timeout_ms * 6, "{what}: {closed:?}");
+        assert!(closed < timeout_ms + SLACK, "{what}: {closed:?}");
     }
     wait_metric(&server, &http, "sse_chat_body_timeouts_total", 2).await;
 
