@@ -10,6 +10,7 @@ use rooms_adapter::wire::{Codec, DEFAULT_CHANNEL_PREFIX, DEFAULT_MAX_PAYLOAD_BYT
 
 use crate::adapter::RedisAdapter;
 use crate::driver::PublishDriver;
+use crate::redact::redact_url;
 
 /// Default limit on establishing a connection: 5 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -159,7 +160,7 @@ impl fmt::Debug for DriverChoice {
 /// assert!(error.to_string().contains("publish_timeout"));
 /// # Ok::<(), rooms_adapter::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct RedisAdapterBuilder {
     url: String,
@@ -434,6 +435,16 @@ macro_rules! config_setters {
 #[cfg(feature = "cluster")]
 pub(crate) use config_setters;
 
+impl fmt::Debug for RedisAdapterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisAdapterBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("config", &self.config)
+            .field("driver", &self.driver)
+            .finish()
+    }
+}
+
 impl RedisAdapterBuilder {
     pub(crate) fn new(url: String) -> Self {
         Self {
@@ -580,7 +591,7 @@ impl RedisAdapterBuilder {
 /// Parses a Redis URL into a client, with errors that name the URL (password
 /// masked) and the reason.
 pub(crate) fn parse_url(url: &str) -> Result<redis::Client, Error> {
-    let shown = mask_password(url);
+    let shown = redact_url(url);
     let scheme = url.split_once("://").map(|(scheme, _)| scheme);
     match scheme {
         Some("redis" | "rediss" | "redis+unix" | "unix" | "valkey" | "valkeys") => {}
@@ -615,37 +626,39 @@ fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// `redis://user:secret@host` becomes `redis://user:***@host`.
-pub(crate) fn mask_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &authority[..at];
-    let masked_userinfo = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        None if userinfo.is_empty() => String::new(),
-        // `redis://secret@host`: redis-rs reads a lone userinfo as a password.
-        None => "***".to_owned(),
-    };
-    format!("{scheme}://{masked_userinfo}{}", &rest[at..])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn masks_passwords() {
-        assert_eq!(mask_password("redis://u:p@h:1/0"), "redis://u:***@h:1/0");
-        assert_eq!(mask_password("redis://:p@h"), "redis://:***@h");
-        assert_eq!(mask_password("redis://p@h"), "redis://***@h");
-        assert_eq!(mask_password("redis://h:1"), "redis://h:1");
-        assert_eq!(mask_password("nope"), "nope");
+    fn builder_debug_masks_the_password() {
+        let builder =
+            RedisAdapterBuilder::new("redis://user:hunter2@cache:6379/0?pass=hunter3".into());
+        let shown = format!("{builder:?}");
+        assert!(
+            shown.contains("redis://user:***@cache:6379/0?pass=***"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter"), "{shown}");
+        let shown = format!("{builder:#?}");
+        assert!(!shown.contains("hunter"), "{shown}");
+    }
+
+    #[test]
+    fn parse_errors_mask_the_password() {
+        for url in [
+            "http://u:hunter2@h",
+            "redis://u:hun/ter2@h:notaport",
+            "u:hunter2@h",
+        ] {
+            let error = parse_url(url).err().map(|error| error.to_string());
+            let error = error.unwrap_or_default();
+            assert!(!error.is_empty(), "{url} is rejected");
+            assert!(
+                !error.contains("hunter2") && !error.contains("ter2"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //!   module `cluster`, over sharded pub/sub (`SPUBLISH` / `SSUBSCRIBE`), one
 //!   subscriber connection per master, following slot moves and failovers.
 //! - [`RedisEventIdSequence`]: cluster-wide, string-sortable SSE event ids.
+//! - [`redact_url`]: a Redis URL with its passwords masked, for logs and
+//!   errors (the builders' `Debug` output uses it too).
 //!
 //! ## Connection loss
 //!
@@ -54,6 +56,7 @@ pub mod config;
 pub mod driver;
 pub mod error;
 mod publisher;
+pub mod redact;
 pub mod sequence;
 mod subscriber;
 
@@ -68,6 +71,7 @@ pub use driver::DeadpoolDriver;
 #[cfg(feature = "redis")]
 pub use driver::RedisDriver;
 pub use driver::{DriverOptions, PublishDriver, PublishItem};
+pub use redact::redact_url;
 pub use sequence::RedisEventIdSequence;
 
 /// The redis-rs crate this adapter is built on (1.x), for custom drivers.

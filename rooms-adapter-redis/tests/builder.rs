@@ -166,3 +166,34 @@ fn defaults_match_the_typescript_package() {
     assert_eq!(config.codec(), rooms_adapter::Codec::Json);
     assert_eq!(adapter.medium(), "redis at 127.0.0.1:6379");
 }
+
+#[test]
+fn builders_debug_output_masks_passwords() {
+    let builder = RedisAdapter::builder("redis://ada:hun/ter2@cache:6379/0?password=hunter3");
+    for shown in [format!("{builder:?}"), format!("{builder:#?}")] {
+        assert!(
+            shown.contains("redis://ada:***@cache:6379/0?password=***"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hun") && !shown.contains("ter2"), "{shown}");
+    }
+    let adapter = RedisAdapter::builder("redis://ada:hunter2@cache:6379/0")
+        .build()
+        .unwrap();
+    let shown = format!("{adapter:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+
+    #[cfg(feature = "cluster")]
+    {
+        let builder = rooms_adapter_redis::RedisClusterAdapter::builder([
+            "redis://:hunter2@node-1:7000",
+            "redis://hunter2@node-2:7001",
+        ]);
+        let shown = format!("{builder:?}");
+        assert!(
+            shown.contains("redis://:***@node-1:7000") && shown.contains("redis://***@node-2:7001"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}

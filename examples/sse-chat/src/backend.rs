@@ -26,6 +26,18 @@ pub async fn build(args: &Args) -> Result<Rooms, String> {
         })
 }
 
+/// The URL with its passwords masked, for messages.
+#[cfg(feature = "redis")]
+fn redacted(url: &str) -> String {
+    rooms_adapter_redis::redact_url(url)
+}
+
+/// Without the Redis backend a URL is never used, so it is never shown.
+#[cfg(not(feature = "redis"))]
+fn redacted(_url: &str) -> String {
+    "<the Redis URL>".to_owned()
+}
+
 #[cfg(not(feature = "redis"))]
 async fn redis_adapter(_url: &str) -> Result<Arc<dyn RoomAdapter>, String> {
     Err(
@@ -73,41 +85,3 @@ async fn redis_adapter(url: &str) -> Result<Arc<dyn RoomAdapter>, String> {
 /// How long the start-up check of Redis may take.
 #[cfg(feature = "redis")]
 const REDIS_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The URL without its password, for messages.
-pub fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let credentials = &url[scheme_end + 3..at];
-            match credentials.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme_end + 3],
-                    &credentials[..colon],
-                    &url[at..]
-                ),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redacted;
-
-    #[test]
-    fn passwords_are_hidden() {
-        assert_eq!(
-            redacted("redis://127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
-        assert_eq!(
-            redacted("redis://user:secret@host:1"),
-            "redis://user:***@host:1"
-        );
-        assert_eq!(redacted("redis://:secret@host:1"), "redis://:***@host:1");
-        assert_eq!(redacted("redis://user@host:1"), "redis://user@host:1");
-    }
-}

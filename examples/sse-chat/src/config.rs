@@ -1,50 +1,113 @@
 //! Command-line arguments (each also readable from the environment).
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::Parser;
 
-use crate::validation;
+use crate::{server, validation};
 
 /// An SSE chat server on the `rooms` library.
 ///
 /// One node uses the in-memory backend. Nodes that share a Redis server
 /// (`--redis-url`, needs the `redis` feature) form one chat: a message posted
 /// to any node reaches every member of the room on every node.
-#[derive(Debug, Clone, Parser)]
+///
+/// Values read from the environment are never printed (`--help` shows only
+/// the variables' names): `REDIS_URL` may hold a password.
+#[derive(Clone, Parser)]
 #[command(name = "sse-chat", version)]
 pub struct Args {
     /// Address to listen on.
-    #[arg(long, env = "SSE_CHAT_HOST", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    #[arg(long, env = "SSE_CHAT_HOST", hide_env_values = true, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub host: IpAddr,
 
     /// Port to listen on (0 picks a free port, printed at start-up).
-    #[arg(long, short, env = "SSE_CHAT_PORT", default_value_t = 3000)]
+    #[arg(
+        long,
+        short,
+        env = "SSE_CHAT_PORT",
+        hide_env_values = true,
+        default_value_t = 3000
+    )]
     pub port: u16,
 
     /// This node's id, unique in the cluster (default: a random UUID).
-    #[arg(long, env = "SSE_CHAT_NODE_ID", value_parser = parse_node_id)]
+    #[arg(long, env = "SSE_CHAT_NODE_ID", hide_env_values = true, value_parser = parse_node_id)]
     pub node_id: Option<String>,
 
     /// Redis URL, e.g. redis://127.0.0.1:6379; switches to the Redis backend
-    /// (needs a build with `--features redis`).
-    #[arg(long, env = "REDIS_URL")]
+    /// (needs a build with `--features redis`). Its password never appears in
+    /// `--help`, logs or errors.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
     /// Seconds of silence before an SSE keep-alive comment is sent.
-    #[arg(long, env = "SSE_CHAT_KEEP_ALIVE", default_value_t = 15,
+    #[arg(long, env = "SSE_CHAT_KEEP_ALIVE", hide_env_values = true, default_value_t = 15,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub keep_alive_secs: u64,
 
-    /// Most SSE connections this node accepts at once.
-    #[arg(long, env = "SSE_CHAT_MAX_CONNECTIONS", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(1..))]
+    /// Most SSE streams this node serves at once; a stream beyond it is
+    /// answered 503. A slot is taken before the stream joins its room and freed
+    /// when it ends, so concurrent requests cannot overshoot.
+    #[arg(long, env = "SSE_CHAT_MAX_CONNECTIONS", hide_env_values = true, default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SOCKETS_LIMIT))]
     pub max_connections: u64,
 
+    /// Most TCP connections (sockets) served at once, whatever they carry;
+    /// a socket beyond it gets a best-effort 503 and is closed at once
+    /// [default: max-connections + 1024].
+    #[arg(long, env = "SSE_CHAT_MAX_SOCKETS", hide_env_values = true,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SOCKETS_LIMIT))]
+    pub max_sockets: Option<u64>,
+
+    /// Milliseconds a client has to send a request's line and headers (also
+    /// closes idle keep-alive connections); slower clients are disconnected.
+    #[arg(long, env = "SSE_CHAT_HEADER_TIMEOUT_MS", hide_env_values = true, default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_MS))]
+    pub header_timeout_ms: u64,
+
+    /// Milliseconds a client has to send a POST body in full; a slower one is
+    /// answered 408 and disconnected.
+    #[arg(long, env = "SSE_CHAT_BODY_TIMEOUT_MS", hide_env_values = true, default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_MS))]
+    pub body_timeout_ms: u64,
+
+    /// Milliseconds a write to a client may make no progress (a client that
+    /// stopped reading, its buffers full) before its socket is reset.
+    #[arg(long, env = "SSE_CHAT_WRITE_STALL_TIMEOUT_MS", hide_env_values = true, default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_MS))]
+    pub write_stall_timeout_ms: u64,
+
     /// Seconds to wait for open requests to finish after Ctrl-C or SIGTERM.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace_secs: u64,
+}
+
+/// Upper bound of `--max-connections` and `--max-sockets`.
+pub const MAX_SOCKETS_LIMIT: u64 = 1 << 20;
+/// Upper bound of the `--*-timeout-ms` flags (one hour).
+pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+impl fmt::Debug for Args {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Args")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("node_id", &self.node_id)
+            // May hold a password.
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<hidden>"))
+            .field("keep_alive_secs", &self.keep_alive_secs)
+            .field("max_connections", &self.max_connections)
+            .field("max_sockets", &self.max_sockets)
+            .field("header_timeout_ms", &self.header_timeout_ms)
+            .field("body_timeout_ms", &self.body_timeout_ms)
+            .field("write_stall_timeout_ms", &self.write_stall_timeout_ms)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .finish()
+    }
 }
 
 impl Args {
@@ -61,6 +124,36 @@ impl Args {
     /// The shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// The socket cap: `--max-sockets`, or `--max-connections` plus 1024 for
+    /// POSTs and page loads.
+    pub fn max_sockets(&self) -> usize {
+        let sockets = self
+            .max_sockets
+            .unwrap_or_else(|| self.max_connections.saturating_add(1024))
+            .min(MAX_SOCKETS_LIMIT);
+        usize::try_from(sockets).unwrap_or(usize::MAX)
+    }
+
+    /// The SSE stream cap.
+    pub fn max_streams(&self) -> usize {
+        usize::try_from(self.max_connections.min(MAX_SOCKETS_LIMIT)).unwrap_or(usize::MAX)
+    }
+
+    /// The limits of the HTTP server.
+    pub fn limits(&self) -> server::Limits {
+        server::Limits {
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            write_stall_timeout: Duration::from_millis(self.write_stall_timeout_ms),
+            max_sockets: self.max_sockets(),
+            shutdown_grace: self.shutdown_grace(),
+        }
+    }
+
+    /// The time a POST body may take.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
     }
 }
 
@@ -101,5 +194,46 @@ mod tests {
         assert!(Args::try_parse_from(["sse-chat", "--node-id", "a b"]).is_err());
         assert!(Args::try_parse_from(["sse-chat", "--keep-alive-secs", "0"]).is_err());
         assert!(Args::try_parse_from(["sse-chat", "--port", "70000"]).is_err());
+    }
+
+    #[test]
+    fn limits_have_defaults_and_bounds() {
+        let args = Args::try_parse_from(["sse-chat"]).unwrap();
+        let limits = args.limits();
+        assert_eq!(limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(limits.write_stall_timeout, Duration::from_secs(30));
+        assert_eq!(limits.max_sockets, 10_000 + 1024);
+        assert_eq!(args.body_timeout(), Duration::from_secs(10));
+        let args =
+            Args::try_parse_from(["sse-chat", "--max-connections", "5", "--max-sockets", "3"])
+                .unwrap();
+        assert_eq!((args.max_streams(), args.max_sockets()), (5, 3));
+        for flag in [
+            "--header-timeout-ms",
+            "--body-timeout-ms",
+            "--write-stall-timeout-ms",
+        ] {
+            assert!(
+                Args::try_parse_from(["sse-chat", flag, "0"]).is_err(),
+                "{flag}"
+            );
+            assert!(
+                Args::try_parse_from(["sse-chat", flag, "3600001"]).is_err(),
+                "{flag}"
+            );
+            assert!(
+                Args::try_parse_from(["sse-chat", flag, "250"]).is_ok(),
+                "{flag}"
+            );
+        }
+        assert!(Args::try_parse_from(["sse-chat", "--max-sockets", "0"]).is_err());
+        assert!(Args::try_parse_from(["sse-chat", "--max-connections", "2000000"]).is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_the_redis_url() {
+        let args =
+            Args::try_parse_from(["sse-chat", "--redis-url", "redis://:hunter2@h:1"]).unwrap();
+        assert!(!format!("{args:?}").contains("hunter2"));
     }
 }

@@ -5,9 +5,10 @@
 //! cargo run -p sse-chat --features redis -- --port 3001 --redis-url redis://127.0.0.1:6379
 //! ```
 //!
-//! Modules: [`config`] (arguments), [`backend`] (memory or Redis), [`routes`]
-//! (HTTP API and handlers), [`validation`], [`state`], [`metrics`],
-//! [`notices`] (medium outages told to clients), [`shutdown`].
+//! Modules: [`config`] (arguments), [`backend`] (memory or Redis), [`server`]
+//! (hyper with timeouts, a socket cap and `TCP_NODELAY`), [`routes`] (HTTP API
+//! and handlers), [`validation`], [`state`], [`metrics`], [`notices`] (medium
+//! outages told to clients), [`shutdown`].
 
 mod backend;
 mod config;
@@ -15,6 +16,7 @@ mod error;
 mod metrics;
 mod notices;
 mod routes;
+mod server;
 mod shutdown;
 mod state;
 mod validation;
@@ -25,6 +27,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Args;
@@ -74,6 +77,8 @@ async fn run(args: Args) -> Result<(), String> {
         rooms: rooms.clone(),
         keep_alive: args.keep_alive(),
         max_connections: args.max_connections,
+        streams: Arc::new(Semaphore::new(args.max_streams())),
+        body_timeout: args.body_timeout(),
         counters: Arc::default(),
     };
     let notices = tokio::spawn(notices::relay(rooms.clone()));
@@ -87,34 +92,23 @@ async fn run(args: Args) -> Result<(), String> {
     println!("sse-chat listening on http://{local}");
     let _ = std::io::stdout().flush();
 
-    let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
     let engine = rooms.clone();
-    let server = axum::serve(listener, routes::router(state)).with_graceful_shutdown(async move {
+    let shutdown = async move {
         shutdown::signal().await;
         // Ends every SSE stream (after its queued messages) so the server's
         // graceful shutdown can finish, and releases the medium.
         engine.shutdown().await;
-        let _ = stopping_tx.send(true);
-    });
-    let grace = args.shutdown_grace();
-    let forced = async move {
-        // Resolves only once shutting down has begun, then after the grace period.
-        while !*stopping_rx.borrow_and_update() {
-            if stopping_rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-        tokio::time::sleep(grace).await;
     };
-    let result = tokio::select! {
-        result = server => result.map_err(|error| format!("server error on {local}: {error}")),
-        () = forced => {
-            tracing::warn!(?grace, "open requests did not finish in time; closing them");
-            Ok(())
-        }
-    };
+    server::serve(
+        listener,
+        routes::router(state.clone()),
+        &state,
+        args.limits(),
+        shutdown,
+    )
+    .await;
     rooms.shutdown().await;
     notices.abort();
     tracing::info!("stopped");
-    result
+    Ok(())
 }

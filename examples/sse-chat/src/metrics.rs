@@ -205,7 +205,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
     }
 
     let app = s.app;
-    let app_counters: [(&str, &str, u64); 4] = [
+    let app_counters: [(&str, &str, u64); 8] = [
         (
             "sse_chat_messages_posted_total",
             "Chat messages accepted and broadcast.",
@@ -225,6 +225,26 @@ pub fn render(s: &Snapshot<'_>) -> String {
             "sse_chat_publish_failures_total",
             "Messages delivered locally whose publish to other nodes failed.",
             AppCounters::get(&app.publish_failures),
+        ),
+        (
+            "sse_chat_sockets_refused_total",
+            "Sockets closed at once at the socket limit (--max-sockets).",
+            AppCounters::get(&app.sockets_refused),
+        ),
+        (
+            "sse_chat_header_timeouts_total",
+            "Connections closed because a request head did not arrive in time.",
+            AppCounters::get(&app.header_timeouts),
+        ),
+        (
+            "sse_chat_body_timeouts_total",
+            "POSTs answered 408 because the body did not arrive in time.",
+            AppCounters::get(&app.body_timeouts),
+        ),
+        (
+            "sse_chat_write_stalls_total",
+            "Connections reset because writes to them made no progress in time.",
+            AppCounters::get(&app.write_stalls),
         ),
     ];
     for (name, help, value) in app_counters {

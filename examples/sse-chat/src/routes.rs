@@ -9,18 +9,21 @@
 //! | `GET /healthz` | liveness |
 //! | `GET /metrics` | engine and adapter counters, Prometheus text format |
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt as _;
 use rooms_adapter::sse::axum::{LastEventId, SseResponse};
 use rooms_adapter::{BroadcastOptions, ConnectOptions, Error, RoomName, SseMessage};
 use serde_json::{Value, json};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::error::ApiError;
 use crate::metrics;
@@ -61,18 +64,26 @@ fn room_from(path: Result<Path<String>, PathRejection>) -> Result<RoomName, ApiE
     Ok(RoomName::from(room))
 }
 
-/// Maps an engine error to an answer.
+/// Maps an engine error to an answer. The answer never carries the error's
+/// text, which can name the medium (`redis at host:port`) or other internals:
+/// the details are logged here instead.
 fn engine_error(error: &Error) -> ApiError {
     match error {
         Error::Closed { .. } => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down",
         ),
-        other if other.is_retryable() => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("temporarily unavailable: {other}"),
-        ),
-        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        other if other.is_retryable() => {
+            tracing::warn!(error = %other, "answering 503: the medium is unavailable");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily unavailable; try again later",
+            )
+        }
+        other => {
+            tracing::error!(error = %other, "answering 500");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
     }
 }
 
@@ -84,7 +95,9 @@ async fn events(
 ) -> Result<Response, ApiError> {
     let room = room_from(path)?;
     let rooms = &state.rooms;
-    if rooms.stats().connections >= state.max_connections {
+    // Taken before connecting, held by the response body until the stream
+    // ends: concurrent requests cannot overshoot the cap.
+    let Ok(slot) = Arc::clone(&state.streams).try_acquire_owned() else {
         AppCounters::bump(&state.counters.connections_refused);
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -93,7 +106,7 @@ async fn events(
                 state.max_connections
             ),
         ));
-    }
+    };
     let receiver = rooms
         .connect(ConnectOptions::new())
         .await
@@ -124,33 +137,53 @@ async fn events(
         .retry(RETRY)
         .initial_message(&ready)
         .map_err(|error| engine_error(&error))?;
-    Ok(response.into_response())
+    Ok(holding(response.into_response(), slot))
+}
+
+/// The response with `slot` released only when its body is dropped (the
+/// stream ended or the client went away).
+fn holding(response: Response, slot: OwnedSemaphorePermit) -> Response {
+    let (parts, body) = response.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _held = &slot;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(body))
 }
 
 /// `POST /rooms/{room}/messages`: validates and broadcasts one chat message.
 async fn post_message(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let result = accept_message(&state, path, &headers, body).await;
-    if let Err(error) = &result
-        && error.status.is_client_error()
-    {
-        AppCounters::bump(&state.counters.messages_rejected);
+    request: Request,
+) -> Response {
+    match accept_message(&state, path, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            if error.status.is_client_error() {
+                AppCounters::bump(&state.counters.messages_rejected);
+            }
+            let timed_out = error.status == StatusCode::REQUEST_TIMEOUT;
+            let mut response = error.into_response();
+            if timed_out {
+                // The rest of the body may never come: do not wait for it.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }
     }
-    result
 }
 
 async fn accept_message(
     state: &AppState,
     path: Result<Path<String>, PathRejection>,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let room = room_from(path)?;
-    let is_json = headers
+    let is_json = request
+        .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
@@ -162,6 +195,20 @@ async fn accept_message(
             "Content-Type must be application/json",
         ));
     }
+    // The whole body within the body timeout, however it trickles in.
+    let body = tokio::time::timeout(state.body_timeout, Bytes::from_request(request, state))
+        .await
+        .map_err(|_elapsed| {
+            AppCounters::bump(&state.counters.body_timeouts);
+            ApiError::field(
+                StatusCode::REQUEST_TIMEOUT,
+                "body",
+                format!(
+                    "body not received within {} ms",
+                    state.body_timeout.as_millis()
+                ),
+            )
+        })?;
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -213,9 +260,10 @@ async fn accept_message(
             // Local members already have it; other nodes may not.
             AppCounters::bump(&state.counters.publish_failures);
             tracing::warn!(%room, %error, "publish to other nodes failed");
+            // The error names the medium: logged above, not answered.
             Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("delivered on this node only; other nodes were not reached: {error}"),
+                "delivered on this node only; other nodes were not reached",
             ))
         }
     }
@@ -271,4 +319,46 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         app: &state.counters,
     });
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_medium_answers_do_not_name_it() {
+        let errors = [
+            Error::Unavailable {
+                medium: "redis at 10.1.2.3:6380".into(),
+                reason: "connection refused (redis://10.1.2.3:6380)".into(),
+                source: None,
+            },
+            Error::Timeout {
+                operation: "publish to redis at 10.1.2.3:6380".into(),
+                after: Duration::from_secs(2),
+            },
+            Error::Backend {
+                context: "publish to redis at 10.1.2.3:6380".into(),
+                retryable: true,
+                source: "Connection refused (os error 111) 10.1.2.3:6380".into(),
+            },
+            Error::Backend {
+                context: "subscribe on redis at 10.1.2.3:6380".into(),
+                retryable: false,
+                source: "NOAUTH 10.1.2.3:6380".into(),
+            },
+            Error::Config("redis://10.1.2.3:6380".into()),
+        ];
+        for error in errors {
+            let answer = engine_error(&error);
+            assert!(answer.status.is_server_error(), "{error}");
+            for leak in ["10.1.2.3", "6380", "redis"] {
+                assert!(
+                    !answer.message.contains(leak),
+                    "{:?} leaks {leak:?} of {error}",
+                    answer.message
+                );
+            }
+        }
+    }
 }

@@ -185,3 +185,43 @@ async fn an_unreachable_redis_is_a_clear_start_up_error() {
         "stderr names the address: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn answers_while_redis_is_down_do_not_name_it() {
+    let mut redis = redis().await;
+    let port = redis.port().to_string();
+    let node_a = node("down-a", &redis).await;
+    let http = http();
+    let mut member = SseClient::open(&http, &node_a.url("/rooms/lobby/events")).await;
+    member.next_of("ready").await;
+
+    redis.kill().unwrap();
+    // The publish fails (within the publish timeout): 503, the local member
+    // still gets the message, and the answer names neither host nor port.
+    let (status, answer) = node_a
+        .post(
+            &http,
+            "lobby",
+            &json!({"name": "ada", "text": "while down"}),
+        )
+        .await;
+    assert_eq!(status, 503, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert_eq!(
+        error,
+        "delivered on this node only; other nodes were not reached"
+    );
+    let body = answer.to_string();
+    for leak in ["127.0.0.1", port.as_str(), "redis"] {
+        assert!(!body.contains(leak), "the answer leaks {leak:?}: {body}");
+    }
+    assert_eq!(member.next().await.json()["text"], "while down");
+    // The detail is in the server's log instead.
+    eventually("the publish failure in the log", DEADLINE, || async {
+        node_a
+            .log()
+            .contains("publish to other nodes failed")
+            .then_some(())
+    })
+    .await;
+}

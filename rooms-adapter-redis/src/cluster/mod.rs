@@ -72,6 +72,7 @@ use crate::config::{RedisConfig, config_setters, parse_url};
 use crate::driver::PublishDriver;
 use crate::error::closed;
 use crate::publisher::{Coalescing, Publisher};
+use crate::redact::redact_url;
 
 /// Capacity of the queue of subscribe/unsubscribe requests to the subscriber task.
 const COMMAND_QUEUE: usize = 4_096;
@@ -96,12 +97,23 @@ const COMMAND_QUEUE: usize = 4_096;
 /// assert!(error.to_string().contains("http://nope"));
 /// # Ok::<(), rooms_adapter::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct RedisClusterAdapterBuilder {
     urls: Vec<String>,
     config: RedisConfig,
     publisher_retries: u32,
+}
+
+impl std::fmt::Debug for RedisClusterAdapterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|url| redact_url(url)).collect();
+        f.debug_struct("RedisClusterAdapterBuilder")
+            .field("urls", &urls)
+            .field("config", &self.config)
+            .field("publisher_retries", &self.publisher_retries)
+            .finish()
+    }
 }
 
 impl RedisClusterAdapterBuilder {
