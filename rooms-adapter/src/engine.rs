@@ -1016,6 +1016,52 @@ impl Rooms {
         Ok(report)
     }
 
+    /// Sends a message to one local connection only, e.g. a resync notice
+    /// after a [`RoomsEvent::Gap`]. Returns whether it was queued (`false` when
+    /// its queue is full, under the slow-consumer policy). No filter and no
+    /// room dedup apply; nothing crosses the medium.
+    pub fn send_to(
+        &self,
+        connection: &ConnectionId,
+        message: impl Into<Arc<SseMessage>>,
+    ) -> Result<bool, Error> {
+        self.inner.ensure_open()?;
+        let message = message.into();
+        let delivery = self.inner.frame(message)?;
+        let mut gone = Vec::new();
+        let outcome = {
+            let registry = self.inner.read();
+            let entry = registry
+                .connection(connection)
+                .ok_or_else(|| Error::UnknownConnection(connection.clone()))?;
+            match entry.push(&delivery) {
+                Push::Queued => {
+                    bump(&self.inner.counters.deliveries);
+                    true
+                }
+                Push::Duplicate => false,
+                Push::Closed => {
+                    gone.push(entry.id.clone());
+                    false
+                }
+                Push::Full => {
+                    // The slow-consumer policy applies, as for a broadcast.
+                    if self.inner.policy == SlowConsumerPolicy::Disconnect {
+                        if entry.close() {
+                            bump(&self.inner.counters.lagging_disconnects);
+                            gone.push(entry.id.clone());
+                        }
+                    } else {
+                        bump(&self.inner.counters.lagging_drops);
+                    }
+                    false
+                }
+            }
+        };
+        self.inner.remove_gone(gone);
+        Ok(outcome)
+    }
+
     /// The rooms a connection is in (`None` if it is not connected).
     pub fn rooms_of(&self, connection: &ConnectionId) -> Option<Vec<RoomName>> {
         self.inner.read().rooms_of(connection)

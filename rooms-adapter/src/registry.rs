@@ -122,6 +122,10 @@ impl Registry {
         self.connections.contains_key(id)
     }
 
+    pub(crate) fn connection(&self, id: &ConnectionId) -> Option<&Arc<ConnectionEntry>> {
+        self.connections.get(id).map(|state| &state.entry)
+    }
+
     pub(crate) fn rooms_of(&self, id: &ConnectionId) -> Option<Vec<RoomName>> {
         self.connections
             .get(id)

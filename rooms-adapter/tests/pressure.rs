@@ -377,3 +377,25 @@ async fn a_byte_limit_cuts_off_a_connection_before_its_message_count_does() {
     assert_eq!(rx.queued_bytes(), 0);
     rooms.shutdown().await;
 }
+
+#[tokio::test]
+async fn send_to_reaches_one_connection_only() {
+    let rooms = Rooms::builder(Arc::new(MemoryAdapter::new()))
+        .build()
+        .await
+        .unwrap();
+    let mut alice = rooms.connect(ConnectOptions::new()).await.unwrap();
+    let mut bob = rooms.connect(ConnectOptions::new()).await.unwrap();
+    rooms.join(alice.id(), "r").await.unwrap();
+    rooms.join(bob.id(), "r").await.unwrap();
+    assert!(
+        rooms
+            .send_to(alice.id(), SseMessage::new("resync"))
+            .unwrap()
+    );
+    assert_eq!(alice.recv().await.unwrap().message().data, "resync");
+    assert!(bob.try_recv().is_none());
+    let unknown = rooms.send_to(&"nobody".into(), SseMessage::new(1));
+    assert!(matches!(unknown, Err(Error::UnknownConnection(_))));
+    rooms.shutdown().await;
+}

@@ -1,7 +1,8 @@
-//! Tells clients when the medium between nodes was lost and restored: they
-//! may have missed messages from other nodes.
+//! Tells clients when they may have missed messages: the medium between nodes
+//! was lost and restored (`reconnected`), or this node dropped messages under
+//! pressure (`gap`).
 
-use rooms_adapter::{BroadcastOptions, Rooms, RoomsEvent, SseMessage};
+use rooms_adapter::{BroadcastOptions, GapScope, Rooms, RoomsEvent, SseMessage};
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -30,6 +31,32 @@ pub async fn relay(rooms: Rooms) {
                     .await
                 {
                     tracing::debug!(%error, "cannot relay a reconnect notice");
+                }
+            }
+            Ok(RoomsEvent::Gap {
+                room,
+                scope,
+                dropped,
+            }) => {
+                let notice = SseMessage::new(json!({
+                    "kind": "gap",
+                    "text": "This server could not keep up and dropped messages for you; reload to catch up.",
+                    "room": room.as_str(),
+                    "dropped": dropped,
+                }))
+                .with_event("notice");
+                let sent = match scope {
+                    GapScope::Connections(connections) => connections
+                        .iter()
+                        .filter(|id| rooms.is_connected(id))
+                        .try_for_each(|id| rooms.send_to(id, notice.clone()).map(drop)),
+                    _ => rooms
+                        .broadcast(room, notice, BroadcastOptions::new().local_only())
+                        .await
+                        .map(drop),
+                };
+                if let Err(error) = sent {
+                    tracing::debug!(%error, "cannot relay a gap notice");
                 }
             }
             Ok(other) => tracing::debug!(?other, "lifecycle event"),
