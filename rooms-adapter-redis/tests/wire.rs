@@ -176,3 +176,54 @@ async fn bad_payloads_are_skipped_and_counted_between_good_ones() {
     );
     adapter.disconnect().await.expect("disconnect");
 }
+
+/// A MessagePack envelope nested 1,000 arrays deep is about 1 KB; published by
+/// anyone on a room's channel it used to overflow the stack of every
+/// debug-built node subscribed. Now it is skipped and counted, whatever the
+/// depth or codec, and the good message after it arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_payloads_are_skipped_and_the_node_survives() {
+    let server = server().await;
+    let url = server.url();
+    let (adapter, mut events) = connected(&url, "rust-node", |b| b).await;
+    let room = RoomName::from("deep");
+    adapter.subscribe(&room).await.expect("subscribe");
+    let channel = wire::channel_name(wire::DEFAULT_CHANNEL_PREFIX, "deep");
+
+    let msgpack = |depth: usize| {
+        let mut out = vec![0x83, 0xa1, b'v', 0x01, 0xa1, b'n', 0xa1, b'x', 0xa1, b'm'];
+        out.extend_from_slice(&[0x81, 0xa4, b'd', b'a', b't', b'a']);
+        out.extend(std::iter::repeat_n(0x91, depth));
+        out.push(0xc0);
+        out
+    };
+    let json = |depth: usize| {
+        format!(
+            r#"{{"v":1,"m":{{"data":{}0{}}},"n":"x"}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        )
+        .into_bytes()
+    };
+    let overlong_id = format!(
+        r#"{{"v":1,"m":{{"data":1,"id":"{}"}},"n":"x"}}"#,
+        "i".repeat(rooms_adapter::message::MAX_ID_BYTES + 1)
+    );
+    assert!(msgpack(1_000).len() < 1_100);
+    publish_raw(&url, &channel, &msgpack(1_000)).await;
+    publish_raw(&url, &channel, &msgpack(200_000)).await;
+    publish_raw(&url, &channel, &json(1_000)).await;
+    publish_raw(&url, &channel, overlong_id.as_bytes()).await;
+    let good = Envelope::new(NodeId::from("foreign"), SseMessage::new("after"))
+        .encode(Codec::MessagePack)
+        .expect("encode");
+    publish_raw(&url, &channel, &good).await;
+
+    let (_, envelope) = next_message(&mut events).await;
+    assert_eq!(envelope.message().data, "after");
+    let stats = adapter.stats();
+    let kind = |k| stats.decode_errors.get(&k).copied().unwrap_or(0);
+    assert_eq!(kind(DecodeErrorKind::Malformed), 3, "{stats:?}");
+    assert_eq!(kind(DecodeErrorKind::InvalidField), 1, "{stats:?}");
+    adapter.disconnect().await.expect("disconnect");
+}

@@ -552,7 +552,7 @@ struct WireEnvelope {
     version: Option<Value>,
     message: Option<SseMessage>,
     except: Option<Value>,
-    node: Option<String>,
+    node: Option<NodeId>,
     meta: Option<Value>,
 }
 
@@ -590,7 +590,7 @@ impl WireEnvelope {
             Some(Value::String(id)) => Some(ConnectionId::from(id)),
             _ => None,
         };
-        Ok(Envelope::new(NodeId::from(node), message)
+        Ok(Envelope::new(node, message)
             .with_except(except)
             .with_meta(self.meta))
     }
@@ -633,7 +633,7 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
                 }
                 WireKey::N => {
                     self.field.set("n");
-                    wire.node = Some(map.next_value()?);
+                    wire.node = Some(map.next_value::<NodeField>()?.0);
                 }
                 WireKey::Meta => {
                     self.field.set("meta");
@@ -647,6 +647,31 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
             self.field.set("");
         }
         Ok(wire)
+    }
+}
+
+/// The node id, built straight from the text the parser holds (one
+/// allocation, no intermediate `String`).
+struct NodeField(NodeId);
+
+impl<'de> Deserialize<'de> for NodeField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NodeVisitor;
+        impl Visitor<'_> for NodeVisitor {
+            type Value = NodeField;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a node id string")
+            }
+            fn visit_str<E: de::Error>(self, id: &str) -> Result<NodeField, E> {
+                Ok(NodeField(NodeId::from(id)))
+            }
+            fn visit_bytes<E: de::Error>(self, id: &[u8]) -> Result<NodeField, E> {
+                std::str::from_utf8(id)
+                    .map(|id| NodeField(NodeId::from(id)))
+                    .map_err(|_| E::invalid_value(de::Unexpected::Bytes(id), &self))
+            }
+        }
+        deserializer.deserialize_str(NodeVisitor)
     }
 }
 
