@@ -56,15 +56,15 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use crate::error::Error;
-use crate::gap::GapTracker;
+use crate::gap::GapBoard;
 use crate::ids::{NodeId, RoomName};
 use crate::wire::{DecodeError, DecodeErrorKind, Envelope};
 
@@ -143,13 +143,49 @@ pub trait RoomAdapter: Send + Sync + 'static {
 /// every adapter, so a slow engine can never stall a medium's read loop.
 #[derive(Debug, Clone)]
 pub struct EventSink {
-    sender: mpsc::Sender<AdapterEvent>,
+    sender: mpsc::UnboundedSender<AdapterEvent>,
+    /// Events queued and not yet received: the bound is enforced here with
+    /// one atomic, not by a semaphore the receiver would lock per event.
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
     dropped: Arc<AtomicU64>,
-    gaps: Arc<Mutex<GapTracker>>,
+    gaps: Arc<GapBoard>,
 }
 
-/// The receiving end of an [`EventSink`].
-pub type EventStream = mpsc::Receiver<AdapterEvent>;
+/// The receiving end of an [`EventSink`]: the engine's inbound queue.
+#[derive(Debug)]
+pub struct EventStream {
+    receiver: mpsc::UnboundedReceiver<AdapterEvent>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl EventStream {
+    /// The next event; `None` once every sink is gone.
+    pub async fn recv(&mut self) -> Option<AdapterEvent> {
+        let event = self.receiver.recv().await;
+        if event.is_some() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        event
+    }
+
+    /// An event if one is queued now.
+    pub fn try_recv(&mut self) -> Result<AdapterEvent, mpsc::error::TryRecvError> {
+        let event = self.receiver.try_recv()?;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        Ok(event)
+    }
+
+    /// How many events are queued.
+    pub fn len(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Whether no event is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// Whether [`EventSink::send`] handed the event over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,44 +201,53 @@ pub enum SinkOutcome {
 impl EventSink {
     /// A sink that holds at most `capacity` events (at least 1), and its stream.
     pub fn bounded(capacity: usize) -> (EventSink, EventStream) {
-        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         (
             EventSink {
                 sender,
+                queued: Arc::clone(&queued),
+                capacity: capacity.max(1),
                 dropped: Arc::new(AtomicU64::new(0)),
                 gaps: Arc::default(),
             },
-            receiver,
+            EventStream { receiver, queued },
         )
     }
 
     /// Hands an event over without waiting; drops and counts it when full, and
     /// marks its room for the engine's gap signal ([`RoomsEvent::Gap`](crate::RoomsEvent::Gap)).
     pub fn send(&self, event: AdapterEvent) -> SinkOutcome {
-        match self.sender.try_send(event) {
-            Ok(()) => SinkOutcome::Queued,
-            Err(mpsc::error::TrySendError::Full(event)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                if let AdapterEvent::Message { room, .. } = event {
-                    // The engine reports the room once the queue has drained.
-                    self.gaps
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .room_dropped(&room, 1);
-                }
-                SinkOutcome::DroppedFull
+        if self.sender.is_closed() {
+            return SinkOutcome::Closed;
+        }
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            if let AdapterEvent::Message { room, .. } = event {
+                // The engine reports the room once the queue has drained.
+                self.gaps.record(|gaps| gaps.room_dropped(&room, 1));
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => SinkOutcome::Closed,
+            return SinkOutcome::DroppedFull;
+        }
+        self.push(event)
+    }
+
+    fn push(&self, event: AdapterEvent) -> SinkOutcome {
+        match self.sender.send(event) {
+            Ok(()) => SinkOutcome::Queued,
+            Err(_) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                SinkOutcome::Closed
+            }
         }
     }
 
-    /// Hands over a lifecycle event (such as [`AdapterEvent::Reconnected`]),
-    /// waiting for room: these are rare and must not be lost.
+    /// Hands over a lifecycle event (such as [`AdapterEvent::Reconnected`])
+    /// even when the queue is full: these are rare and must not be lost.
     pub async fn send_lifecycle(&self, event: AdapterEvent) -> SinkOutcome {
-        match self.sender.send(event).await {
-            Ok(()) => SinkOutcome::Queued,
-            Err(_) => SinkOutcome::Closed,
-        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.push(event)
     }
 
     /// How many events were dropped because the queue was full.
@@ -211,7 +256,7 @@ impl EventSink {
     }
 
     /// The drops recorded for the gap signal, shared with the engine.
-    pub(crate) fn gaps(&self) -> Arc<Mutex<GapTracker>> {
+    pub(crate) fn gaps(&self) -> Arc<GapBoard> {
         Arc::clone(&self.gaps)
     }
 

@@ -127,10 +127,13 @@ pub struct ConnectionInfo<'a> {
 #[derive(Debug)]
 pub(crate) struct ConnectionEntry {
     pub(crate) id: ConnectionId,
-    pub(crate) sender: mpsc::Sender<Arc<Delivery>>,
+    /// The queue itself is a tokio unbounded channel: its bound is enforced
+    /// here, by count and by bytes, with two atomics ([`QueueLoad`]) instead of
+    /// a semaphore whose lock the receiver would take on every message.
+    sender: mpsc::UnboundedSender<Arc<Delivery>>,
     pub(crate) context: Option<Value>,
-    /// Bytes of SSE frames queued and not yet taken by the receiver.
-    queued_bytes: Arc<AtomicUsize>,
+    load: Arc<QueueLoad>,
+    queue_capacity: usize,
     queue_bytes_limit: usize,
     /// Set while the connection is in two or more rooms: only then can one
     /// broadcast reach it twice, and only then does it keep an [`IdRing`].
@@ -138,6 +141,21 @@ pub(crate) struct ConnectionEntry {
     ring: Mutex<Option<IdRing>>,
     ring_capacity: usize,
     closed: AtomicBool,
+}
+
+/// How much is queued for one connection, shared by the engine (which adds)
+/// and the receiver (which takes).
+#[derive(Debug, Default)]
+pub(crate) struct QueueLoad {
+    messages: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl QueueLoad {
+    fn taken(&self, size: usize) {
+        self.messages.fetch_sub(1, Ordering::AcqRel);
+        self.bytes.fetch_sub(size, Ordering::AcqRel);
+    }
 }
 
 /// What [`ConnectionEntry::push`] did.
@@ -151,16 +169,17 @@ pub(crate) enum Push {
 impl ConnectionEntry {
     pub(crate) fn new(
         id: ConnectionId,
-        sender: mpsc::Sender<Arc<Delivery>>,
+        sender: mpsc::UnboundedSender<Arc<Delivery>>,
         context: Option<Value>,
-        queue_bytes_limit: usize,
+        (queue_capacity, queue_bytes_limit): (usize, usize),
         ring_capacity: usize,
     ) -> Self {
         Self {
             id,
             sender,
             context,
-            queued_bytes: Arc::new(AtomicUsize::new(0)),
+            load: Arc::default(),
+            queue_capacity,
             queue_bytes_limit,
             multi_room: AtomicBool::new(false),
             ring: Mutex::new(None),
@@ -176,8 +195,8 @@ impl ConnectionEntry {
         }
     }
 
-    pub(crate) fn queued_bytes(&self) -> Arc<AtomicUsize> {
-        Arc::clone(&self.queued_bytes)
+    pub(crate) fn load(&self) -> Arc<QueueLoad> {
+        Arc::clone(&self.load)
     }
 
     /// Told by the registry when the connection's room count crosses two.
@@ -203,20 +222,19 @@ impl ConnectionEntry {
             }
         }
         let size = delivery.frame.len();
-        let queued = self.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        let messages = self.load.messages.fetch_add(1, Ordering::AcqRel);
+        let bytes = self.load.bytes.fetch_add(size, Ordering::AcqRel);
         // One message always fits an empty queue, however large it is.
-        if queued > 0 && queued.saturating_add(size) > self.queue_bytes_limit {
-            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+        let over_bytes = bytes > 0 && bytes.saturating_add(size) > self.queue_bytes_limit;
+        if messages >= self.queue_capacity || over_bytes {
+            self.load.taken(size);
             return Push::Full;
         }
-        match self.sender.try_send(Arc::clone(delivery)) {
+        match self.sender.send(Arc::clone(delivery)) {
             Ok(()) => Push::Queued,
-            Err(error) => {
-                self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
-                match error {
-                    mpsc::error::TrySendError::Full(_) => Push::Full,
-                    mpsc::error::TrySendError::Closed(_) => Push::Closed,
-                }
+            Err(_) => {
+                self.load.taken(size);
+                Push::Closed
             }
         }
     }
@@ -233,30 +251,29 @@ impl ConnectionEntry {
 #[derive(Debug)]
 pub struct ConnectionReceiver {
     id: ConnectionId,
-    receiver: mpsc::Receiver<Arc<Delivery>>,
-    queued_bytes: Arc<AtomicUsize>,
+    receiver: mpsc::UnboundedReceiver<Arc<Delivery>>,
+    load: Arc<QueueLoad>,
     engine: Weak<Inner>,
 }
 
 impl ConnectionReceiver {
     pub(crate) fn new(
         id: ConnectionId,
-        receiver: mpsc::Receiver<Arc<Delivery>>,
-        queued_bytes: Arc<AtomicUsize>,
+        receiver: mpsc::UnboundedReceiver<Arc<Delivery>>,
+        load: Arc<QueueLoad>,
         engine: Weak<Inner>,
     ) -> Self {
         Self {
             id,
             receiver,
-            queued_bytes,
+            load,
             engine,
         }
     }
 
     fn taken(&self, delivery: Option<Arc<Delivery>>) -> Option<Arc<Delivery>> {
         if let Some(delivery) = &delivery {
-            self.queued_bytes
-                .fetch_sub(delivery.frame.len(), Ordering::AcqRel);
+            self.load.taken(delivery.frame.len());
         }
         delivery
     }
@@ -280,8 +297,9 @@ impl ConnectionReceiver {
     pub async fn recv_many(&mut self, buffer: &mut Vec<Arc<Delivery>>, limit: usize) -> usize {
         let start = buffer.len();
         let taken = self.receiver.recv_many(buffer, limit).await;
-        let bytes: usize = buffer[start..].iter().map(|d| d.frame.len()).sum();
-        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        for delivery in &buffer[start..] {
+            self.load.taken(delivery.frame.len());
+        }
         taken
     }
 
@@ -306,7 +324,7 @@ impl ConnectionReceiver {
 
     /// How many bytes of SSE frames are queued.
     pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes.load(Ordering::Acquire)
+        self.load.bytes.load(Ordering::Acquire)
     }
 }
 

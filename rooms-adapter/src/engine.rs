@@ -17,7 +17,7 @@ use crate::connection::{
 };
 use crate::dedup::{Fingerprinter, RecentIds};
 use crate::error::Error;
-use crate::gap::{GapScope, GapTracker};
+use crate::gap::{GapBoard, GapScope};
 use crate::ids::{ConnectionId, NodeId, RoomName};
 use crate::message::SseMessage;
 use crate::registry::Registry;
@@ -390,7 +390,7 @@ pub(crate) struct Inner {
     lifecycle: broadcast::Sender<RoomsEvent>,
     /// Drops waiting to be signalled (shared with the sink, which records
     /// inbound drops).
-    gaps: Arc<Mutex<GapTracker>>,
+    gaps: Arc<GapBoard>,
     /// Wakes the dispatcher to report gaps found outside it.
     gap_notify: Arc<Notify>,
     sink: EventSink,
@@ -441,10 +441,6 @@ impl Inner {
         self.subscribed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn gaps(&self) -> std::sync::MutexGuard<'_, GapTracker> {
-        self.gaps.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn ensure_open(&self) -> Result<(), Error> {
@@ -633,13 +629,15 @@ impl Inner {
                 match self.policy {
                     SlowConsumerPolicy::DropNewest => {
                         bump(&self.counters.lagging_drops);
-                        self.gaps().connection_dropped(room, &entry.id);
+                        self.gaps
+                            .record(|gaps| gaps.connection_dropped(room, &entry.id));
                     }
                     SlowConsumerPolicy::Disconnect => {
                         if entry.close() {
                             bump(&self.counters.lagging_disconnects);
                             tracing::debug!(connection = %entry.id, "disconnecting lagging connection");
-                            self.gaps().connection_dropped(room, &entry.id);
+                            self.gaps
+                                .record(|gaps| gaps.connection_dropped(room, &entry.id));
                             gone.push(entry.id.clone());
                         }
                     }
@@ -719,13 +717,7 @@ impl Inner {
 
     /// Reports every recorded drop as one [`RoomsEvent::Gap`] per room.
     fn signal_gaps(&self) {
-        let gaps = {
-            let mut tracker = self.gaps();
-            if tracker.is_empty() {
-                return;
-            }
-            tracker.take(|| self.read().all_rooms())
-        };
+        let gaps = self.gaps.take(|| self.read().all_rooms());
         for gap in gaps {
             bump(&self.counters.gaps_signalled);
             tracing::debug!(room = %gap.room, dropped = gap.dropped, "messages dropped; signalling a gap");
@@ -822,20 +814,21 @@ impl Rooms {
             .unwrap_or(self.inner.connection_queue_bytes);
         check_range("queue_bytes", queue_bytes, 1, MAX_CONNECTION_QUEUE_BYTES)?;
         let id = options.id.unwrap_or_else(ConnectionId::random);
-        let (sender, receiver) = mpsc::channel(capacity);
+        // Bounded by the entry (count and bytes), see `ConnectionEntry::push`.
+        let (sender, receiver) = mpsc::unbounded_channel();
         let entry = ConnectionEntry::new(
             id.clone(),
             sender,
             options.context,
-            queue_bytes,
+            (capacity, queue_bytes),
             self.inner.dedup_capacity,
         );
-        let queued_bytes = entry.queued_bytes();
+        let load = entry.load();
         self.inner.write().add_connection(Arc::new(entry))?;
         Ok(ConnectionReceiver::new(
             id,
             receiver,
-            queued_bytes,
+            load,
             Arc::downgrade(&self.inner),
         ))
     }

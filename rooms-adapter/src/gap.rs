@@ -6,6 +6,8 @@
 //! [`RoomsEvent::Gap`](crate::RoomsEvent::Gap) events.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crate::ids::{ConnectionId, RoomName};
 
@@ -86,6 +88,7 @@ impl GapTracker {
     }
 
     /// Whether anything is waiting to be reported.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.rooms.is_empty() && !self.overflowed
     }
@@ -123,6 +126,34 @@ impl GapTracker {
         }
         gaps.sort_by(|a, b| a.room.cmp(&b.room));
         gaps
+    }
+}
+
+/// A [`GapTracker`] shared by the sink (inbound drops) and the engine
+/// (connection drops), with a flag so that checking for nothing costs one
+/// atomic load rather than a lock.
+#[derive(Debug, Default)]
+pub(crate) struct GapBoard {
+    pending: AtomicBool,
+    tracker: Mutex<GapTracker>,
+}
+
+impl GapBoard {
+    /// Records drops.
+    pub(crate) fn record(&self, record: impl FnOnce(&mut GapTracker)) {
+        record(&mut self.tracker.lock().unwrap_or_else(PoisonError::into_inner));
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Everything recorded since the last call (see [`GapTracker::take`]).
+    pub(crate) fn take(&self, all_rooms: impl FnOnce() -> Vec<RoomName>) -> Vec<RoomGap> {
+        if !self.pending.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        self.tracker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(all_rooms)
     }
 }
 

@@ -222,8 +222,14 @@ mod tests {
     use tokio::sync::mpsc;
 
     fn entry(id: &str) -> Arc<ConnectionEntry> {
-        let (sender, _receiver) = mpsc::channel(1);
-        Arc::new(ConnectionEntry::new(id.into(), sender, None, usize::MAX, 0))
+        let (sender, _receiver) = mpsc::unbounded_channel();
+        Arc::new(ConnectionEntry::new(
+            id.into(),
+            sender,
+            None,
+            (1, usize::MAX),
+            0,
+        ))
     }
 
     #[test]

@@ -590,9 +590,13 @@ impl WireEnvelope {
             Some(Value::String(id)) => Some(ConnectionId::from(id)),
             _ => None,
         };
-        Ok(Envelope::new(node, message)
-            .with_except(except)
-            .with_meta(self.meta))
+        Ok(Envelope {
+            message: Arc::new(message),
+            except,
+            node,
+            meta: self.meta,
+            encoded: Default::default(),
+        })
     }
 }
 
