@@ -38,6 +38,9 @@ pub const DEFAULT_PUBLISH_QUEUE: usize = 8_192;
 pub const DEFAULT_PIPELINES_IN_FLIGHT: usize = 16;
 /// The longest duration any setting accepts: one day.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+/// Largest pool size of the `deadpool` and `bb8` drivers.
+pub const MAX_POOL_SIZE: usize = 1_024;
+
 /// Default pool size of the `deadpool` and `bb8` drivers: 8 connections.
 pub const DEFAULT_POOL_SIZE: usize = 8;
 
@@ -249,16 +252,27 @@ impl RedisConfig {
                 config.backoff.min, config.backoff.max
             )));
         }
+        // Upper bounds: Redis refuses bulk strings over 512 MiB; the others
+        // size queues and batches that are allocated or awaited as a whole.
         let sizes = [
-            ("max_payload_bytes", config.max_payload_bytes),
-            ("subscribe_batch", config.subscribe_batch),
-            ("publish_batch", config.publish_batch),
-            ("publish_queue_capacity", config.publish_queue),
-            ("pipelines_in_flight", config.pipelines_in_flight),
+            (
+                "max_payload_bytes",
+                config.max_payload_bytes,
+                512 * 1024 * 1024,
+            ),
+            ("subscribe_batch", config.subscribe_batch, 100_000),
+            ("publish_batch", config.publish_batch, 100_000),
+            ("publish_queue_capacity", config.publish_queue, 1 << 22),
+            ("pipelines_in_flight", config.pipelines_in_flight, 1_024),
         ];
-        for (name, value) in sizes {
+        for (name, value, max) in sizes {
             if value == 0 {
                 return Err(Error::Config(format!("{name} must be at least 1, got 0")));
+            }
+            if value > max {
+                return Err(Error::Config(format!(
+                    "{name} must be at most {max}, got {value}"
+                )));
             }
         }
         Ok(())
@@ -558,16 +572,18 @@ impl RedisAdapterBuilder {
         config.validate()?;
         match &self.driver {
             #[cfg(feature = "deadpool")]
-            DriverChoice::Deadpool { pool_size: 0 } => {
-                return Err(Error::Config(
-                    "deadpool_driver pool_size must be at least 1, got 0".into(),
-                ));
+            DriverChoice::Deadpool { pool_size }
+                if *pool_size == 0 || *pool_size > MAX_POOL_SIZE =>
+            {
+                return Err(Error::Config(format!(
+                    "deadpool_driver pool_size must be between 1 and {MAX_POOL_SIZE}, got {pool_size}"
+                )));
             }
             #[cfg(feature = "bb8")]
-            DriverChoice::Bb8 { pool_size: 0 } => {
-                return Err(Error::Config(
-                    "bb8_driver pool_size must be at least 1, got 0".into(),
-                ));
+            DriverChoice::Bb8 { pool_size } if *pool_size == 0 || *pool_size > MAX_POOL_SIZE => {
+                return Err(Error::Config(format!(
+                    "bb8_driver pool_size must be between 1 and {MAX_POOL_SIZE}, got {pool_size}"
+                )));
             }
             DriverChoice::Default
                 if cfg!(not(any(

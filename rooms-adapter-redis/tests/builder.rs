@@ -147,6 +147,23 @@ fn zero_and_inverted_values_are_named() {
         message.contains("ping interval must be at most"),
         "{message}"
     );
+    // Sizes have upper bounds too, named with the value.
+    let message = config_error(
+        RedisAdapter::builder(url)
+            .publish_queue_capacity(usize::MAX)
+            .build(),
+    );
+    assert!(
+        message.contains("publish_queue_capacity must be at most")
+            && message.contains(&usize::MAX.to_string()),
+        "{message}"
+    );
+    let message = config_error(
+        RedisAdapter::builder(url)
+            .max_payload_bytes(usize::MAX)
+            .build(),
+    );
+    assert!(message.contains("max_payload_bytes"), "{message}");
     // A zero unsubscribe delay is allowed: unsubscribe at once.
     assert!(
         RedisAdapter::builder(url)
