@@ -6,6 +6,15 @@
 //! count; [`EngineStats::frames_encoded`](rooms_adapter::EngineStats) proves it.
 //! The baseline frames per connection (`sse::frame` once for each member) and
 //! sends each its own bytes, through the same kind of bounded queue.
+//!
+//! [`Shape`] varies the load: with `ids` every broadcast carries its own
+//! message id (the engine's node-wide room window records each one; the
+//! baseline's frame gets an `id:` line), and with `rooms_per_connection` of 2
+//! or more every connection also joins other rooms (`side-0`, `side-1`, ...,
+//! one per connection and extra slot, spread over 100 rooms) while broadcasts
+//! still go to [`ROOM`], so each delivery passes the per-connection
+//! fingerprint ring of a multi-room connection. The baseline keeps only the
+//! members of [`ROOM`]: other rooms do not change its work.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,16 +79,68 @@ fn summary(connections: usize, rounds: &[Duration]) -> Value {
     })
 }
 
+/// What each broadcast carries and how many rooms each connection is in.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Give every broadcast its own message id.
+    pub ids: bool,
+    /// Rooms each connection joins: [`ROOM`] and `rooms_per_connection - 1`
+    /// others (0 counts as 1).
+    pub rooms_per_connection: usize,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Self {
+            ids: false,
+            rooms_per_connection: 1,
+        }
+    }
+}
+
+/// Rooms other than [`ROOM`] that connections join.
+const SIDE_ROOMS: usize = 100;
+
+/// The messages of rounds `0..=rounds`, built before any is timed.
+fn messages(rounds: usize, shape: Shape) -> Vec<Arc<SseMessage>> {
+    (0..=rounds)
+        .map(|round| {
+            let message = bench_message(1, 0);
+            let message = if shape.ids {
+                message.with_id(format!("fanout-{round:08}"))
+            } else {
+                message
+            };
+            Arc::new(message)
+        })
+        .collect()
+}
+
+/// Adds the shape's figures to a result.
+fn describe(result: &mut Value, shape: Shape) {
+    result["ids"] = json!(shape.ids);
+    result["rooms_per_connection"] = json!(shape.rooms_per_connection.max(1));
+}
+
 /// The engine: `broadcast` to a room of `connections` local members.
 pub async fn engine(connections: usize, rounds: usize) -> Result<Value> {
+    engine_shaped(connections, rounds, Shape::default()).await
+}
+
+/// [`engine`] with a [`Shape`].
+pub async fn engine_shaped(connections: usize, rounds: usize, shape: Shape) -> Result<Value> {
     let rooms = Rooms::builder(Arc::new(MemoryAdapter::new()))
         .build()
         .await?;
     let receipts = Arc::new(Receipts::default());
     let mut drains = Vec::with_capacity(connections);
-    for _ in 0..connections {
+    for i in 0..connections {
         let mut connection = rooms.connect(ConnectOptions::new()).await?;
         rooms.join(connection.id(), ROOM).await?;
+        for extra in 1..shape.rooms_per_connection.max(1) {
+            let side = (i * (shape.rooms_per_connection - 1) + extra) % SIDE_ROOMS;
+            rooms.join(connection.id(), format!("side-{side}")).await?;
+        }
         let receipts = Arc::clone(&receipts);
         drains.push(tokio::spawn(async move {
             while let Some(delivery) = connection.recv().await {
@@ -88,16 +149,16 @@ pub async fn engine(connections: usize, rounds: usize) -> Result<Value> {
             }
         }));
     }
-    let message = Arc::new(bench_message(1, 0));
+    let messages = messages(rounds, shape);
     let before = rooms.stats();
     let mut times = Vec::with_capacity(rounds);
     // One unmeasured round first, to wake every task once.
-    for round in 0..=rounds {
+    for (round, message) in messages.iter().enumerate() {
         let target = (round as u64 + 1) * connections as u64;
         receipts.target.store(target, Ordering::Release);
         let started = Instant::now();
         let report = rooms
-            .broadcast(ROOM, Arc::clone(&message), BroadcastOptions::new())
+            .broadcast(ROOM, Arc::clone(message), BroadcastOptions::new())
             .await?;
         receipts.wait_for(target).await;
         if round > 0 {
@@ -115,6 +176,8 @@ pub async fn engine(connections: usize, rounds: usize) -> Result<Value> {
     // Frames built for the measured rounds and the warm-up round.
     result["frames_encoded"] = json!(after.frames_encoded - before.frames_encoded);
     result["broadcasts"] = json!(after.broadcasts - before.broadcasts);
+    result["duplicates"] = json!(after.duplicates - before.duplicates);
+    describe(&mut result, shape);
     rooms.shutdown().await;
     for drain in drains {
         drain.await.context("drain task")?;
@@ -124,6 +187,11 @@ pub async fn engine(connections: usize, rounds: usize) -> Result<Value> {
 
 /// The baseline: the same room and queues, framing once per connection.
 pub async fn naive(connections: usize, rounds: usize) -> Result<Value> {
+    naive_shaped(connections, rounds, Shape::default()).await
+}
+
+/// [`naive`] with a [`Shape`] (only `ids` changes what it sends).
+pub async fn naive_shaped(connections: usize, rounds: usize, shape: Shape) -> Result<Value> {
     let members: RwLock<Vec<(ConnectionId, mpsc::Sender<Bytes>)>> = RwLock::default();
     let receipts = Arc::new(Receipts::default());
     let mut drains = Vec::with_capacity(connections);
@@ -141,17 +209,17 @@ pub async fn naive(connections: usize, rounds: usize) -> Result<Value> {
             }
         }));
     }
-    let message: SseMessage = bench_message(1, 0);
+    let messages = messages(rounds, shape);
     let mut frames = 0u64;
     let mut times = Vec::with_capacity(rounds);
-    for round in 0..=rounds {
+    for (round, message) in messages.iter().enumerate() {
         let target = (round as u64 + 1) * connections as u64;
         receipts.target.store(target, Ordering::Release);
         let started = Instant::now();
         {
             let members = members.read().map_err(|_| anyhow::anyhow!("poisoned"))?;
             for (_, sender) in members.iter() {
-                let frame = sse::frame(&message)?;
+                let frame = sse::frame(message)?;
                 frames += 1;
                 sender
                     .try_send(frame)
@@ -167,6 +235,7 @@ pub async fn naive(connections: usize, rounds: usize) -> Result<Value> {
     result["side"] = json!("naive");
     result["frames_encoded"] = json!(frames);
     result["broadcasts"] = json!(rounds + 1);
+    describe(&mut result, shape);
     members
         .write()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
