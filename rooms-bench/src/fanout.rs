@@ -23,12 +23,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use rooms_adapter::engine::DEFAULT_DEDUP_CAPACITY;
 use rooms_adapter::{BroadcastOptions, ConnectOptions, ConnectionId, Rooms, SseMessage, sse};
 use rooms_adapter_memory::MemoryAdapter;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
-use crate::common::{ROOM, bench_message, rate};
+use crate::common::{ROOM, bench_message, cpu_seconds, rate};
 
 /// Receipts across all connections, and a wake-up when a round completes.
 #[derive(Debug, Default)]
@@ -101,9 +102,22 @@ impl Default for Shape {
 /// Rooms other than [`ROOM`] that connections join.
 const SIDE_ROOMS: usize = 100;
 
-/// The messages of rounds `0..=rounds`, built before any is timed.
+/// Unmeasured rounds before the measured ones: one to wake every task once,
+/// and, with ids and several rooms per connection, enough more to fill every
+/// connection's fingerprint ring, so that the measured rounds see it full (its
+/// steady state).
+fn warmup(shape: Shape) -> usize {
+    if shape.ids && shape.rooms_per_connection > 1 {
+        1 + DEFAULT_DEDUP_CAPACITY
+    } else {
+        1
+    }
+}
+
+/// The messages of the warm-up and the `rounds` measured rounds, built
+/// before any is timed.
 fn messages(rounds: usize, shape: Shape) -> Vec<Arc<SseMessage>> {
-    (0..=rounds)
+    (0..rounds + warmup(shape))
         .map(|round| {
             let message = bench_message(1, 0);
             let message = if shape.ids {
@@ -116,10 +130,16 @@ fn messages(rounds: usize, shape: Shape) -> Vec<Arc<SseMessage>> {
         .collect()
 }
 
-/// Adds the shape's figures to a result.
-fn describe(result: &mut Value, shape: Shape) {
+/// Adds the shape's figures, and the CPU time of the measured rounds per
+/// delivery (every thread of the process: broadcast and receiving tasks), to a
+/// result.
+fn describe(result: &mut Value, shape: Shape, connections: usize, rounds: usize, cpu_s: f64) {
     result["ids"] = json!(shape.ids);
     result["rooms_per_connection"] = json!(shape.rooms_per_connection.max(1));
+    result["warmup_rounds"] = json!(warmup(shape));
+    result["rounds_cpu_s"] = json!(cpu_s);
+    let deliveries = (connections * rounds).max(1) as f64;
+    result["cpu_us_per_delivery"] = json!(cpu_s / deliveries * 1e6);
 }
 
 /// The engine: `broadcast` to a room of `connections` local members.
@@ -150,18 +170,23 @@ pub async fn engine_shaped(connections: usize, rounds: usize, shape: Shape) -> R
         }));
     }
     let messages = messages(rounds, shape);
+    let warmup = warmup(shape);
     let before = rooms.stats();
     let mut times = Vec::with_capacity(rounds);
-    // One unmeasured round first, to wake every task once.
+    let mut cpu_started = 0.0;
+    // Unmeasured rounds first (see `warmup`).
     for (round, message) in messages.iter().enumerate() {
         let target = (round as u64 + 1) * connections as u64;
         receipts.target.store(target, Ordering::Release);
+        if round == warmup {
+            cpu_started = cpu_seconds()?;
+        }
         let started = Instant::now();
         let report = rooms
             .broadcast(ROOM, Arc::clone(message), BroadcastOptions::new())
             .await?;
         receipts.wait_for(target).await;
-        if round > 0 {
+        if round >= warmup {
             times.push(started.elapsed());
         }
         anyhow::ensure!(
@@ -170,14 +195,15 @@ pub async fn engine_shaped(connections: usize, rounds: usize, shape: Shape) -> R
             report.delivered
         );
     }
+    let cpu_s = cpu_seconds()? - cpu_started;
     let after = rooms.stats();
     let mut result = summary(connections, &times);
     result["side"] = json!("engine");
-    // Frames built for the measured rounds and the warm-up round.
+    // Frames built for the measured rounds and the warm-up rounds.
     result["frames_encoded"] = json!(after.frames_encoded - before.frames_encoded);
     result["broadcasts"] = json!(after.broadcasts - before.broadcasts);
     result["duplicates"] = json!(after.duplicates - before.duplicates);
-    describe(&mut result, shape);
+    describe(&mut result, shape, connections, rounds, cpu_s);
     rooms.shutdown().await;
     for drain in drains {
         drain.await.context("drain task")?;
@@ -210,11 +236,16 @@ pub async fn naive_shaped(connections: usize, rounds: usize, shape: Shape) -> Re
         }));
     }
     let messages = messages(rounds, shape);
+    let warmup = warmup(shape);
     let mut frames = 0u64;
     let mut times = Vec::with_capacity(rounds);
+    let mut cpu_started = 0.0;
     for (round, message) in messages.iter().enumerate() {
         let target = (round as u64 + 1) * connections as u64;
         receipts.target.store(target, Ordering::Release);
+        if round == warmup {
+            cpu_started = cpu_seconds()?;
+        }
         let started = Instant::now();
         {
             let members = members.read().map_err(|_| anyhow::anyhow!("poisoned"))?;
@@ -227,15 +258,16 @@ pub async fn naive_shaped(connections: usize, rounds: usize, shape: Shape) -> Re
             }
         }
         receipts.wait_for(target).await;
-        if round > 0 {
+        if round >= warmup {
             times.push(started.elapsed());
         }
     }
+    let cpu_s = cpu_seconds()? - cpu_started;
     let mut result = summary(connections, &times);
     result["side"] = json!("naive");
     result["frames_encoded"] = json!(frames);
-    result["broadcasts"] = json!(rounds + 1);
-    describe(&mut result, shape);
+    result["broadcasts"] = json!(messages.len());
+    describe(&mut result, shape, connections, rounds, cpu_s);
     members
         .write()
         .map_err(|_| anyhow::anyhow!("poisoned"))?

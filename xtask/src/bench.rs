@@ -935,6 +935,7 @@ impl Bench {
         for rooms_per_connection in [1usize, 2] {
             let mut rates: [Vec<f64>; 2] = Default::default();
             let mut medians: [Vec<f64>; 2] = Default::default();
+            let mut cpu: [Vec<f64>; 2] = Default::default();
             let mut frames: [(u64, u64); 2] = [(0, 0); 2];
             let mut duplicates = 0;
             for rep in 0..self.plan.local_reps {
@@ -959,6 +960,7 @@ impl Bench {
                     let result = self.single(&label, &args, Duration::from_secs(180))?;
                     rates[i].push(f(&result["deliveries_per_s"]));
                     medians[i].push(f(&result["median_round_ms"]));
+                    cpu[i].push(f(&result["cpu_us_per_delivery"]));
                     frames[i].0 += u(&result["frames_encoded"]);
                     frames[i].1 += u(&result["broadcasts"]);
                     duplicates += u(&result["duplicates"]);
@@ -966,6 +968,7 @@ impl Bench {
             }
             let [engine, naive] = rates.map(median);
             let [engine_ms, naive_ms] = medians.map(median);
+            let [engine_cpu, naive_cpu] = cpu.map(median);
             let once = frames[0].0 == frames[0].1;
             let rooms = if rooms_per_connection == 1 {
                 "in one room".to_owned()
@@ -979,15 +982,15 @@ impl Bench {
                     thousands(CONNECTIONS as f64)
                 ),
                 figure: format!(
-                    "{} deliveries/s ({engine_ms:.2} ms per broadcast); {} frames for {} \
-                     messages; {duplicates} duplicates",
+                    "{} deliveries/s ({engine_ms:.2} ms per broadcast, CPU {engine_cpu:.3} µs \
+                     per delivery); {} frames for {} messages; {duplicates} duplicates",
                     thousands(engine),
                     frames[0].0,
                     frames[0].1
                 ),
                 baseline: format!(
-                    "{} deliveries/s ({naive_ms:.2} ms; naive, one room, framing per \
-                     connection); {} frames for {} messages",
+                    "{} deliveries/s ({naive_ms:.2} ms, CPU {naive_cpu:.3} µs per delivery; \
+                     naive, one room, framing per connection); {} frames for {} messages",
                     thousands(naive),
                     thousands(frames[1].0 as f64),
                     frames[1].1
@@ -1134,10 +1137,10 @@ impl Bench {
         let healthy = pick(&mut healthy_runs);
         let describe = |run: &Value| {
             format!(
-                "{} ms in total (per join p50 {:.3} ms, max {} ms; {} returned an error)",
-                thousands(f(&run["total_ms"])),
+                "{:.1} ms in total (per join p50 {:.3} ms, max {:.1} ms; {} returned an error)",
+                f(&run["total_ms"]),
                 f(&run["p50_ms"]),
-                thousands(f(&run["max_ms"])),
+                f(&run["max_ms"]),
                 u(&run["errors"])
             )
         };
@@ -1177,8 +1180,8 @@ impl Bench {
                 u(&frozen["reconnected_rooms"])
             ),
             baseline: format!(
-                "{} ms after the last join; {} of {ROOMS} delivered a probe (healthy)",
-                thousands(f(&healthy["redis_subscribed_ms"])),
+                "{:.1} ms after the last join; {} of {ROOMS} delivered a probe (healthy)",
+                f(&healthy["redis_subscribed_ms"]),
                 u(&healthy["delivered_after"])
             ),
             ratio: "n/a".to_owned(),
