@@ -277,3 +277,37 @@ pub async fn naive_shaped(connections: usize, rounds: usize, shape: Shape) -> Re
     }
     Ok(result)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_distinct_and_multi_room_warmup_fills_the_ring() {
+        let shape = Shape {
+            ids: true,
+            rooms_per_connection: 2,
+        };
+        let shaped = messages(3, shape);
+        assert_eq!(shaped.len(), 3 + 1 + DEFAULT_DEDUP_CAPACITY);
+        let ids: std::collections::HashSet<&str> =
+            shaped.iter().filter_map(|m| m.id.as_deref()).collect();
+        assert_eq!(ids.len(), shaped.len());
+        assert_eq!(messages(3, Shape::default()).len(), 4);
+        assert!(messages(3, Shape::default())[0].id.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shaped_engine_delivers_once_per_connection() -> Result<()> {
+        let shape = Shape {
+            ids: true,
+            rooms_per_connection: 2,
+        };
+        let result = engine_shaped(50, 3, shape).await?;
+        assert_eq!(result["duplicates"], 0, "{result}");
+        assert_eq!(result["frames_encoded"], result["broadcasts"], "{result}");
+        let naive = naive_shaped(50, 3, shape).await?;
+        assert_eq!(naive["deliveries"], 150, "{naive}");
+        Ok(())
+    }
+}

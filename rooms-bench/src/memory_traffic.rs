@@ -311,3 +311,53 @@ pub async fn naive(traffic: Traffic) -> Result<Value> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_spread_over_the_pool() {
+        let traffic = Traffic {
+            connections: 10,
+            rooms_per_connection: 2,
+            rooms: 3,
+            messages: 4,
+        };
+        assert_eq!(traffic.rooms_of(2).collect::<Vec<_>>(), vec![2, 0]);
+        let every = Traffic {
+            rooms: 0,
+            ..traffic
+        };
+        assert_eq!(every.pool(), 2, "the pool is at least the rooms joined");
+        let messages = traffic.messages();
+        let ids: HashSet<&str> = messages.iter().filter_map(|m| m.id.as_deref()).collect();
+        assert_eq!(ids.len(), 4);
+        assert!(ids.iter().all(|id| id.len() == 36), "UUID-sized ids");
+    }
+
+    #[test]
+    fn baseline_dedup_keeps_its_own_copies_and_evicts_the_oldest() {
+        let mut cache = DedupCache::new(2);
+        assert!(cache.first_time("a"));
+        assert!(!cache.first_time("a"));
+        assert!(cache.first_time("b"));
+        assert!(cache.first_time("c"));
+        assert!(cache.first_time("a"), "a was evicted");
+        assert_eq!(cache.seen.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn both_sides_deliver_every_message() -> Result<()> {
+        let traffic = Traffic {
+            connections: 20,
+            rooms_per_connection: 2,
+            rooms: 0,
+            messages: 10,
+        };
+        for result in [engine(traffic).await?, naive(traffic).await?] {
+            assert_eq!(result["deliveries"], 200, "{result}");
+        }
+        Ok(())
+    }
+}
