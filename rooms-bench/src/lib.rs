@@ -18,11 +18,16 @@
 //! - [`codec`]: encode/decode of the golden-vector envelopes, JSON vs
 //!   MessagePack (criterion has the same loops in `benches/codec.rs`).
 //! - [`memory`]: resident bytes per idle connection.
+//! - [`memory_traffic`]: resident bytes per connection after messages with
+//!   ids, against a registry that keeps each connection's own copy of its ids.
+//! - [`join`]: join latency of new rooms while redis-server is frozen.
 #![warn(missing_docs)]
 
 pub mod codec;
 pub mod common;
 pub mod cross;
 pub mod fanout;
+pub mod join;
 pub mod memory;
+pub mod memory_traffic;
 pub mod receive_path;

@@ -10,7 +10,7 @@ use rooms_adapter::engine::DEFAULT_CONNECTION_QUEUE;
 use rooms_adapter::wire::Codec;
 use rooms_bench::common::{cpu_seconds, emit};
 use rooms_bench::cross::{self, Load, ReceiveSpec};
-use rooms_bench::{codec, fanout, memory, receive_path};
+use rooms_bench::{codec, fanout, join, memory, memory_traffic, receive_path};
 
 #[derive(Parser)]
 #[command(about = "rooms benchmarks (run them all with `cargo xtask bench`)")]
@@ -124,6 +124,12 @@ enum Command {
         connections: usize,
         #[arg(long, default_value_t = 50)]
         rounds: usize,
+        /// Give every broadcast its own message id.
+        #[arg(long)]
+        ids: bool,
+        /// Rooms each connection is in (the broadcast room and others).
+        #[arg(long, default_value_t = 1)]
+        rooms_per_connection: usize,
     },
     /// Resident bytes per idle connection.
     Memory {
@@ -133,6 +139,38 @@ enum Command {
         connections: usize,
         #[arg(long, default_value_t = 1000)]
         rooms: usize,
+    },
+    /// Resident bytes per connection after messages with ids were drained.
+    MemoryTraffic {
+        #[arg(long, value_enum)]
+        side: LocalSide,
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        #[arg(long, default_value_t = 1)]
+        rooms_per_connection: usize,
+        /// Rooms in the pool (default: as many as each connection joins).
+        #[arg(long, default_value_t = 0)]
+        rooms: usize,
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
+    },
+    /// Joins of new rooms, with redis-server healthy or frozen (SIGSTOP).
+    Join {
+        #[arg(long)]
+        url: String,
+        /// redis-server's process id, to freeze it.
+        #[arg(long)]
+        redis_pid: Option<u32>,
+        /// Freeze redis-server during the joins.
+        #[arg(long)]
+        freeze: bool,
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+        /// Connect, subscribe and publish timeout of the adapter.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+        #[arg(long, default_value_t = 30)]
+        recovery_deadline_s: u64,
     },
     /// Codec encode/decode on the golden vectors.
     Codec {
@@ -245,10 +283,16 @@ fn main() -> Result<()> {
             side,
             connections,
             rounds,
+            ids,
+            rooms_per_connection,
         } => runtime(RuntimeArg::Multi)?.block_on(async move {
+            let shape = fanout::Shape {
+                ids,
+                rooms_per_connection,
+            };
             match side {
-                LocalSide::Naive => fanout::naive(connections, rounds).await,
-                _ => fanout::engine(connections, rounds).await,
+                LocalSide::Naive => fanout::naive_shaped(connections, rounds, shape).await,
+                _ => fanout::engine_shaped(connections, rounds, shape).await,
             }
         })?,
         Command::Memory {
@@ -260,6 +304,42 @@ fn main() -> Result<()> {
                 LocalSide::Naive => memory::naive(connections, rooms).await,
                 _ => memory::engine(connections, rooms).await,
             }
+        })?,
+        Command::MemoryTraffic {
+            side,
+            connections,
+            rooms_per_connection,
+            rooms,
+            messages,
+        } => runtime(RuntimeArg::Current)?.block_on(async move {
+            let traffic = memory_traffic::Traffic {
+                connections,
+                rooms_per_connection,
+                rooms,
+                messages,
+            };
+            match side {
+                LocalSide::Naive => memory_traffic::naive(traffic).await,
+                _ => memory_traffic::engine(traffic).await,
+            }
+        })?,
+        Command::Join {
+            url,
+            redis_pid,
+            freeze,
+            rooms,
+            timeout_ms,
+            recovery_deadline_s,
+        } => run_spawned(RuntimeArg::Multi, async move {
+            join::run(join::JoinSpec {
+                url,
+                redis_pid,
+                freeze,
+                rooms,
+                timeout: Duration::from_millis(timeout_ms),
+                recovery_deadline: Duration::from_secs(recovery_deadline_s),
+            })
+            .await
         })?,
         Command::Codec { millis } => codec::measure(Duration::from_millis(millis))?,
     };

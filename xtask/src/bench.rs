@@ -10,7 +10,8 @@
 //! written outside them.
 //!
 //! Groups: `throughput`, `drivers`, `latency`, `receive`, `fanout`, `codec`,
-//! `memory`. `--quick` runs fewer and smaller repetitions (a smoke test; its
+//! `memory`, `fanout-ids`, `memory-traffic`, `join` (the last starts its own
+//! redis-server and freezes it). `--quick` runs fewer and smaller repetitions (a smoke test; its
 //! numbers are not worth writing down).
 
 use std::fmt::Write as _;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use rooms_testkit::redis_server::RedisServer;
 use serde_json::Value;
 
-const GROUPS: [&str; 7] = [
+const GROUPS: [&str; 10] = [
     "throughput",
     "drivers",
     "latency",
@@ -31,6 +32,9 @@ const GROUPS: [&str; 7] = [
     "fanout",
     "codec",
     "memory",
+    "fanout-ids",
+    "memory-traffic",
+    "join",
 ];
 
 const BEGIN: &str = "<!-- cargo xtask bench: generated section, begin -->";
@@ -159,6 +163,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "fanout" => bench.fanout()?,
             "codec" => bench.codec()?,
             "memory" => bench.memory()?,
+            "fanout-ids" => bench.fanout_ids()?,
+            "memory-traffic" => bench.memory_traffic()?,
+            "join" => bench.join()?,
             _ => {}
         }
         eprintln!("   {group}: {:.0?}", group_started.elapsed());
@@ -915,6 +922,275 @@ impl Bench {
             ratio: format!("{:.2}x", per[0] / per[1]),
             target: "report (bytes: lower is better)".to_owned(),
             verdict: Verdict::Info,
+        });
+        Ok(())
+    }
+
+    /// Fan-out to 10,000 connections where every broadcast has its own id,
+    /// with each connection in one room and in two.
+    fn fanout_ids(&mut self) -> Result<(), String> {
+        const CONNECTIONS: usize = 10_000;
+        const TARGET: f64 = 5e6;
+        let rounds = if self.plan.local_reps == 1 { 10 } else { 50 };
+        for rooms_per_connection in [1usize, 2] {
+            let mut rates: [Vec<f64>; 2] = Default::default();
+            let mut medians: [Vec<f64>; 2] = Default::default();
+            let mut cpu: [Vec<f64>; 2] = Default::default();
+            let mut frames: [(u64, u64); 2] = [(0, 0); 2];
+            let mut duplicates = 0;
+            for rep in 0..self.plan.local_reps {
+                for (i, side) in ["engine", "naive"].into_iter().enumerate() {
+                    let label = format!(
+                        "fanout ids {CONNECTIONS} x{rooms_per_connection} rooms {side} #{}",
+                        rep + 1
+                    );
+                    eprintln!("   {label}");
+                    let args = strings(&[
+                        "fanout",
+                        "--side",
+                        side,
+                        "--connections",
+                        &CONNECTIONS.to_string(),
+                        "--rounds",
+                        &rounds.to_string(),
+                        "--ids",
+                        "--rooms-per-connection",
+                        &rooms_per_connection.to_string(),
+                    ]);
+                    let result = self.single(&label, &args, Duration::from_secs(180))?;
+                    rates[i].push(f(&result["deliveries_per_s"]));
+                    medians[i].push(f(&result["median_round_ms"]));
+                    cpu[i].push(f(&result["cpu_us_per_delivery"]));
+                    frames[i].0 += u(&result["frames_encoded"]);
+                    frames[i].1 += u(&result["broadcasts"]);
+                    duplicates += u(&result["duplicates"]);
+                }
+            }
+            let [engine, naive] = rates.map(median);
+            let [engine_ms, naive_ms] = medians.map(median);
+            let [engine_cpu, naive_cpu] = cpu.map(median);
+            let once = frames[0].0 == frames[0].1;
+            let rooms = if rooms_per_connection == 1 {
+                "in one room".to_owned()
+            } else {
+                format!("each in {rooms_per_connection} rooms")
+            };
+            self.rows.push(Row {
+                bench: format!(
+                    "Local fan-out with message ids (a new id per broadcast): one broadcast \
+                     to {} connections {rooms}, until all received",
+                    thousands(CONNECTIONS as f64)
+                ),
+                figure: format!(
+                    "{} deliveries/s ({engine_ms:.2} ms per broadcast, CPU {engine_cpu:.3} µs \
+                     per delivery); {} frames for {} messages; {duplicates} duplicates",
+                    thousands(engine),
+                    frames[0].0,
+                    frames[0].1
+                ),
+                baseline: format!(
+                    "{} deliveries/s ({naive_ms:.2} ms, CPU {naive_cpu:.3} µs per delivery; \
+                     naive, one room, framing per connection); {} frames for {} messages",
+                    thousands(naive),
+                    thousands(frames[1].0 as f64),
+                    frames[1].1
+                ),
+                ratio: format!("{:.2}x", engine / naive),
+                target: "≥ 5,000,000 deliveries/s, 1 frame per message".to_owned(),
+                verdict: if engine >= TARGET && once && duplicates == 0 {
+                    Verdict::Met
+                } else {
+                    Verdict::Missed
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// Memory per connection after 1,000 messages with ids, in one room and
+    /// with each connection in 4 rooms.
+    fn memory_traffic(&mut self) -> Result<(), String> {
+        const MESSAGES: usize = 1_000;
+        let connections: usize = if self.plan.local_reps == 1 {
+            2_000
+        } else {
+            10_000
+        };
+        for (rooms_per_connection, target) in [(1usize, 4096.0f64), (4, 16384.0)] {
+            let mut results: [Value; 2] = Default::default();
+            for (i, side) in ["engine", "naive"].into_iter().enumerate() {
+                let label = format!("memory after traffic x{rooms_per_connection} rooms {side}");
+                eprintln!("   {label}");
+                let args = strings(&[
+                    "memory-traffic",
+                    "--side",
+                    side,
+                    "--connections",
+                    &connections.to_string(),
+                    "--rooms-per-connection",
+                    &rooms_per_connection.to_string(),
+                    "--messages",
+                    &MESSAGES.to_string(),
+                ]);
+                results[i] = self.single(&label, &args, Duration::from_secs(300))?;
+            }
+            let [engine, naive] = &results;
+            let per = f(&engine["bytes_per_connection"]);
+            let naive_per = f(&naive["bytes_per_connection"]);
+            let rooms = if rooms_per_connection == 1 {
+                "one room".to_owned()
+            } else {
+                format!(
+                    "each connection in {rooms_per_connection} rooms, messages round robin over them"
+                )
+            };
+            self.rows.push(Row {
+                bench: format!(
+                    "Memory per connection after {} messages with ids, drained by each \
+                     connection's task ({} connections, {rooms})",
+                    thousands(MESSAGES as f64),
+                    thousands(connections as f64)
+                ),
+                figure: format!(
+                    "{} bytes ({} idle + {} after traffic)",
+                    thousands(per),
+                    thousands(f(&engine["idle_bytes_per_connection"])),
+                    thousands(f(&engine["traffic_bytes_per_connection"]))
+                ),
+                baseline: format!(
+                    "{} bytes ({} idle + {} after traffic; naive registry keeping each \
+                     connection's own copy of its last 1,000 ids)",
+                    thousands(naive_per),
+                    thousands(f(&naive["idle_bytes_per_connection"])),
+                    thousands(f(&naive["traffic_bytes_per_connection"]))
+                ),
+                ratio: format!("{:.2}x", per / naive_per),
+                target: format!("≤ {} bytes", thousands(target)),
+                verdict: if per <= target {
+                    Verdict::Met
+                } else {
+                    Verdict::Missed
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// 100 joins of new rooms while redis-server is frozen (SIGSTOP), against
+    /// the same joins with it healthy; then the thaw.
+    fn join(&mut self) -> Result<(), String> {
+        const ROOMS: usize = 100;
+        const TIMEOUT_MS: u64 = 2_000;
+        let limit_ms = TIMEOUT_MS as f64 * 1.5;
+        let server = self
+            .runtime
+            .block_on(RedisServer::start())
+            .map_err(|e| format!("cannot start redis-server: {e}"))?;
+        let pid = server
+            .pid()
+            .ok_or_else(|| "redis-server has no pid".to_owned())?;
+        let url = server.url();
+        eprintln!("   redis-server (to freeze) on {url}, pid {pid}");
+        let mut runs: [Vec<Value>; 2] = Default::default();
+        for rep in 0..self.plan.local_reps {
+            for (i, side) in ["healthy", "frozen"].into_iter().enumerate() {
+                let label = format!("join {ROOMS} rooms {side} #{}", rep + 1);
+                eprintln!("   {label}");
+                let mut args = strings(&[
+                    "join",
+                    "--url",
+                    &url,
+                    "--redis-pid",
+                    &pid.to_string(),
+                    "--rooms",
+                    &ROOMS.to_string(),
+                    "--timeout-ms",
+                    &TIMEOUT_MS.to_string(),
+                ]);
+                if side == "frozen" {
+                    args.push("--freeze".to_owned());
+                }
+                runs[i].push(self.single(&label, &args, Duration::from_secs(120))?);
+            }
+        }
+        drop(server);
+        // The run with the median total, per side.
+        let pick = |runs: &mut Vec<Value>| -> Value {
+            runs.sort_by(|a, b| f(&a["total_ms"]).total_cmp(&f(&b["total_ms"])));
+            runs.get(runs.len() / 2).cloned().unwrap_or(Value::Null)
+        };
+        let [mut healthy_runs, mut frozen_runs] = runs;
+        let worst = frozen_runs
+            .iter()
+            .map(|run| f(&run["total_ms"]))
+            .fold(0.0, f64::max);
+        let all_recovered = frozen_runs
+            .iter()
+            .chain(&healthy_runs)
+            .all(|run| run["recovered"].as_bool() == Some(true));
+        let slowest_recovery = frozen_runs
+            .iter()
+            .map(|run| f(&run["redis_subscribed_ms"]))
+            .fold(0.0, f64::max);
+        let reps = frozen_runs.len();
+        let frozen = pick(&mut frozen_runs);
+        let healthy = pick(&mut healthy_runs);
+        let describe = |run: &Value| {
+            format!(
+                "{:.1} ms in total (per join p50 {:.3} ms, max {:.1} ms; {} returned an error)",
+                f(&run["total_ms"]),
+                f(&run["p50_ms"]),
+                f(&run["max_ms"]),
+                u(&run["errors"])
+            )
+        };
+        self.rows.push(Row {
+            bench: format!(
+                "Join {ROOMS} new rooms one after another while redis-server is frozen \
+                 (SIGSTOP), subscribe timeout {} s",
+                TIMEOUT_MS / 1000
+            ),
+            figure: format!(
+                "{}; {} deferred; worst of {reps} runs {} ms",
+                describe(&frozen),
+                u(&frozen["deferred_subscriptions"]),
+                thousands(worst)
+            ),
+            baseline: format!("{} (redis-server healthy)", describe(&healthy)),
+            ratio: format!("{:.2}x timeout", f(&frozen["total_ms"]) / TIMEOUT_MS as f64),
+            target: format!("≤ 1.5x subscribe timeout ({} ms)", thousands(limit_ms)),
+            verdict: if worst <= limit_ms {
+                Verdict::Met
+            } else {
+                Verdict::Missed
+            },
+        });
+        self.rows.push(Row {
+            bench: format!(
+                "After SIGCONT: the {ROOMS} rooms joined during the freeze subscribed on Redis \
+                 (`PUBSUB NUMSUB`) and delivering"
+            ),
+            figure: format!(
+                "{} ms after SIGCONT (slowest of {reps} runs {} ms); {} of {ROOMS} delivered a \
+                 probe; `Reconnected` events {} listing {} rooms",
+                thousands(f(&frozen["redis_subscribed_ms"])),
+                thousands(slowest_recovery),
+                u(&frozen["delivered_after"]),
+                u(&frozen["reconnected_events"]),
+                u(&frozen["reconnected_rooms"])
+            ),
+            baseline: format!(
+                "{:.1} ms after the last join; {} of {ROOMS} delivered a probe (healthy)",
+                f(&healthy["redis_subscribed_ms"]),
+                u(&healthy["delivered_after"])
+            ),
+            ratio: "n/a".to_owned(),
+            target: "every room subscribed and delivering within 30 s".to_owned(),
+            verdict: if all_recovered {
+                Verdict::Met
+            } else {
+                Verdict::Missed
+            },
         });
         Ok(())
     }
