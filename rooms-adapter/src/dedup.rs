@@ -10,7 +10,7 @@
 //! - **One broadcast to several rooms** reaches a connection that sits in two
 //!   of them through each room's envelope. Only connections in two or more
 //!   rooms can see that, so only they carry an [`IdRing`]: the fingerprints of
-//!   the last ids they received, a fixed number of 8-byte slots, allocated when
+//!   the last ids they received, a fixed number of slots (24 bytes each, ring and index), allocated when
 //!   the connection joins its second room.
 //!
 //! A fingerprint is a 64-bit hash of the id under a per-node random key, so
@@ -105,40 +105,107 @@ impl RecentIds {
     }
 }
 
-/// The last ids a connection in several rooms received, as fingerprints in a
-/// fixed ring: `8 * capacity` bytes, allocated once.
+/// The last ids a connection in several rooms received, as fingerprints: a
+/// fixed ring keeps their order (to forget the oldest) and a small
+/// open-addressing table finds them in one or two probes, so a lookup touches
+/// one cache line, not the whole ring. `24 * capacity` bytes at most (the
+/// table has twice the ring's slots, rounded up to a power of two), allocated
+/// once.
 #[derive(Debug)]
 pub(crate) struct IdRing {
-    slots: Box<[Fingerprint]>,
+    order: Box<[Fingerprint]>,
     next: usize,
     filled: usize,
+    table: Box<[Fingerprint]>,
+}
+
+/// The table marks empty slots with 0, so fingerprints are never 0.
+fn nonzero(fingerprint: Fingerprint) -> Fingerprint {
+    fingerprint.max(1)
 }
 
 impl IdRing {
-    /// A ring of `capacity` slots (at least 1).
+    /// A ring of `capacity` ids (at least 1).
     pub(crate) fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        let table = (capacity * 2).next_power_of_two();
         Self {
-            slots: vec![0; capacity.max(1)].into_boxed_slice(),
+            order: vec![0; capacity].into_boxed_slice(),
             next: 0,
             filled: 0,
+            table: vec![0; table].into_boxed_slice(),
         }
+    }
+
+    fn mask(&self) -> usize {
+        self.table.len() - 1
+    }
+
+    /// The table slot holding `fingerprint`, or the empty slot ending its run.
+    fn probe(&self, fingerprint: Fingerprint) -> usize {
+        let mask = self.mask();
+        // Fingerprints are keyed hashes already: their low bits are uniform.
+        let mut slot = fingerprint as usize & mask;
+        while self.table[slot] != 0 && self.table[slot] != fingerprint {
+            slot = (slot + 1) & mask;
+        }
+        slot
+    }
+
+    fn remove(&mut self, fingerprint: Fingerprint) {
+        let mask = self.mask();
+        let mut hole = self.probe(fingerprint);
+        if self.table[hole] == 0 {
+            return;
+        }
+        // Backward-shift deletion: pull later members of the run into the
+        // hole when their home slot allows it, so no tombstones are needed.
+        let mut next = hole;
+        loop {
+            next = (next + 1) & mask;
+            let moved = self.table[next];
+            if moved == 0 {
+                break;
+            }
+            let home = moved as usize & mask;
+            let between = if hole <= next {
+                hole < home && home <= next
+            } else {
+                hole < home || home <= next
+            };
+            if !between {
+                self.table[hole] = moved;
+                hole = next;
+            }
+        }
+        self.table[hole] = 0;
     }
 
     /// Records `fingerprint`; true if it was not among the last `capacity`.
     pub(crate) fn first_time(&mut self, fingerprint: Fingerprint) -> bool {
-        if self.slots[..self.filled].contains(&fingerprint) {
+        let fingerprint = nonzero(fingerprint);
+        let slot = self.probe(fingerprint);
+        if self.table[slot] == fingerprint {
             return false;
         }
-        self.slots[self.next] = fingerprint;
-        self.next = (self.next + 1) % self.slots.len();
-        self.filled = (self.filled + 1).min(self.slots.len());
+        if self.filled == self.order.len() {
+            let oldest = self.order[self.next];
+            self.remove(oldest);
+        } else {
+            self.filled += 1;
+        }
+        // The removal may have moved entries: probe again.
+        let slot = self.probe(fingerprint);
+        self.table[slot] = fingerprint;
+        self.order[self.next] = fingerprint;
+        self.next = (self.next + 1) % self.order.len();
         true
     }
 
     /// Heap bytes held.
     #[cfg(test)]
     pub(crate) fn heap_bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.slots)
+        std::mem::size_of_val(&*self.order) + std::mem::size_of_val(&*self.table)
     }
 }
 
@@ -170,11 +237,42 @@ mod tests {
         assert!(ring.first_time(13), "new id");
         assert!(ring.first_time(10), "10 was overwritten by 13");
         assert!(!ring.first_time(12));
-        assert_eq!(ring.heap_bytes(), 24);
+        assert_eq!(ring.heap_bytes(), 3 * 8 + 8 * 8);
         // A zero fingerprint in an empty slot is not mistaken for a seen id.
         let mut fresh = IdRing::new(4);
         assert!(fresh.first_time(0));
         assert!(!fresh.first_time(0));
+    }
+
+    #[test]
+    fn ring_matches_a_plain_window_under_collisions() {
+        // Fingerprints that share low bits (the table's home slots) exercise
+        // probing and backward-shift deletion; compare with a plain window.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for capacity in [1usize, 2, 3, 8, 128] {
+            let mut ring = IdRing::new(capacity);
+            let mut window: VecDeque<u64> = VecDeque::new();
+            for _ in 0..20_000 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                // Few distinct values and few distinct home slots.
+                let fingerprint = (state % 64) << 8 | (state % 4);
+                let expected = !window.contains(&nonzero(fingerprint));
+                assert_eq!(
+                    ring.first_time(fingerprint),
+                    expected,
+                    "capacity {capacity}"
+                );
+                if expected {
+                    if window.len() == capacity {
+                        window.pop_front();
+                    }
+                    window.push_back(nonzero(fingerprint));
+                }
+            }
+            assert_eq!(ring.table.iter().filter(|&&f| f != 0).count(), window.len());
+        }
     }
 
     #[test]

@@ -35,9 +35,9 @@ pub const DEFAULT_CONNECTION_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// Largest per-connection byte limit accepted: 1 GiB.
 pub const MAX_CONNECTION_QUEUE_BYTES: usize = 1 << 30;
 /// Default number of message ids remembered by each connection that is in two
-/// or more rooms (8 bytes each; connections in one room keep none).
+/// or more rooms (24 bytes each; connections in one room keep none).
 pub const DEFAULT_DEDUP_CAPACITY: usize = 128;
-/// Largest per-connection dedup capacity accepted (32 KiB a connection).
+/// Largest per-connection dedup capacity accepted (96 KiB a connection).
 pub const MAX_DEDUP_CAPACITY: usize = 4_096;
 /// Default size of the node-wide window of recent `(room, message id)` pairs.
 pub const DEFAULT_ROOM_DEDUP_CAPACITY: usize = 16_384;
@@ -198,7 +198,7 @@ impl RoomsBuilder {
 
     /// How many message ids a connection in two or more rooms remembers, to
     /// get one copy of a broadcast sent to several of its rooms (default 128,
-    /// 8 bytes each; at most [`MAX_DEDUP_CAPACITY`]; 0 turns it off).
+    /// 24 bytes each; at most [`MAX_DEDUP_CAPACITY`]; 0 turns it off).
     /// Connections in one room keep nothing.
     #[must_use]
     pub fn dedup_capacity(mut self, capacity: usize) -> Self {
