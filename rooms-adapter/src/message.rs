@@ -373,12 +373,9 @@ impl<'de> Deserialize<'de> for Data {
             // serde_json: keep the text as it arrived, without a tree.
             Box::<RawValue>::deserialize(deserializer).map(Self::from_raw)
         } else {
-            // MessagePack: convert once into JSON text, without a tree.
-            let mut json = Vec::with_capacity(64);
-            serde_transcode::transcode(deserializer, &mut serde_json::Serializer::new(&mut json))
-                .map_err(serde::de::Error::custom)?;
-            let json = String::from_utf8(json).map_err(serde::de::Error::custom)?;
-            RawValue::from_string(json)
+            // MessagePack: convert once into JSON text, without a tree, and
+            // without parsing the text again to check it.
+            serde_json::value::to_raw_value(&serde_transcode::Transcoder::new(deserializer))
                 .map(Self::from_raw)
                 .map_err(serde::de::Error::custom)
         }
