@@ -10,8 +10,9 @@
 //! written outside them.
 //!
 //! Groups: `throughput`, `drivers`, `latency`, `receive`, `fanout`, `codec`,
-//! `memory`. `--quick` runs fewer and smaller repetitions (a smoke test; its
-//! numbers are not worth writing down).
+//! `memory`, `e2e` (two `sse-chat` nodes, see [`e2e`]). `--quick` runs fewer
+//! and smaller repetitions (a smoke test; its numbers are not worth writing
+//! down).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -23,7 +24,9 @@ use std::time::{Duration, Instant};
 use rooms_testkit::redis_server::RedisServer;
 use serde_json::Value;
 
-const GROUPS: [&str; 7] = [
+mod e2e;
+
+const GROUPS: [&str; 8] = [
     "throughput",
     "drivers",
     "latency",
@@ -31,6 +34,7 @@ const GROUPS: [&str; 7] = [
     "fanout",
     "codec",
     "memory",
+    "e2e",
 ];
 
 const BEGIN: &str = "<!-- cargo xtask bench: generated section, begin -->";
@@ -159,6 +163,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "fanout" => bench.fanout()?,
             "codec" => bench.codec()?,
             "memory" => bench.memory()?,
+            "e2e" => bench.e2e()?,
             _ => {}
         }
         eprintln!("   {group}: {:.0?}", group_started.elapsed());
