@@ -282,6 +282,12 @@ pub struct SseEvent {
 #[derive(Debug, Default)]
 pub struct SseParser {
     buffer: Vec<u8>,
+    pending: Pending,
+}
+
+/// The fields of the event being read.
+#[derive(Debug, Default)]
+struct Pending {
     event: String,
     id: Option<String>,
     data: String,
@@ -291,23 +297,44 @@ pub struct SseParser {
 impl SseParser {
     /// Feeds a chunk; calls `emit` for each complete event.
     pub fn feed(&mut self, chunk: &[u8], mut emit: impl FnMut(SseEvent)) {
-        self.buffer.extend_from_slice(chunk);
-        let mut start = 0;
-        while let Some(offset) = self.buffer[start..].iter().position(|&b| b == b'\n') {
-            let end = start + offset;
-            let mut line = &self.buffer[start..end];
+        // Complete lines straight from `chunk` when nothing is buffered.
+        let (lines, tail): (&[u8], &[u8]) = if self.buffer.is_empty() {
+            match chunk.iter().rposition(|&b| b == b'\n') {
+                Some(last) => (&chunk[..=last], &chunk[last + 1..]),
+                None => (&[], chunk),
+            }
+        } else {
+            self.buffer.extend_from_slice(chunk);
+            let buffer = std::mem::take(&mut self.buffer);
+            let end = buffer
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |last| last + 1);
+            self.lines(&buffer[..end], &mut emit);
+            self.buffer = buffer;
+            self.buffer.drain(..end);
+            return;
+        };
+        self.lines(lines, &mut emit);
+        self.buffer.extend_from_slice(tail);
+    }
+
+    fn lines(&mut self, mut text: &[u8], emit: &mut impl FnMut(SseEvent)) {
+        while let Some(end) = text.iter().position(|&b| b == b'\n') {
+            let mut line = &text[..end];
+            text = &text[end + 1..];
             if let [rest @ .., b'\r'] = line {
                 line = rest;
             }
-            let line = String::from_utf8_lossy(line).into_owned();
-            start = end + 1;
-            if let Some(event) = self.line(&line) {
+            let line = String::from_utf8_lossy(line);
+            if let Some(event) = self.pending.line(&line) {
                 emit(event);
             }
         }
-        self.buffer.drain(..start);
     }
+}
 
+impl Pending {
     fn line(&mut self, line: &str) -> Option<SseEvent> {
         if line.is_empty() {
             let event = std::mem::take(&mut self.event);
