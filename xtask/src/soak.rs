@@ -444,6 +444,7 @@ async fn soak(options: &Options, bin: &Path) -> Result<Outcome, String> {
     });
     let mut samples = Vec::new();
     let start_sample = sample(&nodes)?;
+    let own_start = ProcSample::read(std::process::id()).unwrap_or_default();
     samples.push(Sample {
         at: 0.0,
         nodes: start_sample.nodes,
@@ -497,6 +498,10 @@ async fn soak(options: &Options, bin: &Path) -> Result<Outcome, String> {
     let drained_us = load::micros_since(base);
     let mut last = sample(&nodes)?;
     last.at = post_start.elapsed().as_secs_f64();
+    let own_cpu = ProcSample::read(std::process::id())
+        .unwrap_or_default()
+        .cpu_secs
+        - own_start.cpu_secs;
     samples.push(last);
     let _ = stop_tx.send(true);
     let mut reports = Vec::with_capacity(clients.len());
@@ -671,14 +676,15 @@ async fn soak(options: &Options, bin: &Path) -> Result<Outcome, String> {
         name: "CPU per delivered message".to_owned(),
         figure: format!(
             "{:.2} µs (A {:.1} s + B {:.1} s of CPU for {} deliveries of {} posts in {:.0} s; \
-             {:.0} µs per post)",
+             {:.0} µs per post; the clients and the poster used {:.1} s)",
             (cpu[0] + cpu[1]) / delivered_in_run as f64 * 1e6,
             cpu[0],
             cpu[1],
             thousands(delivered as f64),
             thousands(records.len() as f64),
+            secs(drained_us),
             (cpu[0] + cpu[1]) / records.len().max(1) as f64 * 1e6,
-            secs(drained_us)
+            own_cpu,
         ),
         ok: None,
         rule: "report (both nodes)".to_owned(),
