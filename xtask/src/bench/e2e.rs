@@ -64,7 +64,14 @@ impl Bench {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start tokio: {e}"))?;
-        let (bursts, paced, runs) = runtime.block_on(runs(&bin, reps))?;
+        // Ctrl-C ends the run through the error path, so the drop guards stop
+        // the nodes and redis-server.
+        let (bursts, paced, runs) = runtime.block_on(async {
+            tokio::select! {
+                result = runs(&bin, reps) => result,
+                _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
+            }
+        })?;
         drop(runtime);
         self.runs.extend(runs);
 
