@@ -43,7 +43,7 @@ where
 const USAGE: &str = "usage: cargo xtask soak [--quick] [--duration SECS] [--clients N] [--rooms N]
                         [--rate MSGS_PER_SEC] [--outage SECS] [--no-write]
 
-  --quick       CI-sized: 400 clients, 10 rooms, 50 msg/s for 24 s, a 2 s outage
+  --quick       CI-sized: 400 clients, 10 rooms, 50 msg/s for 30 s, a 2 s outage
   --duration    seconds of posting (default 180)
   --clients     SSE clients, half on each node (default 4000)
   --rooms       rooms the clients are spread over (default 40)
@@ -87,7 +87,7 @@ impl Options {
         let mut options = if quick {
             Self {
                 write: false,
-                duration: 24,
+                duration: 30,
                 clients: 400,
                 rooms: 10,
                 rate: 50.0,
@@ -979,7 +979,7 @@ mod tests {
         let quick = Options::parse(&args(&["--quick"])).unwrap().unwrap();
         assert_eq!(
             (quick.clients, quick.duration, quick.write),
-            (400, 24, false)
+            (400, 30, false)
         );
         let full = Options::parse(&args(&["--duration", "120"]))
             .unwrap()
