@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
 use super::{Bench, Row, Verdict, median, thousands};
-use crate::load::{self, ClientSpec, Node, PostPlan, Tally};
+use crate::load::{self, ClientSpec, Node, PostPlan, ProcSample, Tally};
 
 /// Messages in the burst.
 pub const BURST_MESSAGES: u64 = 5_000;
@@ -212,6 +212,8 @@ async fn burst(a: &Node, b: &Node, room: &str) -> Result<(Burst, Value), String>
     let handles = connect(b, room, BURST_CLIENTS, &tally, base, &stop_rx).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let cpu_before = b.sample().ok_or("cannot read node B's /proc")?.cpu_secs;
+    let a_before = a.sample().ok_or("cannot read node A's /proc")?.cpu_secs;
+    let own_before = ProcSample::read(std::process::id()).unwrap_or_default();
     let start_us = load::micros_since(base);
     let records = load::post(
         PostPlan {
@@ -234,6 +236,8 @@ async fn burst(a: &Node, b: &Node, room: &str) -> Result<(Burst, Value), String>
     )
     .await;
     let cpu_after = b.sample().ok_or("cannot read node B's /proc")?.cpu_secs;
+    let a_after = a.sample().ok_or("cannot read node A's /proc")?.cpu_secs;
+    let own_after = ProcSample::read(std::process::id()).unwrap_or_default();
     let reports = stop_all(stop_tx, handles).await?;
     let last_us = tally.last_delivery_us.load(Ordering::Relaxed);
     let latency = tally.latency()?;
@@ -263,6 +267,8 @@ async fn burst(a: &Node, b: &Node, room: &str) -> Result<(Burst, Value), String>
         "p99_ms": burst.p99_ms,
         "max_ms": latency.max() as f64 / 1000.0,
         "node_b_cpu_s": cpu_after - cpu_before,
+        "node_a_cpu_s": a_after - a_before,
+        "clients_and_poster_cpu_s": own_after.cpu_secs - own_before.cpu_secs,
         "cpu_us_per_delivery": burst.cpu_us,
     });
     Ok((burst, detail))
