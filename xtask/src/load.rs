@@ -500,6 +500,8 @@ pub struct ClientReport {
     pub malformed: u64,
     /// `notice` events with `"kind":"reconnected"`.
     pub reconnected_notices: u64,
+    /// `notice` events with `"kind":"gap"` (this node dropped messages).
+    pub gap_notices: u64,
     /// Why the stream failed or ended before the client was stopped.
     pub ended: Option<String>,
 }
@@ -643,6 +645,9 @@ async fn client(
                         Ordering::Relaxed,
                     );
                     tally.last_notice_us.fetch_max(now, Ordering::Relaxed);
+                }
+                Ok(notice) if notice.kind.as_deref() == Some("gap") => {
+                    report.gap_notices += 1;
                 }
                 Ok(_) => {}
                 Err(_) => report.malformed += 1,

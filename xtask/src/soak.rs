@@ -692,7 +692,7 @@ async fn soak(options: &Options, bin: &Path) -> Result<Outcome, String> {
     checks.push(Check {
         name: "Streams and nodes".to_owned(),
         figure: format!(
-            "{} of {} streams ended early{}; nodes running: A {}, B {}",
+            "{} of {} streams ended early{}; {} `gap` notices; nodes running: A {}, B {}",
             ended.len(),
             thousands(reports.len() as f64),
             ended
@@ -700,6 +700,7 @@ async fn soak(options: &Options, bin: &Path) -> Result<Outcome, String> {
                 .and_then(|r| r.ended.as_deref())
                 .map(|why| format!(" (first: {why})"))
                 .unwrap_or_default(),
+            reports.iter().map(|r| r.gap_notices).sum::<u64>(),
             if alive[0] { "yes" } else { "NO" },
             if alive[1] { "yes" } else { "NO" },
         ),

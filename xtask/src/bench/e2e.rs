@@ -243,6 +243,7 @@ async fn burst(a: &Node, b: &Node, room: &str) -> Result<(Burst, Value), String>
     let latency = tally.latency()?;
     let duplicates: u64 = reports.iter().map(|r| r.duplicates).sum();
     let ended = reports.iter().filter(|r| r.ended.is_some()).count();
+    let gap_notices: u64 = reports.iter().map(|r| r.gap_notices).sum();
     let seconds = last_us.saturating_sub(start_us) as f64 / 1e6;
     let burst = Burst {
         rate: delivered as f64 / seconds.max(1e-6),
@@ -261,6 +262,7 @@ async fn burst(a: &Node, b: &Node, room: &str) -> Result<(Burst, Value), String>
         "lost": burst.lost,
         "duplicates": duplicates,
         "streams_cut": ended,
+        "gap_notices": gap_notices,
         "seconds": seconds,
         "deliveries_per_s": burst.rate,
         "p50_ms": burst.p50_ms,
