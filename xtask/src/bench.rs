@@ -10,9 +10,10 @@
 //! written outside them.
 //!
 //! Groups: `throughput`, `drivers`, `latency`, `receive`, `fanout`, `codec`,
-//! `memory`, `fanout-ids`, `memory-traffic`, `join` (the last starts its own
-//! redis-server and freezes it). `--quick` runs fewer and smaller repetitions (a smoke test; its
-//! numbers are not worth writing down).
+//! `memory`, `fanout-ids`, `memory-traffic`, `join` (starts its own
+//! redis-server and freezes it), `e2e` (two `sse-chat` nodes, see [`e2e`]).
+//! `--quick` runs fewer and smaller repetitions (a smoke test; its numbers are
+//! not worth writing down).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -24,7 +25,9 @@ use std::time::{Duration, Instant};
 use rooms_testkit::redis_server::RedisServer;
 use serde_json::Value;
 
-const GROUPS: [&str; 10] = [
+mod e2e;
+
+const GROUPS: [&str; 11] = [
     "throughput",
     "drivers",
     "latency",
@@ -35,6 +38,7 @@ const GROUPS: [&str; 10] = [
     "fanout-ids",
     "memory-traffic",
     "join",
+    "e2e",
 ];
 
 const BEGIN: &str = "<!-- cargo xtask bench: generated section, begin -->";
@@ -166,6 +170,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "fanout-ids" => bench.fanout_ids()?,
             "memory-traffic" => bench.memory_traffic()?,
             "join" => bench.join()?,
+            "e2e" => bench.e2e()?,
             _ => {}
         }
         eprintln!("   {group}: {:.0?}", group_started.elapsed());

@@ -1,23 +1,32 @@
 //! `cargo xtask <command>`: the project's automation.
 //!
 //! - `ci`: fmt check, clippy (warnings are errors), every test (conformance on
-//!   every backend included) and doc tests. The one test command.
+//!   every backend included) and doc tests, then `soak --quick`. The one test
+//!   command.
 //! - `conformance`: the conformance suite against every backend, as a matrix.
 //! - `bench`: the benchmarks, as one table.
+//! - `soak`: two `sse-chat` nodes, thousands of SSE clients, sustained
+//!   traffic and a Redis kill and restart; checks memory, deliveries and the
+//!   gap signal.
 //! - `redis`: a throwaway redis-server for manual testing.
 
 mod bench;
 mod conformance;
+mod load;
 mod redis;
+mod soak;
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-const USAGE: &str = "usage: cargo xtask <ci | conformance | bench | redis> [args]
+const USAGE: &str = "usage: cargo xtask <ci | conformance | bench | soak | redis> [args]
 
-  ci            fmt --check, clippy -D warnings, all tests (incl. conformance) and doc tests
+  ci            fmt --check, clippy -D warnings, all tests (incl. conformance) and doc tests,
+                then soak --quick
   conformance   run the conformance suite on every backend and print the matrix
   bench         run the benchmarks and print one table
+  soak          two sse-chat nodes, thousands of SSE clients, a Redis kill and restart
+                mid-run (--quick for CI size; see cargo xtask soak --help)
   redis         start a throwaway redis-server (--cluster for a 3-master cluster)";
 
 fn main() -> ExitCode {
@@ -30,7 +39,10 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "ci" => ci(),
         "conformance" => conformance::run(rest),
+        // They drive thousands of clients from this process and time them.
+        "bench" | "soak" if cfg!(debug_assertions) => released(&args),
         "bench" => bench::run(rest),
+        "soak" => soak::run(rest),
         "redis" => redis::run(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
@@ -64,6 +76,15 @@ fn cargo(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// Runs this command again from a release build of xtask: `soak` and the
+/// `e2e` bench drive thousands of SSE clients from this process, and a debug
+/// build would measure its own slowness instead of the nodes'.
+fn released(args: &[String]) -> Result<(), String> {
+    let mut command = vec!["run", "--release", "-p", "xtask", "--"];
+    command.extend(args.iter().map(String::as_str));
+    cargo(&command)
+}
+
 fn ci() -> Result<(), String> {
     let started = Instant::now();
     cargo(&["fmt", "--all", "--", "--check"])?;
@@ -77,6 +98,12 @@ fn ci() -> Result<(), String> {
         "warnings",
     ])?;
     cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"])?;
+    let soak = ["soak".to_owned(), "--quick".to_owned()];
+    if cfg!(debug_assertions) {
+        released(&soak)?;
+    } else {
+        soak::run(&soak[1..])?;
+    }
     eprintln!("\nci passed in {:.0?}", started.elapsed());
     Ok(())
 }
