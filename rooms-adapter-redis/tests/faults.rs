@@ -173,6 +173,47 @@ async fn publish_fails_fast_while_down_without_coalescing() {
     fails_fast_with(|b| b.coalesce_publishes(false), "redis, direct").await;
 }
 
+/// A node that published nothing while Redis was down publishes successfully
+/// as soon as Redis is back: the first publish after `Reconnected` must not
+/// fail on the connection that died with the old server.
+async fn first_publish_after_restart_succeeds_with(
+    configure: fn(RedisAdapterBuilder) -> RedisAdapterBuilder,
+    name: &str,
+) {
+    let mut server = server().await;
+    let url = server.url();
+    let (adapter, mut events) = connected(&url, "quiet", configure).await;
+    let room = RoomName::from("quiet");
+    adapter.subscribe(&room).await.expect("subscribe");
+    adapter
+        .publish(&room, &envelope(0))
+        .await
+        .expect("publish while up");
+    server.kill().expect("kill");
+    server.restart().await.expect("restart");
+    next_reconnected(&mut events, DEADLINE).await;
+    adapter
+        .publish(&room, &envelope(1))
+        .await
+        .unwrap_or_else(|error| panic!("{name}: first publish after the restart: {error}"));
+    adapter.disconnect().await.expect("disconnect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_publish_after_restart_succeeds_redis_driver() {
+    first_publish_after_restart_succeeds_with(|b| b.redis_driver(), "redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_publish_after_restart_succeeds_deadpool_driver() {
+    first_publish_after_restart_succeeds_with(|b| b.deadpool_driver(2), "deadpool").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_publish_after_restart_succeeds_bb8_driver() {
+    first_publish_after_restart_succeeds_with(|b| b.bb8_driver(2), "bb8").await;
+}
+
 /// A subscribe while Redis is down returns a retryable error after the
 /// subscribe timeout instead of hanging; the room stays wanted and is
 /// subscribed (and reported) once Redis is back.

@@ -67,6 +67,17 @@ impl RedisDriver {
     }
 }
 
+/// The manager's connection died (the server restarted since the last
+/// command): `ConnectionManager` notices only when a command fails on it, and
+/// reconnects then. A command written to a dead socket did not reach any
+/// server, so it is sent once more, on the new connection: a node that stayed
+/// quiet through an outage does not fail its first publish afterwards. (If a
+/// reset ever hid a delivered command, receivers drop the repeat of a message
+/// with an id.)
+fn stale(error: &redis::RedisError) -> bool {
+    error.is_connection_dropped()
+}
+
 #[async_trait]
 impl PublishDriver for RedisDriver {
     fn name(&self) -> &str {
@@ -74,18 +85,22 @@ impl PublishDriver for RedisDriver {
     }
 
     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), Error> {
+        let command = publish_cmd(channel, payload);
         let mut connection = self.connection.clone();
-        publish_cmd(channel, payload)
-            .exec_async(&mut connection)
-            .await
-            .map_err(|error| from_redis("publish", &self.medium, error))
+        let mut result = command.exec_async(&mut connection).await;
+        if matches!(&result, Err(error) if stale(error)) {
+            result = command.exec_async(&mut connection).await;
+        }
+        result.map_err(|error| from_redis("publish", &self.medium, error))
     }
 
     async fn publish_batch(&self, batch: &[PublishItem]) -> Result<(), Error> {
+        let pipeline = publish_pipeline(batch);
         let mut connection = self.connection.clone();
-        publish_pipeline(batch)
-            .exec_async(&mut connection)
-            .await
-            .map_err(|error| from_redis("publish pipeline", &self.medium, error))
+        let mut result = pipeline.exec_async(&mut connection).await;
+        if matches!(&result, Err(error) if stale(error)) {
+            result = pipeline.exec_async(&mut connection).await;
+        }
+        result.map_err(|error| from_redis("publish pipeline", &self.medium, error))
     }
 }
