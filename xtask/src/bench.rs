@@ -15,6 +15,7 @@
 //! `--quick` runs fewer and smaller repetitions (a smoke test; its numbers are
 //! not worth writing down).
 
+use crate::host::{build_release, command_output, load_average, workspace_root};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -122,7 +123,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let plan = if quick { Plan::quick() } else { Plan::full() };
     let started = Instant::now();
 
-    let bin = build()?;
+    let bin = build_release("rooms-bench", "rooms-bench", &[])?;
     let machine = Machine::read();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -202,42 +203,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
-/// Builds `rooms-bench` in release; returns the binary's path.
-fn build() -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    eprintln!("==> cargo build --release -p rooms-bench --bin rooms-bench");
-    let output = Command::new(&cargo)
-        .current_dir(workspace_root())
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "rooms-bench",
-            "--bin",
-            "rooms-bench",
-            "--message-format=json-render-diagnostics",
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("could not run {cargo}: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("building rooms-bench failed ({})", output.status));
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|message| message["reason"] == "compiler-artifact")
-        .filter(|message| message["target"]["name"] == "rooms-bench")
-        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| "cargo did not report the rooms-bench executable".to_owned())
-}
-
 /// What the report says about the machine.
 struct Machine {
     cores: usize,
@@ -295,29 +260,6 @@ impl Machine {
             date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         }
     }
-}
-
-fn command_output(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .current_dir(workspace_root())
-        .output()
-        .ok()
-        .filter(|output| output.status.success())
-        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,7 +28,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Deserialize;
-use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -44,42 +43,6 @@ const SHARDS: usize = 16;
 const LATENCY_BATCH: usize = 256;
 /// Highest latency the histograms track, in µs (larger values are clamped).
 const LATENCY_MAX_US: u64 = 600_000_000;
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
-/// Builds `sse-chat` in release with feature `redis`; returns the binary.
-pub fn build_sse_chat() -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    eprintln!("==> cargo build --release -p sse-chat --features redis");
-    let output = Command::new(&cargo)
-        .current_dir(workspace_root())
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "sse-chat",
-            "--features",
-            "redis",
-            "--message-format=json-render-diagnostics",
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("could not run {cargo}: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("building sse-chat failed ({})", output.status));
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|message| message["reason"] == "compiler-artifact")
-        .filter(|message| message["target"]["name"] == "sse-chat")
-        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| "cargo did not report the sse-chat executable".to_owned())
-}
 
 /// Makes sure this process (and the nodes it starts, which inherit it) may
 /// open `needed` files: raises the soft limit, and the hard one if allowed.

@@ -12,6 +12,7 @@
 
 mod bench;
 mod conformance;
+mod host;
 mod load;
 mod redis;
 mod soak;

@@ -21,8 +21,9 @@
 //! Without `--quick` (or with `--no-write`) it rewrites the `## Soak` section of
 //! BENCHMARKS.md, keeping the rest. Exits non-zero if a check fails.
 
+use crate::host::{command_output, load_average, workspace_root};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -181,7 +182,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Ok(());
     };
     let started = Instant::now();
-    let bin = load::build_sse_chat()?;
+    let bin = crate::host::build_release("sse-chat", "sse-chat", &["redis"])?;
     // The clients' sockets here, the nodes' (which inherit the limit) there.
     load::raise_nofile(options.clients as u64 + 1024)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -227,12 +228,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
         Err(format!("failed: {}", failed.join("; ")))
     }
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 /// One line of the table.
@@ -874,29 +869,6 @@ fn tally_deliveries(
         }
     }
     out
-}
-
-fn command_output(program: &str, args: &[&str]) -> String {
-    std::process::Command::new(program)
-        .args(args)
-        .current_dir(workspace_root())
-        .output()
-        .ok()
-        .filter(|output| output.status.success())
-        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// `1234567.8` as `1,234,568`.

@@ -55,7 +55,7 @@ struct Paced {
 
 impl Bench {
     pub(super) fn e2e(&mut self) -> Result<(), String> {
-        let bin = load::build_sse_chat()?;
+        let bin = crate::host::build_release("sse-chat", "sse-chat", &["redis"])?;
         load::raise_nofile(4096)?;
         let reps = if self.plan.local_reps == 1 { 1 } else { 3 };
         // Clients on two workers, as the nodes have.
