@@ -417,7 +417,7 @@ fn u(value: &Value) -> u64 {
 }
 
 /// `1234567.8` as `1,234,568`.
-fn thousands(value: f64) -> String {
+pub(crate) fn thousands(value: f64) -> String {
     if !value.is_finite() {
         return "n/a".to_owned();
     }

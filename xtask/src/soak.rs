@@ -21,6 +21,7 @@
 //! Without `--quick` (or with `--no-write`) it rewrites the `## Soak` section of
 //! BENCHMARKS.md, keeping the rest. Exits non-zero if a check fails.
 
+use crate::bench::thousands;
 use crate::host::{command_output, load_average, workspace_root};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -869,22 +870,6 @@ fn tally_deliveries(
         }
     }
     out
-}
-
-/// `1234567.8` as `1,234,568`.
-pub fn thousands(value: f64) -> String {
-    if !value.is_finite() {
-        return "n/a".to_owned();
-    }
-    let digits = format!("{:.0}", value.abs());
-    let mut out = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    if value < 0.0 { format!("-{out}") } else { out }
 }
 
 const SECTION: &str = "## Soak";

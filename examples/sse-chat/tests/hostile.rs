@@ -105,9 +105,11 @@ async fn slowloris_clients_are_closed_within_the_header_timeout() {
         if drip_write.write_all(b"GET / HTTP/1.1\r\n").await.is_err() {
             return;
         }
-        // Until writing fails, once the server has closed.
+        // One byte per tick (the slow drip is what is under test), until
+        // writing fails once the server has closed.
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
         while drip_write.write_all(b"x").await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tick.tick().await;
         }
     });
     // 3. Connected, nothing sent at all.
@@ -193,13 +195,15 @@ async fn a_post_body_that_never_finishes_is_answered_408_and_closed() {
     let drip = async {
         let mut buffer = [0_u8; 4096];
         let mut seen = Vec::new();
+        // One body byte per tick: the slow body is what is under test.
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
         loop {
             tokio::select! {
                 read = dripping.read(&mut buffer) => match read {
                     Ok(0) | Err(_) => return (seen, drip_started.elapsed()),
                     Ok(read) => seen.extend_from_slice(&buffer[..read]),
                 },
-                () = tokio::time::sleep(Duration::from_millis(50)) => {
+                _ = tick.tick() => {
                     // Fails once the server has closed; the read sees it.
                     let _ = dripping.write_all(b" ").await;
                 }
