@@ -28,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod gap;
 pub mod ids;
+mod json_text;
 pub mod message;
 mod registry;
 pub mod sequence;

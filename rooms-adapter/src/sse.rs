@@ -23,6 +23,7 @@
 pub mod axum;
 
 use crate::error::Error;
+use crate::json_text::Strings;
 use crate::message::{MAX_ID_BYTES, SseMessage};
 use bytes::Bytes;
 
@@ -111,23 +112,15 @@ fn push_compact_json(out: &mut Vec<u8>, json: &str) {
         return;
     }
     out.reserve(bytes.len());
-    let (mut in_string, mut escaped) = (false, false);
+    let mut strings = Strings::default();
     for &byte in bytes {
-        if in_string {
+        if strings.feed(byte) {
             match byte {
                 b'\n' => out.extend_from_slice(b"\\n"),
                 b'\r' => out.extend_from_slice(b"\\r"),
                 _ => out.push(byte),
             }
-            if escaped {
-                escaped = false;
-            } else if byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                in_string = false;
-            }
         } else if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
-            in_string = byte == b'"';
             out.push(byte);
         }
     }

@@ -38,6 +38,7 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::ids::{ConnectionId, NodeId};
+use crate::json_text::Strings;
 use crate::message::{MAX_ID_BYTES, SseMessage};
 
 /// The only protocol version this crate speaks.
@@ -390,20 +391,12 @@ fn json_nests_deeper_than(payload: &[u8], limit: usize) -> bool {
     if openers <= limit {
         return false;
     }
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let (mut depth, mut strings) = (0usize, Strings::default());
     for &byte in payload {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                in_string = false;
-            }
+        if strings.feed(byte) {
             continue;
         }
         match byte {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > limit {
