@@ -1,9 +1,9 @@
 //! Per-room gap signalling: which rooms (and which of their connections) lost
 //! messages, collected while under pressure and reported once it is over.
 //!
-//! Pure bookkeeping with no I/O: the engine records drops into a
-//! [`GapTracker`] and turns [`GapTracker::take`] into
-//! [`RoomsEvent::Gap`](crate::RoomsEvent::Gap) events.
+//! Pure bookkeeping with no I/O: the engine records drops into a tracker and
+//! turns what it collected into [`RoomsEvent::Gap`](crate::RoomsEvent::Gap)
+//! events.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
