@@ -7,6 +7,7 @@
 
 pub mod cluster_harness;
 pub mod memory;
+mod poll;
 pub mod redis;
 pub mod redis_cluster;
 pub mod redis_server;

@@ -44,6 +44,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::poll::wait_for;
+
 /// Number of hash slots in a Redis Cluster.
 pub const SLOTS: u16 = 16_384;
 
@@ -174,29 +176,6 @@ pub async fn cli(port: u16, args: &[&str]) -> io::Result<String> {
         )));
     }
     Ok(stdout)
-}
-
-/// Polls `check` every 20 ms until it returns `Ok(true)` or the deadline passes.
-async fn wait_for<F, Fut>(what: &str, within: Duration, mut check: F) -> io::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = io::Result<bool>>,
-{
-    let deadline = Instant::now() + within;
-    let mut last = String::new();
-    loop {
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(error) => last = error.to_string(),
-        }
-        if Instant::now() >= deadline {
-            return Err(other(format!(
-                "timed out after {within:?} waiting until {what} {last}"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// `(start, end)` inclusive slot ranges splitting [`SLOTS`] into `parts`.

@@ -41,6 +41,9 @@ pub struct RedisServer {
     dir: PathBuf,
     child: Option<Child>,
     extra_args: Vec<String>,
+    /// What goes into `redis.conf` in `dir`, passed before the other
+    /// arguments ([`start_with_config`](Self::start_with_config)).
+    config: Option<String>,
 }
 
 impl RedisServer {
@@ -55,6 +58,21 @@ impl RedisServer {
     /// Like [`start`](Self::start), with extra `redis-server` arguments (e.g.
     /// `["--requirepass", "secret"]`).
     pub async fn start_with_args(args: &[&str]) -> io::Result<Self> {
+        Self::start_inner(None, args).await
+    }
+
+    /// Like [`start_with_args`](Self::start_with_args), with a config file:
+    /// `config` is written to `redis.conf` in the server's temp directory,
+    /// which is passed as the first argument (the usual `--port`, `--dir`, ...
+    /// and `args` come after it and win). Redis Sentinel needs this
+    /// (`args = ["--sentinel"]`): it rewrites that file with what it learns.
+    /// The file is written once, so a [`restart`](Self::restart) keeps the
+    /// rewritten state.
+    pub async fn start_with_config(config: &str, args: &[&str]) -> io::Result<Self> {
+        Self::start_inner(Some(config), args).await
+    }
+
+    async fn start_inner(config: Option<&str>, args: &[&str]) -> io::Result<Self> {
         let mut last_error = None;
         // A free port can be taken by someone else before redis binds it: retry.
         for _ in 0..5 {
@@ -65,6 +83,7 @@ impl RedisServer {
                 dir,
                 child: None,
                 extra_args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+                config: config.map(str::to_owned),
             };
             match server.spawn_and_wait().await {
                 Ok(()) => return Ok(server),
@@ -83,6 +102,7 @@ impl RedisServer {
             dir: temp_dir(port)?,
             child: None,
             extra_args: Vec::new(),
+            config: None,
         };
         server.spawn_and_wait().await?;
         Ok(server)
@@ -141,6 +161,14 @@ impl RedisServer {
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
+    }
+
+    /// Like [`restart`](Self::restart), with `args` instead of the extra
+    /// arguments it was started with (from now on), e.g. `["--replicaof",
+    /// "127.0.0.1", "6380"]` to bring a crashed master back as a replica.
+    pub async fn restart_with_args(&mut self, args: &[&str]) -> io::Result<()> {
+        self.extra_args = args.iter().map(|arg| (*arg).to_owned()).collect();
+        self.restart().await
     }
 
     /// Freezes the server (SIGSTOP): connections stay open, nothing is
@@ -210,7 +238,17 @@ impl RedisServer {
     }
 
     fn spawn(&self) -> io::Result<Child> {
+        if let Some(config) = &self.config {
+            let path = self.config_path();
+            if !path.exists() {
+                std::fs::write(&path, config)?;
+            }
+        }
         self.spawn_binary(&server_binary())
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("redis.conf")
     }
 
     fn spawn_binary(&self, binary: &Path) -> io::Result<Child> {
@@ -218,6 +256,9 @@ impl RedisServer {
         let dir = self.dir.display().to_string();
         let log = self.dir.join("redis.log").display().to_string();
         let mut command = Command::new(binary);
+        if self.config.is_some() {
+            command.arg(self.config_path());
+        }
         command
             .args([
                 "--port",
@@ -351,6 +392,26 @@ mod tests {
         assert!(ping(server.port()).await, "resumed server is silent");
     }
 
+    #[tokio::test]
+    async fn config_file_is_read_and_kept_across_restarts() {
+        let mut server = RedisServer::start_with_config("maxmemory 12345\n", &[])
+            .await
+            .expect("redis-server starts");
+        let reply = server.command("CONFIG GET maxmemory").await.expect("get");
+        assert!(reply.contains("12345"), "{reply}");
+        server
+            .command("CONFIG SET maxmemory 23456")
+            .await
+            .expect("set");
+        server.command("CONFIG REWRITE").await.expect("rewrite");
+        server.restart().await.expect("restart");
+        let reply = server.command("CONFIG GET maxmemory").await.expect("get");
+        assert!(
+            reply.contains("23456"),
+            "the rewritten file is kept: {reply}"
+        );
+    }
+
     #[test]
     fn missing_binary_says_how_to_install() {
         let server = RedisServer {
@@ -358,6 +419,7 @@ mod tests {
             dir: temp_dir(1).expect("temp dir"),
             child: None,
             extra_args: Vec::new(),
+            config: None,
         };
         let error = server
             .spawn_binary(Path::new("/nonexistent/redis-server"))
