@@ -1,8 +1,10 @@
 //! Test tooling for `rooms` (not published):
 //! - conformance harnesses for every backend ([`memory`], [`redis`],
 //!   [`cluster_harness`]);
-//! - throwaway `redis-server` processes ([`redis_server`]) and 3-master Redis
-//!   Clusters ([`redis_cluster`]).
+//! - throwaway `redis-server` processes ([`redis_server`]), 3-master Redis
+//!   Clusters ([`redis_cluster`]) and Redis Sentinel deployments (a master, a
+//!   replica and three sentinels, with crash and failover:
+//!   [`redis_sentinel`]).
 #![warn(missing_docs)]
 
 pub mod cluster_harness;
@@ -10,4 +12,5 @@ pub mod memory;
 mod poll;
 pub mod redis;
 pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod redis_server;
