@@ -1,23 +1,38 @@
-//! [`RedisAdapter`]: the [`RoomAdapter`] over Redis pub/sub.
+//! [`RedisAdapter`]: the one [`RoomAdapter`] over Redis pub/sub, for every
+//! topology.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rooms_adapter::adapter::{AdapterCounters, AdapterStats, EventSink, RoomAdapter};
-use rooms_adapter::{Envelope, Error, NodeId, RoomName};
-use tokio::sync::{mpsc, watch};
+use rooms_adapter::{Envelope, Error, NodeId, RoomName, wire};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::common;
-use crate::config::{DriverChoice, RedisAdapterBuilder, RedisConfig};
-use crate::driver::{DriverOptions, PublishDriver, medium_of};
-use crate::error::closed;
-use crate::publisher::{Coalescing, Publisher};
-use crate::subscriber::{self, Command, Shared};
+use crate::builder::RedisAdapterBuilder;
+use crate::config::RedisConfig;
+use crate::error::{closed, timeout};
+use crate::publish::publisher::{Coalescing, Publisher};
+use crate::publish::{DriverOptions, PublishDriver, PublishItem};
+use crate::subscribe::redis_link::{RedisLink, Target};
+use crate::subscribe::{self, Command, Shared, SlotMap};
 
-/// Capacity of the queue of subscribe/unsubscribe requests to the subscriber task.
-const COMMAND_QUEUE: usize = 16_384;
+/// How the adapter publishes, decided by the builder.
+pub(crate) enum DriverPlan {
+    Custom(Arc<dyn PublishDriver>),
+    #[cfg(feature = "redis")]
+    Manager(redis::Client),
+    #[cfg(feature = "deadpool")]
+    Deadpool(redis::Client, usize),
+    #[cfg(feature = "bb8")]
+    Bb8(redis::Client, usize),
+    #[cfg(feature = "sentinel")]
+    Sentinel(Arc<crate::subscribe::sentinel::SentinelTarget>),
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster::ClusterClient),
+}
 
 /// Cross-node room broadcasting over Redis pub/sub.
 ///
@@ -57,12 +72,12 @@ const COMMAND_QUEUE: usize = 16_384;
 ///
 /// [`AdapterEvent::Reconnected`]: rooms_adapter::AdapterEvent::Reconnected
 pub struct RedisAdapter {
+    name: &'static str,
     config: RedisConfig,
-    client: redis::Client,
     medium: String,
-    driver: DriverChoice,
-    counters: Arc<AdapterCounters>,
-    subscriptions: Arc<AtomicU64>,
+    link: Arc<RedisLink>,
+    driver: DriverPlan,
+    shared: Shared,
     /// Serialises connect and disconnect (held across their awaits).
     lifecycle: tokio::sync::Mutex<()>,
     /// Never held across an await.
@@ -93,7 +108,6 @@ impl std::fmt::Debug for RedisAdapter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisAdapter")
             .field("medium", &self.medium)
-            .field("driver", &self.driver)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -103,17 +117,91 @@ impl RedisAdapter {
     /// A builder for the server at `url`: `redis://[user:password@]host[:port][/db]`,
     /// `rediss://...` for TLS (feature `tls`), or `redis+unix:///path`.
     pub fn builder(url: impl Into<String>) -> RedisAdapterBuilder {
-        RedisAdapterBuilder::new(url.into())
+        RedisAdapterBuilder::single(url.into())
     }
 
-    pub(crate) fn new(client: redis::Client, config: RedisConfig, driver: DriverChoice) -> Self {
+    /// A builder for the server your `client` reaches, with its settings
+    /// (TLS roots, credentials, protocol) as they are.
+    ///
+    /// ```
+    /// use rooms_adapter_redis::RedisAdapter;
+    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let adapter = RedisAdapter::from_client(client).build()?;
+    /// assert_eq!(adapter.medium(), "redis at 127.0.0.1:6379");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_client(client: redis::Client) -> RedisAdapterBuilder {
+        RedisAdapterBuilder::client(client)
+    }
+
+    /// A builder for a Sentinel deployment (feature `sentinel`): the
+    /// sentinels at `sentinel_urls` name the current master of `master_name`,
+    /// and the adapter follows it through failovers. The master is reached
+    /// with the credentials and database of the first sentinel URL.
+    ///
+    /// ```
+    /// use rooms_adapter_redis::RedisAdapter;
+    /// let adapter = RedisAdapter::sentinel(
+    ///     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"],
+    ///     "mymaster",
+    /// )
+    /// .build()?;
+    /// assert!(adapter.medium().contains("mymaster"));
+    /// # Ok::<(), rooms_adapter::Error>(())
+    /// ```
+    #[cfg(feature = "sentinel")]
+    pub fn sentinel<I, S>(sentinel_urls: I, master_name: impl Into<String>) -> RedisAdapterBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let urls = sentinel_urls.into_iter().map(Into::into).collect();
+        RedisAdapterBuilder::sentinel(urls, master_name.into())
+    }
+
+    /// A builder for a Redis Cluster (feature `cluster`, Redis 7+) reached
+    /// through any of `seed_urls`, over sharded pub/sub
+    /// (`SPUBLISH`/`SSUBSCRIBE`): one subscriber connection per master,
+    /// following slot moves and failovers.
+    ///
+    /// ```
+    /// use rooms_adapter_redis::RedisAdapter;
+    /// let adapter = RedisAdapter::cluster(["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"])
+    ///     .channel_prefix("app:room:")
+    ///     .build()?;
+    /// assert_eq!(adapter.config().channel_prefix(), "app:room:");
+    ///
+    /// let error = RedisAdapter::cluster(Vec::<String>::new()).build().unwrap_err();
+    /// assert!(error.to_string().contains("at least one"));
+    /// # Ok::<(), rooms_adapter::Error>(())
+    /// ```
+    #[cfg(feature = "cluster")]
+    pub fn cluster<I, S>(seed_urls: I) -> RedisAdapterBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RedisAdapterBuilder::cluster(seed_urls.into_iter().map(Into::into).collect())
+    }
+
+    pub(crate) fn new(
+        name: &'static str,
+        medium: String,
+        config: RedisConfig,
+        target: Target,
+        driver: DriverPlan,
+    ) -> Self {
         Self {
-            medium: medium_of(&client),
+            name,
+            link: Arc::new(RedisLink::new(target, medium.clone())),
+            medium,
             config,
-            client,
             driver,
-            counters: Arc::new(AdapterCounters::default()),
-            subscriptions: Arc::new(AtomicU64::new(0)),
+            shared: Shared {
+                counters: Arc::new(AdapterCounters::default()),
+                subscriptions: Arc::new(AtomicU64::new(0)),
+                slots: Arc::new(SlotMap::default()),
+            },
             lifecycle: tokio::sync::Mutex::new(()),
             state: Mutex::new(State::Idle),
             sink: Mutex::new(None),
@@ -125,7 +213,8 @@ impl RedisAdapter {
         &self.config
     }
 
-    /// `redis at host:port`: the server, without credentials.
+    /// `redis at host:port`, `redis cluster at ...`, `redis sentinel master
+    /// ...`: the deployment, without credentials.
     pub fn medium(&self) -> &str {
         &self.medium
     }
@@ -138,7 +227,8 @@ impl RedisAdapter {
         }
     }
 
-    /// The publish driver's name while connected (`redis`, `deadpool`, `bb8`, ...).
+    /// The publish driver's name while connected (`redis`, `deadpool`,
+    /// `bb8`, `sentinel`, `cluster`, ...).
     pub fn driver_name(&self) -> Option<String> {
         match &*self.lock_state() {
             State::Running(running, _) => Some(running.publisher.driver_name().to_owned()),
@@ -160,50 +250,76 @@ impl RedisAdapter {
     async fn make_driver(&self) -> Result<Arc<dyn PublishDriver>, Error> {
         #[allow(unused_variables)]
         let options = DriverOptions::new(self.config.connect_timeout, self.config.publish_timeout);
-        match &self.driver {
-            DriverChoice::Custom(driver) => Ok(Arc::clone(driver)),
+        Ok(match &self.driver {
+            DriverPlan::Custom(driver) => Arc::clone(driver),
             #[cfg(feature = "redis")]
-            DriverChoice::Redis | DriverChoice::Default => Ok(Arc::new(
-                crate::driver::RedisDriver::connect(self.client.clone(), &options).await?,
-            )),
-            #[cfg(feature = "deadpool")]
-            DriverChoice::Deadpool { pool_size } => {
-                Ok(Arc::new(crate::driver::DeadpoolDriver::from_client(
-                    &self.client,
-                    &options.with_pool_size(*pool_size),
-                )?))
+            DriverPlan::Manager(client) => {
+                Arc::new(crate::publish::RedisDriver::connect(client.clone(), &options).await?)
             }
-            #[cfg(all(feature = "deadpool", not(feature = "redis")))]
-            DriverChoice::Default => Ok(Arc::new(crate::driver::DeadpoolDriver::from_client(
-                &self.client,
-                &options,
-            )?)),
+            #[cfg(feature = "deadpool")]
+            DriverPlan::Deadpool(client, pool_size) => {
+                Arc::new(crate::publish::DeadpoolDriver::from_client(
+                    client,
+                    &options.with_pool_size(*pool_size),
+                )?)
+            }
             #[cfg(feature = "bb8")]
-            DriverChoice::Bb8 { pool_size } => Ok(Arc::new(crate::driver::Bb8Driver::from_client(
-                &self.client,
+            DriverPlan::Bb8(client, pool_size) => Arc::new(crate::publish::Bb8Driver::from_client(
+                client,
                 &options.with_pool_size(*pool_size),
-            )?)),
-            #[cfg(all(feature = "bb8", not(feature = "redis"), not(feature = "deadpool")))]
-            DriverChoice::Default => Ok(Arc::new(crate::driver::Bb8Driver::from_client(
-                &self.client,
-                &options,
-            )?)),
-            #[cfg(not(any(feature = "redis", feature = "deadpool", feature = "bb8")))]
-            DriverChoice::Default => Err(Error::Config(
-                "no publish driver: enable a feature of rooms-adapter-redis".into(),
-            )),
+            )?),
+            #[cfg(feature = "sentinel")]
+            DriverPlan::Sentinel(target) => Arc::new(
+                crate::publish::SentinelDriver::connect(Arc::clone(target), &self.medium, &options)
+                    .await?,
+            ),
+            #[cfg(feature = "cluster")]
+            DriverPlan::Cluster(client) => Arc::new(
+                crate::publish::ClusterDriver::connect(
+                    client,
+                    self.config.connect_timeout,
+                    &self.medium,
+                )
+                .await?
+                .with_slot_map(Arc::clone(&self.shared.slots)),
+            ),
+        })
+    }
+
+    /// Sends `command` to the subscriber loop (waiting for room in its
+    /// queue: a request is never lost while the loop runs), then waits for
+    /// the reply within `limit`.
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+        limit: Duration,
+        describe: impl FnOnce() -> String,
+    ) -> Result<T, Error> {
+        let running = self.running()?;
+        let (reply, answer) = oneshot::channel();
+        running
+            .commands
+            .send(command(reply))
+            .await
+            .map_err(|_| closed())?;
+        match tokio::time::timeout(limit, answer).await {
+            Ok(result) => result.map_err(|_| closed()),
+            Err(_) => Err(timeout(describe(), limit)),
         }
     }
 }
 
 #[async_trait]
 impl RoomAdapter for RedisAdapter {
+    /// `redis`, `redis-sentinel` or `redis-cluster`.
     fn name(&self) -> &str {
-        "redis"
+        self.name
     }
 
-    /// Connects the publish driver and the subscriber connection (each within
-    /// the connect timeout) and starts the background tasks. Fails with a
+    /// Connects the publish driver and the subscriber (discovering the
+    /// topology; a single server's or Sentinel master's connection opens now,
+    /// a cluster's shard connections as rooms need them), each within the
+    /// connect timeout, and starts the background tasks. Fails with a
     /// retryable error when Redis cannot be reached; the adapter can then be
     /// connected again.
     async fn connect(&self, node: NodeId, sink: EventSink) -> Result<(), Error> {
@@ -212,47 +328,37 @@ impl RoomAdapter for RedisAdapter {
             State::Idle => {}
             State::Running(running, _) => {
                 return Err(Error::Config(format!(
-                    "redis adapter is already connected (node {})",
-                    running.node
+                    "{} adapter is already connected (node {})",
+                    self.name, running.node
                 )));
             }
             State::Closed => return Err(closed()),
         }
-        let driver = self.make_driver().await?;
-        let pubsub = subscriber::open(
-            self.client.clone(),
-            self.config.connect_timeout,
-            self.medium.clone(),
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let link: Arc<dyn subscribe::link::Link> = self.link.clone();
+        let (commands, subscriber_task) = subscribe::start(
+            &self.config,
+            link,
+            &self.shared,
+            sink.clone(),
+            shutdown_rx.clone(),
         )
         .await?;
-
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let driver = match self.make_driver().await {
+            Ok(driver) => driver,
+            Err(error) => {
+                let _ = shutdown.send(true);
+                let _ = subscriber_task.await;
+                return Err(error);
+            }
+        };
         let coalescing = self.config.coalesce_publishes.then(|| Coalescing {
             batch: self.config.publish_batch,
             queue: self.config.publish_queue,
             in_flight: self.config.pipelines_in_flight,
         });
-        let (publisher, publisher_task) = Publisher::start(
-            driver,
-            self.config.publish_timeout,
-            coalescing,
-            shutdown_rx.clone(),
-        );
-        let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
-        let shared = Arc::new(Shared {
-            config: self.config.clone(),
-            client: self.client.clone(),
-            medium: self.medium.clone(),
-            counters: Arc::clone(&self.counters),
-            subscriptions: Arc::clone(&self.subscriptions),
-        });
-        let subscriber_task = tokio::spawn(subscriber::run(
-            shared,
-            sink.clone(),
-            pubsub,
-            commands_rx,
-            shutdown_rx,
-        ));
+        let (publisher, publisher_task) =
+            Publisher::start(driver, self.config.publish_timeout, coalescing, shutdown_rx);
         tracing::debug!(medium = %self.medium, %node, driver = publisher.driver_name(), "redis adapter connected");
         *self.sink.lock().unwrap_or_else(PoisonError::into_inner) = Some(sink);
         *self.lock_state() = State::Running(
@@ -288,7 +394,7 @@ impl RoomAdapter for RedisAdapter {
                     tracing::warn!(%error, "redis adapter task ended abnormally");
                 }
             }
-            self.subscriptions.store(0, Ordering::Relaxed);
+            self.shared.subscriptions.store(0, Ordering::Relaxed);
             tracing::debug!(medium = %self.medium, "redis adapter disconnected");
         }
         Ok(())
@@ -296,14 +402,15 @@ impl RoomAdapter for RedisAdapter {
 
     /// Returns once Redis has acknowledged the subscription. While Redis is
     /// down it fails after the subscribe timeout with a retryable error; the
-    /// room stays wanted and is subscribed on reconnect.
+    /// room stays wanted, is subscribed when Redis is back and is listed in
+    /// `Reconnected`. A room Redis refuses (an ACL) fails with a
+    /// non-retryable error.
     async fn subscribe(&self, room: &RoomName) -> Result<(), Error> {
-        let running = self.running()?;
         let command = |reply| Command::Subscribe {
             room: room.clone(),
             reply,
         };
-        common::ask(&running.commands, command, self.config.subscribe_timeout, || {
+        self.ask(command, self.config.subscribe_timeout, || {
             format!(
                 "subscribe to room {:?} on {} (the room stays wanted and is subscribed when redis is back)",
                 room.as_str(),
@@ -314,19 +421,16 @@ impl RoomAdapter for RedisAdapter {
     }
 
     /// Returns once the room's messages are no longer delivered; the
-    /// UNSUBSCRIBE itself follows after the unsubscribe delay.
+    /// UNSUBSCRIBE itself follows after the unsubscribe delay, and is retried
+    /// until Redis confirms it (or the connection that held it is gone).
     async fn unsubscribe(&self, room: &RoomName) -> Result<(), Error> {
-        let running = self.running()?;
         let command = |reply| Command::Unsubscribe {
             room: room.clone(),
             reply,
         };
-        common::ask(
-            &running.commands,
-            command,
-            self.config.subscribe_timeout,
-            || format!("unsubscribe from room {:?}", room.as_str()),
-        )
+        self.ask(command, self.config.subscribe_timeout, || {
+            format!("unsubscribe from room {:?}", room.as_str())
+        })
         .await
     }
 
@@ -334,18 +438,39 @@ impl RoomAdapter for RedisAdapter {
     /// `{prefix}{room}`. Fails within the publish timeout while Redis is down.
     async fn publish(&self, room: &RoomName, envelope: &Envelope) -> Result<(), Error> {
         let running = self.running()?;
-        common::publish(
-            &self.config,
-            &running.publisher,
-            &self.counters,
-            room,
-            envelope,
-            "redis",
-        )
-        .await
+        let counters = &self.shared.counters;
+        let result = async {
+            let payload = envelope.encode(self.config.codec)?;
+            if payload.len() > self.config.max_payload_bytes {
+                return Err(Error::PayloadTooLarge {
+                    room: room.as_str().to_owned(),
+                    size: payload.len(),
+                    limit: self.config.max_payload_bytes,
+                });
+            }
+            let item = PublishItem {
+                channel: wire::channel_name(&self.config.channel_prefix, room.as_str()),
+                payload,
+            };
+            running.publisher.publish(item, room.as_str()).await
+        }
+        .await;
+        match &result {
+            Ok(()) => counters.record_published(),
+            Err(error) => {
+                counters.record_publish_error();
+                tracing::debug!(room = room.as_str(), %error, "{} publish failed", self.name);
+            }
+        }
+        result
     }
 
     fn stats(&self) -> AdapterStats {
-        common::stats(&self.counters, &self.subscriptions, &self.sink)
+        let subscriptions = self.shared.subscriptions.load(Ordering::Relaxed);
+        let sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner);
+        self.shared.counters.snapshot(
+            usize::try_from(subscriptions).unwrap_or(usize::MAX),
+            sink.as_ref(),
+        )
     }
 }

@@ -9,14 +9,21 @@
 //!   configure it with [`RedisAdapter::builder`].
 //! - Publishing goes through a [`PublishDriver`], chosen by cargo feature:
 //!   `redis` (default, `RedisDriver`), `deadpool` (`DeadpoolDriver`),
-//!   `bb8` (`Bb8Driver`), or your own implementation.
+//!   `bb8` (`Bb8Driver`), or your own implementation. Sentinel and Cluster
+//!   use their own built-in driver (or yours).
 //! - Subscribing always uses one dedicated connection per adapter (a subscribed
 //!   Redis connection can run nothing else): **two connections per node**
 //!   (more with a pool driver).
 //! - TLS: `rediss://` URLs with feature `tls`. ACL: `redis://user:password@host`.
-//! - Redis Cluster (feature `cluster`, Redis 7+): `RedisClusterAdapter` in
-//!   module `cluster`, over sharded pub/sub (`SPUBLISH` / `SSUBSCRIBE`), one
-//!   subscriber connection per master, following slot moves and failovers.
+//! - One adapter for every topology, one builder:
+//!   [`RedisAdapter::builder`] (one server by URL),
+//!   [`RedisAdapter::from_client`] (your own `redis::Client`),
+//!   `RedisAdapter::sentinel` (feature `sentinel`: follows the master through
+//!   failovers) and `RedisAdapter::cluster` (feature `cluster`, Redis 7+:
+//!   sharded pub/sub, `SPUBLISH` / `SSUBSCRIBE`, one subscriber connection
+//!   per master, following slot moves and failovers).
+//! - Needs Redis 6 or later (the subscriber speaks RESP3). Valkey is not
+//!   tested.
 //! - [`RedisEventIdSequence`]: cluster-wide, string-sortable SSE event ids.
 //! - [`redact_url`]: a Redis URL with its passwords masked, for logs and
 //!   errors (the builders' `Debug` output uses it too).
@@ -48,31 +55,34 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod adapter;
-#[cfg(feature = "cluster")]
-pub mod cluster;
-mod common;
-pub mod config;
-pub mod driver;
+mod adapter;
+mod builder;
+mod config;
 pub mod error;
-mod publisher;
-pub mod redact;
-pub mod sequence;
-mod subscriber;
+mod publish;
+mod sequence;
+mod subscribe;
 
 pub use adapter::RedisAdapter;
+pub use builder::RedisAdapterBuilder;
+pub use config::url::redact_url;
+pub use config::{
+    Backoff, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT, DEFAULT_PIPELINES_IN_FLIGHT, DEFAULT_POOL_SIZE,
+    DEFAULT_PUBLISH_BATCH, DEFAULT_PUBLISH_QUEUE, DEFAULT_PUBLISH_TIMEOUT, DEFAULT_SUBSCRIBE_BATCH,
+    DEFAULT_SUBSCRIBE_TIMEOUT, DEFAULT_UNSUBSCRIBE_DELAY, MAX_DURATION, MAX_POOL_SIZE, RedisConfig,
+};
 #[cfg(feature = "cluster")]
-pub use cluster::{ClusterDriver, RedisClusterAdapter, RedisClusterAdapterBuilder};
-pub use config::{Backoff, RedisAdapterBuilder, RedisConfig};
-#[cfg(feature = "bb8")]
-pub use driver::Bb8Driver;
+pub use publish::ClusterDriver;
 #[cfg(feature = "deadpool")]
-pub use driver::DeadpoolDriver;
+pub use publish::DeadpoolDriver;
 #[cfg(feature = "redis")]
-pub use driver::RedisDriver;
-pub use driver::{DriverOptions, PublishDriver, PublishItem};
-pub use redact::redact_url;
+pub use publish::RedisDriver;
+#[cfg(feature = "bb8")]
+pub use publish::{Bb8Driver, Bb8Pool};
+pub use publish::{DriverOptions, PublishDriver, PublishItem};
 pub use sequence::RedisEventIdSequence;
+pub use subscribe::{SLOT_COUNT, key_slot};
 
 /// The redis-rs crate this adapter is built on (1.x), for custom drivers.
 pub use redis;

@@ -7,9 +7,10 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use rooms_adapter::Error;
 use rooms_adapter::sequence::{EVENT_ID_EPOCH, EventIdSequence, format_event_id};
 
-use crate::config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_PUBLISH_TIMEOUT, parse_url};
-use crate::driver::medium_of;
+use crate::config::url::parse_url;
+use crate::config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_PUBLISH_TIMEOUT};
 use crate::error::{from_redis, timeout};
+use crate::publish::medium_of;
 
 /// Event ids from one Redis counter, shared by every node: `INCR key`, one
 /// round trip per id (no blocks reserved, so ids never jump), formatted as

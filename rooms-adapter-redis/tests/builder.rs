@@ -202,7 +202,7 @@ fn builders_debug_output_masks_passwords() {
 
     #[cfg(feature = "cluster")]
     {
-        let builder = rooms_adapter_redis::RedisClusterAdapter::builder([
+        let builder = rooms_adapter_redis::RedisAdapter::cluster([
             "redis://:hunter2@node-1:7000",
             "redis://hunter2@node-2:7001",
         ]);

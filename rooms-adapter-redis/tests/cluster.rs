@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use rooms_adapter::{BroadcastOptions, ConnectOptions, RoomsEvent, SseMessage, wire};
-use rooms_adapter_redis::cluster::key_slot;
+use rooms_adapter_redis::key_slot;
 use rooms_conformance::{Harness, expect_data, member, next, node, shutdown_all};
 use rooms_testkit::cluster_harness::RedisClusterHarness;
 use rooms_testkit::redis_cluster::{RedisCluster, cli};

@@ -88,6 +88,17 @@ pub enum AdapterEvent {
         /// How long the medium was unavailable.
         outage: Duration,
     },
+    /// The medium dropped a room's subscription and will not restore it by
+    /// itself (e.g. Redis refused to re-subscribe it after a reconnect: an ACL
+    /// changed). The engine forgets the room's subscription, so the next join
+    /// subscribes it again, and tells the application: its members miss
+    /// messages from other nodes until then.
+    SubscriptionLost {
+        /// The room.
+        room: RoomName,
+        /// Why, as the medium said it.
+        reason: String,
+    },
 }
 
 /// The medium between nodes. Object safe: the engine holds an
@@ -105,7 +116,8 @@ pub enum AdapterEvent {
 ///   engine calls them only for the first local member of a room and after the
 ///   last one leaves, never once per connection. A retryable error from
 ///   `subscribe` still leaves the room wanted: the adapter subscribes it when the
-///   medium is back and reports it in [`AdapterEvent::Reconnected`].
+///   medium is back and reports it in [`AdapterEvent::Reconnected`]; a room
+///   the medium then refuses is reported in [`AdapterEvent::SubscriptionLost`].
 /// - [`publish`](Self::publish) sends one envelope to every node subscribed to
 ///   the room. While the medium is down it fails within a bounded time.
 /// - Inbound payloads that cannot be decoded are skipped and counted

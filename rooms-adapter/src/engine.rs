@@ -82,6 +82,17 @@ pub enum RoomsEvent {
         /// How many deliveries (or, for `AllMembers`, room messages) were lost.
         dropped: u64,
     },
+    /// The medium dropped this room's subscription and did not restore it
+    /// (e.g. Redis refused it after a reconnect): until the room's next join
+    /// on this node subscribes it again, its local members get no messages
+    /// from other nodes. Tell them to resync, as for
+    /// [`Reconnected`](Self::Reconnected).
+    SubscriptionLost {
+        /// The room.
+        room: RoomName,
+        /// Why, as the medium said it.
+        reason: String,
+    },
 }
 
 /// A snapshot of the engine's counters.
@@ -639,6 +650,14 @@ async fn dispatch(
                 let _ = inner
                     .lifecycle
                     .send(RoomsEvent::Reconnected { rooms, outage });
+            }
+            AdapterEvent::SubscriptionLost { room, reason } => {
+                bump(&inner.counters.subscription_errors);
+                inner.subscribed().remove(&room);
+                tracing::warn!(%room, %reason, "medium dropped a room's subscription");
+                let _ = inner
+                    .lifecycle
+                    .send(RoomsEvent::SubscriptionLost { room, reason });
             }
         }
         // Gaps are reported once the inbound queue has drained.

@@ -358,8 +358,8 @@ async fn adapter_node(
     driver: &str,
     queue: usize,
 ) -> Result<rooms_adapter::Rooms> {
+    use rooms_adapter_redis::DEFAULT_POOL_SIZE;
     use rooms_adapter_redis::RedisAdapter;
-    use rooms_adapter_redis::config::DEFAULT_POOL_SIZE;
 
     let builder = RedisAdapter::builder(url).codec(codec);
     let builder = match driver {

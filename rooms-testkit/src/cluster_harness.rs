@@ -1,4 +1,4 @@
-//! The conformance harness of `RedisClusterAdapter` (feature `cluster` of
+//! The conformance harness of `RedisAdapter::cluster` (feature `cluster` of
 //! `rooms-adapter-redis`): [`RedisClusterHarness`], on a throwaway
 //! [`RedisCluster`].
 
@@ -9,11 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rooms_adapter::wire::{self, DEFAULT_CHANNEL_PREFIX};
 use rooms_adapter::{Error, RoomAdapter, RoomName};
-use rooms_adapter_redis::PublishDriver;
-use rooms_adapter_redis::cluster::{
-    ClusterDriver, RedisClusterAdapter, RedisClusterAdapterBuilder,
-};
 use rooms_adapter_redis::redis::cluster::ClusterClientBuilder;
+use rooms_adapter_redis::{ClusterDriver, PublishDriver, RedisAdapter, RedisAdapterBuilder};
 use rooms_conformance::{Capabilities, Harness};
 
 use crate::redis_cluster::RedisCluster;
@@ -21,8 +18,8 @@ use crate::redis_cluster::RedisCluster;
 /// A builder for a cluster adapter on `urls` with the short timeouts the
 /// harness uses: connect, subscribe 2 s; publish 1 s; PING every 1 s, answered
 /// within 1 s; reconnect backoff 20 ms..500 ms; unsubscribe delay 50 ms.
-pub fn fast_cluster_builder(urls: &[String]) -> RedisClusterAdapterBuilder {
-    RedisClusterAdapter::builder(urls.iter().cloned())
+pub fn fast_cluster_builder(urls: &[String]) -> RedisAdapterBuilder {
+    RedisAdapter::cluster(urls.iter().cloned())
         .connect_timeout(Duration::from_secs(2))
         .subscribe_timeout(Duration::from_secs(2))
         .publish_timeout(Duration::from_secs(1))
@@ -39,7 +36,7 @@ fn unavailable(what: &str, error: io::Error) -> Error {
     }
 }
 
-/// The conformance harness of [`RedisClusterAdapter`]: a fresh 3-master
+/// The conformance harness of [`RedisAdapter::cluster`]: a fresh 3-master
 /// [`RedisCluster`] per case.
 ///
 /// - `raw_publish`: `SPUBLISH` of raw bytes on the room's shard channel.
@@ -74,8 +71,8 @@ impl RedisClusterHarness {
     /// A new adapter with `configure` applied after the harness settings.
     pub fn adapter_with(
         &self,
-        configure: impl FnOnce(RedisClusterAdapterBuilder) -> RedisClusterAdapterBuilder,
-    ) -> Result<RedisClusterAdapter, Error> {
+        configure: impl FnOnce(RedisAdapterBuilder) -> RedisAdapterBuilder,
+    ) -> Result<RedisAdapter, Error> {
         configure(fast_cluster_builder(&self.urls)).build()
     }
 }

@@ -1,6 +1,6 @@
 //! Tells clients when they may have missed messages: the medium between nodes
-//! was lost and restored (`reconnected`), or this node dropped messages under
-//! pressure (`gap`).
+//! was lost and restored (`reconnected`), this node dropped messages under
+//! pressure (`gap`), or the medium dropped a room for good (`lost`).
 
 use rooms_adapter::{BroadcastOptions, GapScope, Rooms, RoomsEvent, SseMessage};
 use serde_json::json;
@@ -57,6 +57,21 @@ pub async fn relay(rooms: Rooms) {
                 };
                 if let Err(error) = sent {
                     tracing::debug!(%error, "cannot relay a gap notice");
+                }
+            }
+            Ok(RoomsEvent::SubscriptionLost { room, reason }) => {
+                tracing::warn!(%room, %reason, "the medium dropped a room");
+                let notice = SseMessage::new(json!({
+                    "kind": "lost",
+                    "text": "This server lost the room's link to the other servers; reconnect to restore it.",
+                    "room": room.as_str(),
+                }))
+                .with_event("notice");
+                if let Err(error) = rooms
+                    .broadcast(room, notice, BroadcastOptions::new().local_only())
+                    .await
+                {
+                    tracing::debug!(%error, "cannot relay a lost-room notice");
                 }
             }
             Ok(other) => tracing::debug!(?other, "lifecycle event"),

@@ -5,7 +5,9 @@ use deadpool_redis::{Manager, Pool, PoolError, Runtime};
 use redis::AsyncConnectionConfig;
 use rooms_adapter::Error;
 
-use super::{DriverOptions, PublishDriver, PublishItem, medium_of, publish_cmd, publish_pipeline};
+use super::driver::{
+    DriverOptions, PublishDriver, PublishItem, medium_of, publish_cmd, publish_pipeline,
+};
 use crate::error::from_redis;
 
 /// Publishes through a deadpool-redis pool of multiplexed connections.

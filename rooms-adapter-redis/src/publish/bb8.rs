@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use bb8_redis::RedisConnectionManager;
 use rooms_adapter::Error;
 
-use super::{DriverOptions, PublishDriver, PublishItem, medium_of, publish_cmd, publish_pipeline};
+use super::driver::{
+    DriverOptions, PublishDriver, PublishItem, medium_of, publish_cmd, publish_pipeline,
+};
 use crate::error::from_redis;
 
 /// The pool type [`Bb8Driver`] uses.

@@ -11,16 +11,16 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use rooms_adapter::Error;
 
-use super::slot::{SlotMap, key_slot};
-use crate::driver::{PublishDriver, PublishItem};
+use super::driver::{PublishDriver, PublishItem};
 use crate::error::{from_redis, timeout};
+use crate::subscribe::{SlotMap, key_slot};
 
 /// Publishes with `SPUBLISH` through redis-rs's async cluster client: each
 /// payload goes to the master serving its channel's hash slot (the client
 /// follows `MOVED` and refreshes its slot map when masters change). Concurrent
 /// publishes share one multiplexed connection per master.
 ///
-/// Inside [`RedisClusterAdapter`](super::RedisClusterAdapter) it also knows
+/// Inside a cluster [`RedisAdapter`](crate::RedisAdapter) it also knows
 /// the adapter's slot map, and sends a batch of publishes as one pipeline per
 /// master (the cluster client alone can only pipeline commands of one slot):
 /// as fast as the single-server adapter per master. A publish that the

@@ -16,7 +16,7 @@ pub const SLOT_COUNT: u16 = 16_384;
 /// is hashed.
 ///
 /// ```
-/// use rooms_adapter_redis::cluster::key_slot;
+/// use rooms_adapter_redis::key_slot;
 /// assert_eq!(key_slot(b"foo"), 12182);
 /// assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
 /// assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}")); // empty tag: whole key
@@ -52,7 +52,8 @@ fn crc16(bytes: &[u8]) -> u16 {
     crc
 }
 
-/// A master's address, `host:port`; the key of a shard connection.
+/// A shard's name: a cluster master's address, `host:port`, or the one
+/// shard of a single server or a Sentinel deployment.
 pub(crate) type ShardId = Arc<str>;
 
 /// Which master serves each slot, from `CLUSTER SLOTS`.
@@ -78,6 +79,16 @@ impl fmt::Debug for Topology {
 }
 
 impl Topology {
+    /// One shard that owns every slot: a single server, or a Sentinel
+    /// deployment's master (wherever it is now).
+    pub(crate) fn single(id: &str) -> Self {
+        Topology {
+            masters: vec![(Arc::from(id), String::new(), 0)],
+            owners: vec![0; usize::from(SLOT_COUNT)],
+        }
+    }
+
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     /// Parses a `CLUSTER SLOTS` reply: `[[start, end, [host, port, id, ..],
     /// replicas..], ..]`. An empty host means "the node you asked";
     /// `fallback_host` stands in.
@@ -142,6 +153,7 @@ impl Topology {
         self.masters.get(usize::from(index)).map(|m| &m.0)
     }
 
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     /// The host and port of the master serving `slot`, if any.
     pub(crate) fn owner_addr(&self, slot: u16) -> Option<(&str, u16)> {
         let index = *self.owners.get(usize::from(slot))?;
@@ -173,6 +185,7 @@ pub(crate) struct SlotMap {
 }
 
 impl SlotMap {
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn current(&self) -> Option<Arc<Topology>> {
         self.topology
             .read()
@@ -187,6 +200,7 @@ impl SlotMap {
             .unwrap_or_else(PoisonError::into_inner) = Some(topology);
     }
 
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn mark_stale(&self) {
         self.stale.store(true, Ordering::Relaxed);
     }
@@ -197,6 +211,7 @@ impl SlotMap {
     }
 }
 
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
 /// `host:port`.
 pub(crate) fn shard_id(host: &str, port: u16) -> String {
     format!("{host}:{port}")

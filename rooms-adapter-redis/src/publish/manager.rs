@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use rooms_adapter::Error;
 
-use super::{DriverOptions, PublishDriver, PublishItem, medium_of, publish_cmd, publish_pipeline};
+use super::driver::{
+    DriverOptions, PublishDriver, PublishItem, medium_of, publish_cmd, publish_pipeline,
+};
 use crate::error::{from_redis, timeout};
 
 /// Publishes through redis-rs's `ConnectionManager`: one multiplexed

@@ -19,7 +19,7 @@ use rooms_adapter::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::driver::{PublishDriver, PublishItem};
+use super::driver::{PublishDriver, PublishItem};
 use crate::error::{closed, duplicate, timeout};
 
 type Reply = oneshot::Sender<Result<(), Error>>;

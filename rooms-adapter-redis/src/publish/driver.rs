@@ -67,20 +67,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rooms_adapter::Error;
 
-#[cfg(feature = "bb8")]
-mod bb8;
-#[cfg(feature = "deadpool")]
-mod deadpool;
-#[cfg(feature = "redis")]
-mod manager;
-
-#[cfg(feature = "bb8")]
-pub use self::bb8::{Bb8Driver, Bb8Pool};
-#[cfg(feature = "deadpool")]
-pub use self::deadpool::DeadpoolDriver;
-#[cfg(feature = "redis")]
-pub use self::manager::RedisDriver;
-
 /// One publish of a batch: a payload for a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishItem {

@@ -1,4 +1,5 @@
-//! Redis URLs with their secrets masked, for logs, errors and `Debug` output.
+//! Redis URLs: parsing ([`parse_url`], errors name the URL) and masking
+//! their secrets ([`redact_url`]), for logs, errors and `Debug` output.
 //!
 //! [`redact_url`] masks every part of a URL that can hold a secret, and is
 //! meant for text that people or log collectors see: an error naming a URL, a
@@ -33,6 +34,8 @@
 //! // Nothing secret: unchanged.
 //! assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
 //! ```
+
+use rooms_adapter::Error;
 
 /// Query parameters whose value is a secret (compared without regard to case).
 const SECRET_PARAMS: [&str; 3] = ["password", "pass", "passwd"];
@@ -121,9 +124,47 @@ fn secret_params(text: &str) -> Vec<(usize, usize)> {
     ranges
 }
 
+/// Parses a Redis URL into a client, with errors that name the URL (password
+/// masked) and the reason.
+pub(crate) fn parse_url(url: &str) -> Result<redis::Client, Error> {
+    let shown = redact_url(url);
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    match scheme {
+        Some("redis" | "rediss" | "redis+unix" | "unix" | "valkey" | "valkeys") => {}
+        Some(other) => {
+            return Err(Error::Config(format!(
+                "invalid redis URL {shown:?}: unsupported scheme {other:?} \
+                 (expected redis://, rediss:// or redis+unix://)"
+            )));
+        }
+        None => {
+            return Err(Error::Config(format!(
+                "invalid redis URL {shown:?}: missing scheme (expected e.g. redis://127.0.0.1:6379)"
+            )));
+        }
+    }
+    if cfg!(not(feature = "tls")) && matches!(scheme, Some("rediss" | "valkeys")) {
+        return Err(Error::Config(format!(
+            "invalid redis URL {shown:?}: TLS (rediss://) needs the `tls` feature of rooms-adapter-redis"
+        )));
+    }
+    #[cfg(feature = "tls")]
+    install_tls_provider();
+    redis::Client::open(url)
+        .map_err(|error| Error::Config(format!("invalid redis URL {shown:?}: {error}")))
+}
+
+/// Makes ring the process-wide rustls provider unless one is installed, so a
+/// TLS connection cannot fail for want of one (or for two features enabling
+/// two providers).
+#[cfg(feature = "tls")]
+fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{parse_url, redact_url};
 
     #[test]
     fn user_and_password() {
@@ -227,5 +268,22 @@ mod tests {
         }
         let shown = redact_url(tricky);
         assert_eq!(shown, "rediss://ü:***@h?pass=***&PASSWORD=***");
+    }
+
+    #[test]
+    fn parse_errors_mask_the_password() {
+        for url in [
+            "http://u:hunter2@h",
+            "redis://u:hun/ter2@h:notaport",
+            "u:hunter2@h",
+        ] {
+            let error = parse_url(url).err().map(|error| error.to_string());
+            let error = error.unwrap_or_default();
+            assert!(!error.is_empty(), "{url} is rejected");
+            assert!(
+                !error.contains("hunter2") && !error.contains("ter2"),
+                "{error}"
+            );
+        }
     }
 }

@@ -1,0 +1,513 @@
+//! [`RedisAdapterBuilder`]: one builder for every topology (single server,
+//! a user's `redis::Client`, Sentinel, Cluster) and every publish driver.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rooms_adapter::Error;
+use rooms_adapter::wire::Codec;
+
+use crate::adapter::{DriverPlan, RedisAdapter};
+use crate::config::url::{parse_url, redact_url};
+use crate::config::{Backoff, MAX_POOL_SIZE, RedisConfig};
+use crate::publish::PublishDriver;
+use crate::subscribe::redis_link::Target;
+
+/// Which Redis deployment the adapter talks to.
+#[derive(Clone)]
+enum Topology {
+    Url(String),
+    Client(redis::Client),
+    #[cfg(feature = "sentinel")]
+    Sentinel {
+        urls: Vec<String>,
+        master: String,
+    },
+    #[cfg(feature = "cluster")]
+    Cluster(Vec<String>),
+}
+
+impl fmt::Debug for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        #[cfg(any(feature = "sentinel", feature = "cluster"))]
+        let masked = |urls: &[String]| urls.iter().map(|url| redact_url(url)).collect::<Vec<_>>();
+        match self {
+            Topology::Url(url) => f.debug_tuple("Single").field(&redact_url(url)).finish(),
+            Topology::Client(client) => f
+                .debug_tuple("Client")
+                .field(&client.get_connection_info().addr().to_string())
+                .finish(),
+            #[cfg(feature = "sentinel")]
+            Topology::Sentinel { urls, master } => f
+                .debug_struct("Sentinel")
+                .field("sentinels", &masked(urls))
+                .field("master", master)
+                .finish(),
+            #[cfg(feature = "cluster")]
+            Topology::Cluster(urls) => f.debug_tuple("Cluster").field(&masked(urls)).finish(),
+        }
+    }
+}
+
+/// The publish driver asked for.
+#[derive(Clone)]
+enum DriverChoice {
+    Default,
+    #[cfg(feature = "redis")]
+    Redis,
+    #[cfg(feature = "deadpool")]
+    Deadpool {
+        pool_size: usize,
+    },
+    #[cfg(feature = "bb8")]
+    Bb8 {
+        pool_size: usize,
+    },
+    Custom(Arc<dyn PublishDriver>),
+}
+
+impl fmt::Debug for DriverChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DriverChoice::Default => f.write_str("Default"),
+            #[cfg(feature = "redis")]
+            DriverChoice::Redis => f.write_str("Redis"),
+            #[cfg(feature = "deadpool")]
+            DriverChoice::Deadpool { pool_size } => write!(f, "Deadpool({pool_size})"),
+            #[cfg(feature = "bb8")]
+            DriverChoice::Bb8 { pool_size } => write!(f, "Bb8({pool_size})"),
+            DriverChoice::Custom(driver) => write!(f, "Custom({})", driver.name()),
+        }
+    }
+}
+
+/// Builds a [`RedisAdapter`] with validated settings. Start with
+/// [`RedisAdapter::builder`] (one server by URL), [`RedisAdapter::from_client`]
+/// (your own `redis::Client`: custom TLS roots, credentials),
+/// `RedisAdapter::sentinel` (feature `sentinel`) or `RedisAdapter::cluster`
+/// (feature `cluster`). Every setting means the same on every topology.
+///
+/// ```
+/// use std::time::Duration;
+/// use rooms_adapter::Codec;
+/// use rooms_adapter_redis::RedisAdapter;
+///
+/// let adapter = RedisAdapter::builder("redis://user:secret@127.0.0.1:6379/0")
+///     .channel_prefix("app:room:")
+///     .codec(Codec::MessagePack)
+///     .publish_timeout(Duration::from_millis(500))
+///     .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(2))
+///     .build()?;
+/// assert_eq!(adapter.config().channel_prefix(), "app:room:");
+///
+/// // Bad input is named in the error.
+/// let error = RedisAdapter::builder("http://nope").build().unwrap_err();
+/// assert!(error.to_string().contains("http://nope"));
+/// let error = RedisAdapter::builder("redis://127.0.0.1")
+///     .publish_timeout(Duration::ZERO)
+///     .build()
+///     .unwrap_err();
+/// assert!(error.to_string().contains("publish_timeout"));
+/// # Ok::<(), rooms_adapter::Error>(())
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct RedisAdapterBuilder {
+    topology: Topology,
+    config: RedisConfig,
+    driver: DriverChoice,
+}
+
+impl fmt::Debug for RedisAdapterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisAdapterBuilder")
+            .field("topology", &self.topology)
+            .field("config", &self.config)
+            .field("driver", &self.driver)
+            .finish()
+    }
+}
+
+impl RedisAdapterBuilder {
+    pub(crate) fn single(url: String) -> Self {
+        Self::with(Topology::Url(url))
+    }
+
+    pub(crate) fn client(client: redis::Client) -> Self {
+        Self::with(Topology::Client(client))
+    }
+
+    #[cfg(feature = "sentinel")]
+    pub(crate) fn sentinel(urls: Vec<String>, master: String) -> Self {
+        Self::with(Topology::Sentinel { urls, master })
+    }
+
+    #[cfg(feature = "cluster")]
+    pub(crate) fn cluster(urls: Vec<String>) -> Self {
+        Self::with(Topology::Cluster(urls))
+    }
+
+    fn with(topology: Topology) -> Self {
+        Self {
+            topology,
+            config: RedisConfig::default(),
+            driver: DriverChoice::Default,
+        }
+    }
+
+    /// Channel prefix (default `sse:room:`, as the TypeScript package). No
+    /// separator is added: room `chat` is channel `{prefix}chat`. May be empty.
+    pub fn channel_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.channel_prefix = prefix.into();
+        self
+    }
+
+    /// Codec for publishing (default JSON, readable by TypeScript nodes).
+    /// Decoding always auto-detects, so nodes can switch one at a time.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.config.codec = codec;
+        self
+    }
+
+    /// Largest payload in bytes (default 4 MiB). A larger outbound envelope
+    /// fails with [`Error::PayloadTooLarge`]; a larger inbound payload is
+    /// skipped and counted.
+    pub fn max_payload_bytes(mut self, limit: usize) -> Self {
+        self.config.max_payload_bytes = limit;
+        self
+    }
+
+    /// Limit on establishing a connection (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Limit on waiting for Redis to acknowledge a subscription (default 5 s).
+    /// A subscribe that runs out of time while Redis is down returns a
+    /// retryable error; the room stays wanted and is subscribed on reconnect.
+    pub fn subscribe_timeout(mut self, timeout: Duration) -> Self {
+        self.config.subscribe_timeout = timeout;
+        self
+    }
+
+    /// Limit on one publish, queueing included (default 2 s).
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.config.publish_timeout = timeout;
+        self
+    }
+
+    /// Liveness probe of the subscriber connection: a PING every `interval`
+    /// that must be answered within `timeout` (defaults 5 s and 3 s). A missed
+    /// answer is treated as connection loss: a subscription that silently
+    /// died (proxies, failovers) is detected and rebuilt.
+    pub fn ping(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.config.ping_interval = interval;
+        self.config.ping_timeout = timeout;
+        self
+    }
+
+    /// Reconnect backoff: from `min`, doubling up to `max`, with jitter
+    /// (defaults 100 ms and 5 s).
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.config.backoff = Backoff::new(min, max);
+        self
+    }
+
+    /// How long a room that lost its last local member stays subscribed in case
+    /// it refills (default 500 ms; zero unsubscribes at once). Messages of an
+    /// unsubscribed room are never delivered, delay or not.
+    pub fn unsubscribe_delay(mut self, delay: Duration) -> Self {
+        self.config.unsubscribe_delay = delay;
+        self
+    }
+
+    /// Channels per SUBSCRIBE / UNSUBSCRIBE command (default 1,000). Pending
+    /// subscriptions are collected while a command is in flight and sent
+    /// together.
+    pub fn subscribe_batch(mut self, channels: usize) -> Self {
+        self.config.subscribe_batch = channels;
+        self
+    }
+
+    /// Whether concurrent publishes are coalesced into pipelines by a
+    /// publisher task (default `true`). A publish made while no other is in
+    /// progress still goes straight to the driver, so coalescing adds no
+    /// latency when idle. With `false`, every publish calls the driver
+    /// directly.
+    pub fn coalesce_publishes(mut self, coalesce: bool) -> Self {
+        self.config.coalesce_publishes = coalesce;
+        self
+    }
+
+    /// Most publishes per pipeline (default 256).
+    pub fn publish_batch(mut self, batch: usize) -> Self {
+        self.config.publish_batch = batch;
+        self
+    }
+
+    /// Capacity of the publish queue (default 8,192). When it is full,
+    /// publishers wait (within their publish timeout).
+    pub fn publish_queue_capacity(mut self, capacity: usize) -> Self {
+        self.config.publish_queue = capacity;
+        self
+    }
+
+    /// Most pipelines in flight at once (default 16).
+    pub fn pipelines_in_flight(mut self, pipelines: usize) -> Self {
+        self.config.pipelines_in_flight = pipelines;
+        self
+    }
+    /// Cluster only: how often the cluster client retries a publish that hit
+    /// a moved slot or a failing master (default 2). Zero fails such a
+    /// publish at once.
+    #[cfg(feature = "cluster")]
+    pub fn publisher_retries(mut self, retries: u32) -> Self {
+        self.config.cluster_publish_retries = retries;
+        self
+    }
+
+    /// Publish through redis-rs's `ConnectionManager` (the default when the
+    /// `redis` feature is on). On Sentinel, the built-in driver that follows
+    /// the master; on Cluster, `SPUBLISH` through redis-rs's cluster client.
+    #[cfg(feature = "redis")]
+    pub fn redis_driver(mut self) -> Self {
+        self.driver = DriverChoice::Redis;
+        self
+    }
+
+    /// Publish through a deadpool-redis pool of `pool_size` connections
+    /// (single server only).
+    #[cfg(feature = "deadpool")]
+    pub fn deadpool_driver(mut self, pool_size: usize) -> Self {
+        self.driver = DriverChoice::Deadpool { pool_size };
+        self
+    }
+
+    /// Publish through a bb8 pool of `pool_size` connections (single server
+    /// only).
+    #[cfg(feature = "bb8")]
+    pub fn bb8_driver(mut self, pool_size: usize) -> Self {
+        self.driver = DriverChoice::Bb8 { pool_size };
+        self
+    }
+
+    /// Publish through any [`PublishDriver`], e.g. one over another client
+    /// library. It must reach the same Redis deployment.
+    pub fn driver(mut self, driver: impl PublishDriver) -> Self {
+        self.driver = DriverChoice::Custom(Arc::new(driver));
+        self
+    }
+
+    /// Validates the settings and returns an adapter, not yet connected (the
+    /// engine connects it, handing it the node id).
+    ///
+    /// Errors are [`Error::Config`] naming the bad value: an unparsable URL
+    /// (with the password masked), a zero duration, a backoff whose minimum is
+    /// above its maximum, a zero size, a pool driver on a topology it cannot
+    /// follow.
+    pub fn build(self) -> Result<RedisAdapter, Error> {
+        self.config.validate()?;
+        let Self {
+            topology,
+            config,
+            driver,
+        } = self;
+        driver.validate()?;
+        let adapter = match topology {
+            Topology::Url(url) => single(parse_url(&url)?, driver, config)?,
+            Topology::Client(client) => single(client, driver, config)?,
+            #[cfg(feature = "sentinel")]
+            Topology::Sentinel { urls, master } => sentinel(&urls, master, driver, config)?,
+            #[cfg(feature = "cluster")]
+            Topology::Cluster(urls) => cluster(&urls, driver, config)?,
+        };
+        Ok(adapter)
+    }
+}
+
+impl DriverChoice {
+    #[allow(unreachable_code)]
+    fn validate(&self) -> Result<(), Error> {
+        let (name, size): (&str, usize) = match self {
+            #[cfg(feature = "deadpool")]
+            DriverChoice::Deadpool { pool_size } => ("deadpool_driver", *pool_size),
+            #[cfg(feature = "bb8")]
+            DriverChoice::Bb8 { pool_size } => ("bb8_driver", *pool_size),
+            _ => return Ok(()),
+        };
+        if size == 0 || size > MAX_POOL_SIZE {
+            return Err(Error::Config(format!(
+                "{name} pool_size must be between 1 and {MAX_POOL_SIZE}, got {size}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The driver for a topology that only the built-in driver can follow.
+    #[allow(dead_code)]
+    fn built_in_only(self, topology: &str, built_in: DriverPlan) -> Result<DriverPlan, Error> {
+        match self {
+            DriverChoice::Custom(driver) => Ok(DriverPlan::Custom(driver)),
+            DriverChoice::Default => Ok(built_in),
+            #[cfg(feature = "redis")]
+            DriverChoice::Redis => Ok(built_in),
+            #[allow(unreachable_patterns)]
+            other => Err(Error::Config(format!(
+                "the {other:?} publish driver cannot follow a redis {topology}: \
+                 use the built-in driver (the default) or your own with `.driver(..)`"
+            ))),
+        }
+    }
+}
+
+fn single(
+    client: redis::Client,
+    driver: DriverChoice,
+    config: RedisConfig,
+) -> Result<RedisAdapter, Error> {
+    let medium = crate::publish::medium_of(&client);
+    let plan = match driver {
+        DriverChoice::Custom(driver) => DriverPlan::Custom(driver),
+        #[cfg(feature = "redis")]
+        DriverChoice::Redis | DriverChoice::Default => DriverPlan::Manager(client.clone()),
+        #[cfg(feature = "deadpool")]
+        DriverChoice::Deadpool { pool_size } => DriverPlan::Deadpool(client.clone(), pool_size),
+        #[cfg(all(feature = "deadpool", not(feature = "redis")))]
+        DriverChoice::Default => {
+            DriverPlan::Deadpool(client.clone(), crate::config::DEFAULT_POOL_SIZE)
+        }
+        #[cfg(feature = "bb8")]
+        DriverChoice::Bb8 { pool_size } => DriverPlan::Bb8(client.clone(), pool_size),
+        #[cfg(all(feature = "bb8", not(feature = "redis"), not(feature = "deadpool")))]
+        DriverChoice::Default => DriverPlan::Bb8(client.clone(), crate::config::DEFAULT_POOL_SIZE),
+        #[cfg(not(any(feature = "redis", feature = "deadpool", feature = "bb8")))]
+        DriverChoice::Default => {
+            return Err(Error::Config(
+                "no publish driver: enable a feature of rooms-adapter-redis \
+                 (`redis`, `deadpool` or `bb8`) or pass one with `.driver(..)`"
+                    .into(),
+            ));
+        }
+    };
+    let target = Target::Single(Box::new(client.get_connection_info().clone()));
+    Ok(RedisAdapter::new("redis", medium, config, target, plan))
+}
+
+/// Every URL parsed, or an error naming the bad one.
+#[cfg(any(feature = "sentinel", feature = "cluster"))]
+fn connection_infos(urls: &[String], what: &str) -> Result<Vec<redis::ConnectionInfo>, Error> {
+    if urls.is_empty() {
+        return Err(Error::Config(format!(
+            "a redis {what} needs at least one URL"
+        )));
+    }
+    urls.iter()
+        .map(|url| Ok(parse_url(url)?.get_connection_info().clone()))
+        .collect()
+}
+
+#[cfg(any(feature = "sentinel", feature = "cluster"))]
+fn addresses(infos: &[redis::ConnectionInfo]) -> String {
+    infos
+        .iter()
+        .map(|info| info.addr().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(feature = "sentinel")]
+fn sentinel(
+    urls: &[String],
+    master: String,
+    driver: DriverChoice,
+    config: RedisConfig,
+) -> Result<RedisAdapter, Error> {
+    use redis::sentinel::SentinelNodeConnectionInfo;
+
+    use crate::subscribe::sentinel::{SentinelTarget, sentinels};
+
+    let infos = connection_infos(urls, "sentinel deployment")?;
+    if master.is_empty() {
+        return Err(Error::Config(
+            "a redis sentinel deployment needs the master's name, got \"\"".into(),
+        ));
+    }
+    // The master's credentials and database: those of the first sentinel URL.
+    let node = SentinelNodeConnectionInfo::default()
+        .set_redis_connection_info(infos[0].redis_settings().clone());
+    let medium = format!("redis sentinel master {master:?} via {}", addresses(&infos));
+    let target = Arc::new(SentinelTarget::new(sentinels(&infos)?, master, node));
+    let plan = driver.built_in_only(
+        "sentinel deployment",
+        DriverPlan::Sentinel(Arc::clone(&target)),
+    )?;
+    Ok(RedisAdapter::new(
+        "redis-sentinel",
+        medium,
+        config,
+        Target::Sentinel(target),
+        plan,
+    ))
+}
+
+#[cfg(feature = "cluster")]
+fn cluster(
+    urls: &[String],
+    driver: DriverChoice,
+    config: RedisConfig,
+) -> Result<RedisAdapter, Error> {
+    use redis::cluster::ClusterClientBuilder;
+
+    let seeds = connection_infos(urls, "cluster")?;
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let mut client = ClusterClientBuilder::new(seeds.clone())
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.publish_timeout)
+        .retries(config.cluster_publish_retries)
+        .min_retry_wait(millis(config.backoff.min()))
+        .max_retry_wait(millis(config.backoff.max()));
+    let redis = seeds[0].redis_settings();
+    if let Some(username) = redis.username() {
+        client = client.username(username);
+    }
+    if let Some(password) = redis.password() {
+        client = client.password(password);
+    }
+    let client = client
+        .build()
+        .map_err(|error| Error::Config(format!("invalid redis cluster settings: {error}")))?;
+    let medium = format!("redis cluster at {}", addresses(&seeds));
+    let plan = driver.built_in_only("cluster", DriverPlan::Cluster(client))?;
+    let target = Target::Cluster(crate::subscribe::ClusterTarget::new(
+        seeds,
+        config.connect_timeout,
+    ));
+    Ok(RedisAdapter::new(
+        "redis-cluster",
+        medium,
+        config,
+        target,
+        plan,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_debug_masks_the_password() {
+        let builder =
+            RedisAdapterBuilder::single("redis://user:hunter2@cache:6379/0?pass=hunter3".into());
+        let shown = format!("{builder:?}");
+        assert!(
+            shown.contains("redis://user:***@cache:6379/0?pass=***"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter"), "{shown}");
+        let shown = format!("{builder:#?}");
+        assert!(!shown.contains("hunter"), "{shown}");
+    }
+}

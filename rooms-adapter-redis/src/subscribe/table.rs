@@ -1,0 +1,998 @@
+//! The subscription table: which rooms this node wants, where each one is
+//! subscribed, and what the subscriber must do next. Pure: no I/O, no clock
+//! (every call that cares about time takes `now`), so every rule is unit-tested
+//! without a Redis.
+//!
+//! Rules, the same for a single server, Sentinel and Cluster (a single server
+//! is a topology of one shard that owns every slot):
+//! - A wanted room is routed to the shard that owns its channel's slot and
+//!   subscribed there in batches (one pipeline per shard per batch); its
+//!   waiters are answered when the shard acknowledges it.
+//! - A room that is no longer wanted is silent at once and unsubscribed after
+//!   the unsubscribe delay; a rejoin within the delay keeps the subscription.
+//!   It is forgotten only once the shard confirmed the unsubscribe (or the
+//!   connection that held it is gone); a failed unsubscribe is retried.
+//! - A shard connection lost, or a room dropped by Redis (its slot moved),
+//!   makes the room *lost*: re-subscribed on its owner, and listed in
+//!   `Reconnected` once every lost room is back (or after a settle time).
+//!   A subscribe that answered only after its caller gave up (the subscribe
+//!   timeout) is reported the same way.
+//! - A room that Redis refuses (an ACL forbids the channel) stops being
+//!   wanted; when nobody was waiting to hear it, it is reported as *refused*
+//!   so the engine forgets it rather than believing it subscribed.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rooms_adapter::{Error, RoomName, wire};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::slot::{ShardId, Topology, key_slot};
+use crate::config::Backoff;
+
+/// Whoever waits for a room's subscription.
+pub(crate) type Waiter = oneshot::Sender<Result<(), Error>>;
+
+/// The longest wait between two topology discoveries while one is needed.
+const MAX_DISCOVER_DELAY: Duration = Duration::from_secs(1);
+
+/// Subscribe or unsubscribe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    /// SUBSCRIBE / SSUBSCRIBE.
+    Subscribe,
+    /// UNSUBSCRIBE / SUNSUBSCRIBE.
+    Unsubscribe,
+}
+
+/// How a shard answered one channel of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ack {
+    /// Done as asked.
+    Done,
+    /// The slot is served elsewhere or nowhere right now (`MOVED`,
+    /// `CLUSTERDOWN`, ...): route again after a topology refresh.
+    Moved,
+    /// Refused for good (an ACL forbids the channel): the message.
+    Refused(String),
+    /// Not an answer to this command: the connection is out of step.
+    Unexpected(String),
+}
+
+/// Something the subscriber loop must start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Open the shard's connection.
+    Connect { shard: ShardId, generation: u64 },
+    /// Send one batch on the shard's connection.
+    Op {
+        shard: ShardId,
+        generation: u64,
+        kind: OpKind,
+        rooms: Vec<RoomName>,
+    },
+    /// Probe the shard's connection.
+    Ping { shard: ShardId, generation: u64 },
+    /// Ask the medium which shards own which slots.
+    Discover,
+}
+
+/// A room Redis refused to subscribe.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) room: RoomName,
+    pub(crate) reason: String,
+    /// Nobody heard the error from a `subscribe` call: report it as an event.
+    pub(crate) unheard: bool,
+}
+
+/// The settings the table needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) prefix: String,
+    pub(crate) unsubscribe_delay: Duration,
+    pub(crate) subscribe_timeout: Duration,
+    pub(crate) batch: usize,
+    pub(crate) backoff: Backoff,
+    pub(crate) ping_interval: Duration,
+}
+
+impl Settings {
+    /// How long recovered rooms wait for the other lost rooms before they are
+    /// reported on their own.
+    fn settle(&self) -> Duration {
+        (self.backoff.max() * 4).max(Duration::from_secs(2))
+    }
+}
+
+#[derive(Default)]
+struct Room {
+    wanted: bool,
+    slot: u16,
+    /// Subscribed on this shard connection (shard, generation).
+    on: Option<(ShardId, u64)>,
+    /// A batch with this room is in flight.
+    op: Option<OpKind>,
+    /// The unsubscribe delay is running (its generation).
+    leaving: Option<u64>,
+    /// Lost (connection loss, slot moved) at this time; wanted back.
+    lost_at: Option<Instant>,
+    /// When `subscribe` was asked while not subscribed.
+    requested_at: Option<Instant>,
+    waiters: Vec<Waiter>,
+}
+
+impl Room {
+    fn idle(&self) -> bool {
+        !self.wanted
+            && self.on.is_none()
+            && self.op.is_none()
+            && self.leaving.is_none()
+            && self.waiters.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    up: bool,
+    connecting: bool,
+    generation: u64,
+    attempt: u32,
+    retry_at: Option<Instant>,
+    /// Rooms subscribed on the current connection.
+    rooms: HashSet<RoomName>,
+    /// A batch is in flight.
+    busy: bool,
+    pinging: bool,
+    /// Unsubscribe confirmations this table asked for: any other is Redis
+    /// dropping the channel itself.
+    expected: HashMap<RoomName, u32>,
+}
+
+impl Shard {
+    /// A new connection attempt: its generation.
+    fn begin_connect(&mut self) -> u64 {
+        self.connecting = true;
+        self.generation += 1;
+        self.generation
+    }
+}
+
+/// The subscription table. See the module docs.
+pub(crate) struct Table {
+    settings: Settings,
+    rooms: HashMap<RoomName, Room>,
+    /// Wanted, not subscribed, nothing in flight: to route to a shard.
+    pending: HashSet<RoomName>,
+    /// Answered `Moved`: routed again after the next discovery.
+    parked: HashSet<RoomName>,
+    /// Not wanted, subscribed, nothing in flight, delay over.
+    unsub_ready: HashSet<RoomName>,
+    leave_queue: VecDeque<(Instant, RoomName, u64)>,
+    leave_generation: u64,
+    shards: HashMap<ShardId, Shard>,
+    topology: Option<Topology>,
+    stale: bool,
+    discovering: bool,
+    discover_attempt: u32,
+    discover_at: Option<Instant>,
+    next_ping: Instant,
+    next_connect: Option<Instant>,
+    recovered: Vec<RoomName>,
+    recovered_since: Option<Instant>,
+    first_recovery: Option<Instant>,
+    refusals: Vec<Refusal>,
+    /// Rooms whose delivery starts or stops: (room, wanted).
+    delivery: Vec<(RoomName, bool)>,
+    /// Answers held back until the loop has published its counters, so a
+    /// caller that sees its subscribe return also sees it counted.
+    answers: Vec<(Waiter, Result<(), Error>)>,
+}
+
+impl Table {
+    /// An empty table that needs a topology first.
+    pub(crate) fn new(settings: Settings, now: Instant) -> Self {
+        Self {
+            next_ping: now + settings.ping_interval,
+            settings,
+            rooms: HashMap::new(),
+            pending: HashSet::new(),
+            parked: HashSet::new(),
+            unsub_ready: HashSet::new(),
+            leave_queue: VecDeque::new(),
+            leave_generation: 0,
+            shards: HashMap::new(),
+            topology: None,
+            stale: true,
+            discovering: false,
+            discover_attempt: 0,
+            discover_at: None,
+            next_connect: None,
+            recovered: Vec::new(),
+            recovered_since: None,
+            first_recovery: None,
+            refusals: Vec::new(),
+            delivery: Vec::new(),
+            answers: Vec::new(),
+        }
+    }
+
+    // ---- requests -------------------------------------------------------
+
+    /// Wants `name`; `waiter` hears when it is subscribed.
+    pub(crate) fn subscribe(&mut self, name: RoomName, waiter: Waiter, now: Instant) {
+        let slot = key_slot(wire::channel_name(&self.settings.prefix, name.as_str()).as_bytes());
+        let room = self.rooms.entry(name.clone()).or_insert_with(|| Room {
+            slot,
+            ..Room::default()
+        });
+        if !room.wanted {
+            room.wanted = true;
+            room.leaving = None;
+            self.unsub_ready.remove(&name);
+            self.delivery.push((name.clone(), true));
+        }
+        if room.on.is_some() && room.op != Some(OpKind::Unsubscribe) {
+            let _ = waiter.send(Ok(()));
+            return;
+        }
+        room.requested_at.get_or_insert(now);
+        room.waiters.retain(|waiter| !waiter.is_closed());
+        room.waiters.push(waiter);
+        if room.op.is_none() && room.on.is_none() && !self.parked.contains(&name) {
+            self.pending.insert(name);
+        }
+    }
+
+    /// No longer wants `name`: silent at once, unsubscribed after the delay.
+    pub(crate) fn unsubscribe(&mut self, name: &RoomName, now: Instant) {
+        let delay = self.settings.unsubscribe_delay;
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if !room.wanted {
+            return;
+        }
+        room.wanted = false;
+        room.lost_at = None;
+        room.requested_at = None;
+        self.delivery.push((name.clone(), false));
+        self.pending.remove(name);
+        self.parked.remove(name);
+        // A subscribe still waiting is superseded: it did what was asked.
+        for waiter in room.waiters.drain(..) {
+            let _ = waiter.send(Ok(()));
+        }
+        if room.on.is_some() && room.op.is_none() {
+            if delay.is_zero() {
+                self.unsub_ready.insert(name.clone());
+            } else {
+                self.leave_generation += 1;
+                room.leaving = Some(self.leave_generation);
+                self.leave_queue
+                    .push_back((now + delay, name.clone(), self.leave_generation));
+            }
+        }
+        // A subscribe in flight is undone when it completes.
+        self.forget_if_idle(name);
+    }
+
+    // ---- what to do -----------------------------------------------------
+
+    /// What to start now.
+    pub(crate) fn actions(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.expire_leaves(now);
+        self.route(now, &mut actions);
+        self.unsubscribes(&mut actions);
+        if self.stale && !self.discovering && self.discover_at.is_none_or(|at| at <= now) {
+            self.discovering = true;
+            actions.push(Action::Discover);
+        }
+        if now >= self.next_ping {
+            self.next_ping = now + self.settings.ping_interval;
+            for (id, shard) in &mut self.shards {
+                if shard.up && !shard.pinging {
+                    shard.pinging = true;
+                    actions.push(Action::Ping {
+                        shard: Arc::clone(id),
+                        generation: shard.generation,
+                    });
+                }
+            }
+        }
+        actions
+    }
+
+    /// When [`actions`](Self::actions) may have something new without any
+    /// other input.
+    pub(crate) fn next_wake(&self) -> Instant {
+        let mut wake = self.next_ping;
+        if let Some((at, _, _)) = self.leave_queue.front() {
+            wake = wake.min(*at);
+        }
+        if let Some(at) = self.discover_at
+            && self.stale
+            && !self.discovering
+        {
+            wake = wake.min(at);
+        }
+        if let Some(at) = self.next_connect {
+            wake = wake.min(at);
+        }
+        if let Some(first) = self.first_recovery {
+            wake = wake.min(first + self.settings.settle());
+        }
+        wake
+    }
+
+    fn expire_leaves(&mut self, now: Instant) {
+        while let Some((at, _, _)) = self.leave_queue.front() {
+            if *at > now {
+                break;
+            }
+            let Some((_, name, generation)) = self.leave_queue.pop_front() else {
+                break;
+            };
+            let Some(room) = self.rooms.get_mut(&name) else {
+                continue;
+            };
+            if room.leaving != Some(generation) {
+                continue;
+            }
+            room.leaving = None;
+            if !room.wanted && room.on.is_some() && room.op.is_none() {
+                self.unsub_ready.insert(name.clone());
+            }
+            self.forget_if_idle(&name);
+        }
+    }
+
+    /// Sends pending rooms to their shard, connecting shards as needed.
+    fn route(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        self.next_connect = None;
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch_size = self.settings.batch;
+        let mut batches: HashMap<ShardId, Vec<RoomName>> = HashMap::new();
+        let mut unroutable = false;
+        for name in &self.pending {
+            let Some(room) = self.rooms.get(name) else {
+                continue;
+            };
+            let owner = self.topology.as_ref().and_then(|t| t.owner(room.slot));
+            let Some((owner, shard)) = owner.and_then(|id| Some((id, self.shards.get_mut(id)?)))
+            else {
+                unroutable = true;
+                continue;
+            };
+            if shard.up {
+                if !shard.busy {
+                    let batch = batches.entry(Arc::clone(owner)).or_default();
+                    if batch.len() < batch_size {
+                        batch.push(name.clone());
+                    }
+                }
+            } else if !shard.connecting {
+                match shard.retry_at {
+                    Some(at) if at > now => {
+                        self.next_connect = Some(self.next_connect.map_or(at, |n| n.min(at)));
+                    }
+                    _ => {
+                        let generation = shard.begin_connect();
+                        actions.push(Action::Connect {
+                            shard: Arc::clone(owner),
+                            generation,
+                        });
+                    }
+                }
+            }
+        }
+        if unroutable {
+            self.stale = true;
+        }
+        for (id, rooms) in batches {
+            self.start_op(&id, OpKind::Subscribe, rooms, actions);
+        }
+    }
+
+    fn unsubscribes(&mut self, actions: &mut Vec<Action>) {
+        if self.unsub_ready.is_empty() {
+            return;
+        }
+        let batch_size = self.settings.batch;
+        let mut batches: HashMap<ShardId, Vec<RoomName>> = HashMap::new();
+        for name in &self.unsub_ready {
+            let Some((id, generation)) = self.rooms.get(name).and_then(|room| room.on.clone())
+            else {
+                continue;
+            };
+            let Some(shard) = self.shards.get(&id) else {
+                continue;
+            };
+            if shard.generation != generation || !shard.up || shard.busy {
+                continue;
+            }
+            let batch = batches.entry(id).or_default();
+            if batch.len() < batch_size {
+                batch.push(name.clone());
+            }
+        }
+        for (id, rooms) in batches {
+            self.start_op(&id, OpKind::Unsubscribe, rooms, actions);
+        }
+    }
+
+    fn start_op(
+        &mut self,
+        id: &ShardId,
+        kind: OpKind,
+        rooms: Vec<RoomName>,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(shard) = self.shards.get_mut(id) else {
+            return;
+        };
+        shard.busy = true;
+        for name in &rooms {
+            if kind == OpKind::Unsubscribe {
+                *shard.expected.entry(name.clone()).or_default() += 1;
+            }
+            if let Some(room) = self.rooms.get_mut(name) {
+                room.op = Some(kind);
+            }
+            self.pending.remove(name);
+            self.unsub_ready.remove(name);
+        }
+        actions.push(Action::Op {
+            shard: Arc::clone(id),
+            generation: shard.generation,
+            kind,
+            rooms,
+        });
+    }
+
+    // ---- results --------------------------------------------------------
+
+    /// Starts connecting `id` outside [`actions`](Self::actions) (the first
+    /// connection, opened before the loop runs): its generation.
+    pub(crate) fn begin_connect(&mut self, id: &ShardId) -> Option<u64> {
+        let shard = self.shards.get_mut(id)?;
+        (!shard.up && !shard.connecting).then(|| shard.begin_connect())
+    }
+
+    /// A connect started by [`Action::Connect`] finished.
+    pub(crate) fn connected(&mut self, id: &ShardId, generation: u64, ok: bool, now: Instant) {
+        let backoff = self.settings.backoff;
+        let Some(shard) = self.shards.get_mut(id) else {
+            return;
+        };
+        if shard.generation != generation || !shard.connecting {
+            return;
+        }
+        shard.connecting = false;
+        if ok {
+            shard.up = true;
+            shard.attempt = 0;
+            shard.retry_at = None;
+            shard.busy = false;
+            shard.pinging = false;
+        } else {
+            shard.attempt = shard.attempt.saturating_add(1);
+            shard.retry_at = Some(now + backoff.delay(shard.attempt));
+            // The shard may be gone: its slots may have moved.
+            self.stale = true;
+        }
+    }
+
+    /// Whether `generation` is the shard's live connection.
+    pub(crate) fn is_current(&self, id: &ShardId, generation: u64) -> bool {
+        self.shards
+            .get(id)
+            .is_some_and(|shard| shard.up && shard.generation == generation)
+    }
+
+    /// A batch finished: `acks` answers `rooms` one by one, or `Err` when the
+    /// connection failed (no answer at all).
+    pub(crate) fn op_done(
+        &mut self,
+        id: &ShardId,
+        generation: u64,
+        kind: OpKind,
+        rooms: Vec<RoomName>,
+        acks: Result<Vec<Ack>, String>,
+        now: Instant,
+    ) {
+        let current = self.is_current(id, generation);
+        if current && let Some(shard) = self.shards.get_mut(id) {
+            shard.busy = false;
+        }
+        let acks = match acks {
+            Ok(acks) if current && acks.len() == rooms.len() => acks,
+            Ok(acks) if current => {
+                let reason = format!("{} answers to {} commands", acks.len(), rooms.len());
+                return self.abandon(id, kind, rooms, Some(&reason), now);
+            }
+            Ok(_) => return self.abandon(id, kind, rooms, None, now),
+            Err(reason) => {
+                let reason = current.then_some(reason);
+                return self.abandon(id, kind, rooms, reason.as_deref(), now);
+            }
+        };
+        let mut desync = None;
+        for (name, ack) in rooms.into_iter().zip(acks) {
+            match ack {
+                Ack::Done if kind == OpKind::Subscribe => {
+                    self.sub_confirmed(id, generation, &name, now)
+                }
+                Ack::Done => self.unsub_confirmed(id, &name),
+                Ack::Moved => {
+                    self.unexpect(id, kind, &name);
+                    self.moved(&name, kind);
+                }
+                Ack::Refused(reason) => {
+                    self.unexpect(id, kind, &name);
+                    if kind == OpKind::Subscribe {
+                        self.refused(&name, reason);
+                    } else {
+                        // Not subscribed there after all.
+                        self.moved(&name, kind);
+                    }
+                }
+                Ack::Unexpected(reason) => {
+                    desync.get_or_insert(reason);
+                    self.abandoned(&name, kind);
+                }
+            }
+        }
+        if let Some(reason) = desync {
+            self.lost(id, generation, &reason, now);
+        }
+    }
+
+    fn abandon(
+        &mut self,
+        id: &ShardId,
+        kind: OpKind,
+        rooms: Vec<RoomName>,
+        lost: Option<&str>,
+        now: Instant,
+    ) {
+        if let Some(reason) = lost
+            && let Some(generation) = self.shards.get(id).map(|shard| shard.generation)
+        {
+            self.lost(id, generation, reason, now);
+        }
+        for name in rooms {
+            self.abandoned(&name, kind);
+        }
+    }
+
+    fn unexpect(&mut self, id: &ShardId, kind: OpKind, name: &RoomName) {
+        if kind != OpKind::Unsubscribe {
+            return;
+        }
+        if let Some(shard) = self.shards.get_mut(id)
+            && let Some(expected) = shard.expected.get_mut(name)
+        {
+            *expected = expected.saturating_sub(1);
+            if *expected == 0 {
+                shard.expected.remove(name);
+            }
+        }
+    }
+
+    fn sub_confirmed(&mut self, id: &ShardId, generation: u64, name: &RoomName, now: Instant) {
+        let timeout = self.settings.subscribe_timeout;
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        room.op = None;
+        room.on = Some((Arc::clone(id), generation));
+        if let Some(shard) = self.shards.get_mut(id) {
+            shard.rooms.insert(name.clone());
+        }
+        if room.wanted {
+            self.answers
+                .extend(room.waiters.drain(..).map(|waiter| (waiter, Ok(()))));
+            // A subscribe that answered after its caller gave up is reported
+            // as reconnected, as the contract says.
+            let late = room
+                .requested_at
+                .take()
+                .filter(|at| now.duration_since(*at) >= timeout);
+            if let Some(since) = room.lost_at.take().or(late) {
+                self.recovered.push(name.clone());
+                self.recovered_since = Some(self.recovered_since.map_or(since, |s| s.min(since)));
+                self.first_recovery.get_or_insert(now);
+            }
+        } else if room.leaving.is_none() {
+            self.unsub_ready.insert(name.clone());
+        }
+    }
+
+    fn unsub_confirmed(&mut self, id: &ShardId, name: &RoomName) {
+        if let Some(shard) = self.shards.get_mut(id) {
+            shard.rooms.remove(name);
+        }
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        room.op = None;
+        room.on = None;
+        if room.wanted {
+            self.pending.insert(name.clone());
+        }
+        self.forget_if_idle(name);
+    }
+
+    /// The batch did not happen for this room: back to where it was.
+    fn abandoned(&mut self, name: &RoomName, kind: OpKind) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if room.op != Some(kind) {
+            return;
+        }
+        room.op = None;
+        if kind == OpKind::Unsubscribe
+            && let Some((shard, generation)) = &room.on
+        {
+            let alive = self
+                .shards
+                .get(shard)
+                .is_some_and(|s| s.up && s.generation == *generation);
+            if !alive {
+                room.on = None;
+            } else if !room.wanted {
+                // Still subscribed on a live connection: try again.
+                self.unsub_ready.insert(name.clone());
+            }
+        }
+        if room.wanted && room.on.is_none() && !self.parked.contains(name) {
+            self.pending.insert(name.clone());
+        }
+        self.forget_if_idle(name);
+    }
+
+    /// The slot is served elsewhere (or nowhere right now): retried after
+    /// the next discovery, which backs off (no storm while a cluster is down).
+    fn moved(&mut self, name: &RoomName, kind: OpKind) {
+        self.stale = true;
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if room.op != Some(kind) {
+            return;
+        }
+        room.op = None;
+        if kind == OpKind::Unsubscribe
+            && let Some((shard, _)) = room.on.take()
+            && let Some(shard) = self.shards.get_mut(&shard)
+        {
+            shard.rooms.remove(name);
+        }
+        if room.wanted && room.on.is_none() {
+            self.parked.insert(name.clone());
+        }
+        self.forget_if_idle(name);
+    }
+
+    fn refused(&mut self, name: &RoomName, reason: String) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if room.op != Some(OpKind::Subscribe) {
+            return;
+        }
+        room.op = None;
+        if !room.wanted {
+            self.forget_if_idle(name);
+            return;
+        }
+        room.wanted = false;
+        room.lost_at = None;
+        room.requested_at = None;
+        self.delivery.push((name.clone(), false));
+        let mut heard = false;
+        for waiter in room.waiters.drain(..) {
+            let error = Error::Backend {
+                context: format!("subscribe to room {:?}", name.as_str()),
+                retryable: false,
+                source: Box::new(crate::error::Message(reason.clone())),
+            };
+            heard |= !waiter.is_closed();
+            self.answers.push((waiter, Err(error)));
+        }
+        self.refusals.push(Refusal {
+            room: name.clone(),
+            reason,
+            unheard: !heard,
+        });
+        self.forget_if_idle(name);
+    }
+
+    /// A ping started by [`Action::Ping`] finished.
+    pub(crate) fn pinged(
+        &mut self,
+        id: &ShardId,
+        generation: u64,
+        result: Result<(), String>,
+        now: Instant,
+    ) {
+        let Some(shard) = self.shards.get_mut(id) else {
+            return;
+        };
+        if shard.generation != generation {
+            return;
+        }
+        shard.pinging = false;
+        if let Err(reason) = result {
+            self.lost(id, generation, &reason, now);
+        }
+    }
+
+    /// Redis confirmed or announced that `name` is no longer subscribed on
+    /// the shard's connection `generation`.
+    pub(crate) fn unsubscribed(
+        &mut self,
+        id: &ShardId,
+        generation: u64,
+        name: &RoomName,
+        now: Instant,
+    ) {
+        let Some(shard) = self.shards.get_mut(id) else {
+            return;
+        };
+        if shard.generation != generation {
+            return;
+        }
+        if let Some(expected) = shard.expected.get_mut(name) {
+            *expected -= 1;
+            if *expected == 0 {
+                shard.expected.remove(name);
+            }
+            return;
+        }
+        // Redis dropped the channel itself: its slot moved.
+        tracing::info!(shard = %id, room = name.as_str(), "redis dropped a room's channel (slot moved); re-subscribing");
+        shard.rooms.remove(name);
+        self.stale = true;
+        self.discover_at = None;
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if room
+            .on
+            .as_ref()
+            .is_some_and(|(s, g)| s == id && *g == generation)
+        {
+            room.on = None;
+            if room.wanted {
+                room.lost_at.get_or_insert(now);
+                if room.op.is_none() {
+                    self.pending.insert(name.clone());
+                }
+            } else {
+                self.unsub_ready.remove(name);
+            }
+        }
+        self.forget_if_idle(name);
+    }
+
+    /// The shard's connection `generation` is gone: its rooms are lost until
+    /// subscribed again.
+    pub(crate) fn lost(&mut self, id: &ShardId, generation: u64, reason: &str, now: Instant) {
+        let backoff = self.settings.backoff;
+        let Some(shard) = self.shards.get_mut(id) else {
+            return;
+        };
+        if shard.generation != generation {
+            return;
+        }
+        if shard.up {
+            tracing::warn!(shard = %id, %reason, rooms = shard.rooms.len(), "redis subscriber connection lost; reconnecting");
+        }
+        shard.up = false;
+        shard.generation += 1;
+        shard.connecting = false;
+        shard.busy = false;
+        shard.pinging = false;
+        shard.expected.clear();
+        shard.retry_at = Some(now + backoff.delay(0));
+        let rooms: Vec<RoomName> = shard.rooms.drain().collect();
+        for name in rooms {
+            let Some(room) = self.rooms.get_mut(&name) else {
+                continue;
+            };
+            room.on = None;
+            self.unsub_ready.remove(&name);
+            if room.wanted {
+                room.lost_at.get_or_insert(now);
+                if room.op.is_none() {
+                    self.pending.insert(name.clone());
+                }
+            }
+            self.forget_if_idle(&name);
+        }
+        // The master may be gone and its slots moved.
+        self.stale = true;
+        self.discover_at = None;
+    }
+
+    /// A discovery started by [`Action::Discover`] finished.
+    pub(crate) fn discovered(&mut self, topology: Option<Topology>, now: Instant) {
+        self.discovering = false;
+        for name in std::mem::take(&mut self.parked) {
+            if self
+                .rooms
+                .get(&name)
+                .is_some_and(|room| room.wanted && room.on.is_none() && room.op.is_none())
+            {
+                self.pending.insert(name);
+            }
+        }
+        match topology {
+            Some(topology) => {
+                let complete = topology.is_complete();
+                self.apply_topology(topology, now);
+                self.stale = !complete;
+                self.discover_attempt = if complete {
+                    0
+                } else {
+                    self.discover_attempt.saturating_add(1)
+                };
+            }
+            None => self.discover_attempt = self.discover_attempt.saturating_add(1),
+        }
+        let delay = self
+            .settings
+            .backoff
+            .delay(self.discover_attempt)
+            .min(MAX_DISCOVER_DELAY);
+        self.discover_at = Some(now + delay);
+    }
+
+    fn apply_topology(&mut self, topology: Topology, now: Instant) {
+        let changed = self.topology.as_ref() != Some(&topology);
+        for (id, _, _) in topology.masters() {
+            self.shards.entry(Arc::clone(id)).or_default();
+        }
+        if changed {
+            tracing::debug!(?topology, "redis topology");
+            // Rooms subscribed on a shard that no longer serves their slot
+            // will not hear from it again: subscribe them on the new one.
+            let moved: Vec<RoomName> = self
+                .rooms
+                .iter()
+                .filter(|(_, room)| {
+                    room.on
+                        .as_ref()
+                        .is_some_and(|(shard, _)| topology.owner(room.slot) != Some(shard))
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in moved {
+                let Some(room) = self.rooms.get_mut(&name) else {
+                    continue;
+                };
+                if let Some((shard, _)) = room.on.take()
+                    && let Some(shard) = self.shards.get_mut(&shard)
+                {
+                    shard.rooms.remove(&name);
+                }
+                self.unsub_ready.remove(&name);
+                if room.wanted {
+                    room.lost_at.get_or_insert(now);
+                    if room.op.is_none() {
+                        self.pending.insert(name.clone());
+                    }
+                }
+                self.forget_if_idle(&name);
+            }
+            let masters: HashSet<&ShardId> = topology.masters().map(|(id, _, _)| id).collect();
+            self.shards
+                .retain(|id, shard| masters.contains(id) || !shard.rooms.is_empty() || shard.busy);
+        }
+        self.topology = Some(topology);
+    }
+
+    /// The topology in use, if discovered.
+    pub(crate) fn topology(&self) -> Option<&Topology> {
+        self.topology.as_ref()
+    }
+
+    /// Flags the topology as possibly out of date (a publish hit `MOVED`).
+    pub(crate) fn mark_stale(&mut self) {
+        if !self.stale {
+            self.stale = true;
+            self.discover_at = None;
+        }
+    }
+
+    // ---- reports --------------------------------------------------------
+
+    /// Rooms lost and subscribed again, once every lost room is back (or
+    /// the recovered ones waited the settle time for the rest), with the
+    /// length of the outage.
+    pub(crate) fn take_reconnected(&mut self, now: Instant) -> Option<(Vec<RoomName>, Duration)> {
+        let first = self.first_recovery?;
+        let still_lost = self
+            .rooms
+            .values()
+            .any(|room| room.wanted && room.lost_at.is_some());
+        if still_lost && now.duration_since(first) < self.settings.settle() {
+            return None;
+        }
+        self.first_recovery = None;
+        let since = self.recovered_since.take().unwrap_or(first);
+        let mut rooms = std::mem::take(&mut self.recovered);
+        rooms.retain(|name| self.rooms.get(name).is_some_and(|room| room.wanted));
+        rooms.sort_unstable();
+        rooms.dedup();
+        if rooms.is_empty() {
+            return None;
+        }
+        Some((rooms, now.duration_since(since)))
+    }
+
+    /// Rooms Redis refused since the last call.
+    pub(crate) fn take_refusals(&mut self) -> Vec<Refusal> {
+        std::mem::take(&mut self.refusals)
+    }
+
+    /// Rooms whose delivery starts (`true`) or stops since the last call.
+    pub(crate) fn take_delivery(&mut self) -> Vec<(RoomName, bool)> {
+        std::mem::take(&mut self.delivery)
+    }
+
+    /// Answers the waiters whose subscription was settled since the last
+    /// call.
+    pub(crate) fn answer_waiters(&mut self) {
+        for (waiter, answer) in self.answers.drain(..) {
+            let _ = waiter.send(answer);
+        }
+    }
+
+    /// Rooms wanted and subscribed now.
+    pub(crate) fn live(&self) -> usize {
+        self.rooms
+            .values()
+            .filter(|room| room.wanted && room.on.is_some())
+            .count()
+    }
+
+    /// Whether `name` is subscribed on Redis now (wanted or not).
+    #[cfg(test)]
+    pub(crate) fn on_redis(&self, name: &RoomName) -> bool {
+        self.rooms.get(name).is_some_and(|room| room.on.is_some())
+    }
+
+    /// Whether the table still tracks `name`.
+    #[cfg(test)]
+    pub(crate) fn tracks(&self, name: &RoomName) -> bool {
+        self.rooms.contains_key(name)
+    }
+
+    /// Fails every waiter: the subscriber stops.
+    pub(crate) fn close(&mut self) {
+        for room in self.rooms.values_mut() {
+            for waiter in room.waiters.drain(..) {
+                let _ = waiter.send(Err(crate::error::closed()));
+            }
+        }
+    }
+
+    fn forget_if_idle(&mut self, name: &RoomName) {
+        if self.rooms.get(name).is_some_and(Room::idle) {
+            self.rooms.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "table_tests.rs"]
+mod tests;
