@@ -1,6 +1,6 @@
 //! Test tooling for `rooms` (not published):
 //! - conformance harnesses for every backend ([`memory`], [`redis`],
-//!   [`cluster_harness`]);
+//!   [`cluster_harness`], [`sentinel_harness`]);
 //! - throwaway `redis-server` processes ([`redis_server`]), 3-master Redis
 //!   Clusters ([`redis_cluster`]) and Redis Sentinel deployments (a master, a
 //!   replica and three sentinels, with crash and failover:
@@ -14,3 +14,4 @@ pub mod redis;
 pub mod redis_cluster;
 pub mod redis_sentinel;
 pub mod redis_server;
+pub mod sentinel_harness;

@@ -250,6 +250,47 @@ impl RedisSentinel {
         Ok((new_master, since.elapsed()))
     }
 
+    /// Kills every data node (master and replica) with SIGKILL: the
+    /// sentinels have nothing to promote, so the deployment is down until
+    /// [`restart_all`](Self::restart_all).
+    pub fn kill_all(&mut self) -> io::Result<()> {
+        for node in &mut self.nodes {
+            if node.is_running() {
+                node.kill()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Restarts the data nodes killed by [`kill_all`](Self::kill_all) on
+    /// their ports: the master the sentinels still name as master, the other
+    /// as its replica; waits until the replica is in sync again.
+    pub async fn restart_all(&mut self) -> io::Result<()> {
+        let master = self.master_port().await?;
+        let master_arg = master.to_string();
+        for node in &mut self.nodes {
+            if node.is_running() {
+                continue;
+            }
+            if node.port() == master {
+                node.restart_with_args(&NODE_ARGS).await?;
+            }
+        }
+        let mut replicas = Vec::new();
+        for node in &mut self.nodes {
+            if !node.is_running() {
+                node.restart_with_args(&node_args(&master_arg)).await?;
+                replicas.push(node.port());
+            }
+        }
+        self.killed = None;
+        for port in replicas {
+            let synced = wait_for_replica(port, master).await;
+            self.explain(synced)?;
+        }
+        Ok(())
+    }
+
     /// Starts every killed data node again on its port, with no data, as a
     /// replica of the current master, and waits (up to [`SENTINEL_DEADLINE`])
     /// until it is in sync and every sentinel sees it so (so it can be

@@ -10,6 +10,7 @@ use rooms_testkit::memory::{MemoryHarness, MemoryJsonHarness, MemoryMsgpackHarne
 use rooms_testkit::redis::{
     RedisBb8Harness, RedisDeadpoolHarness, RedisHarness, RedisMsgpackHarness,
 };
+use rooms_testkit::sentinel_harness::RedisSentinelHarness;
 
 type Suite = Pin<Box<dyn Future<Output = Vec<CaseReport>> + Send>>;
 
@@ -31,6 +32,10 @@ fn backends() -> Vec<(&'static str, Suite)> {
         (
             "redis-msgpack",
             Box::pin(run_suite::<RedisMsgpackHarness>()),
+        ),
+        (
+            "redis-sentinel",
+            Box::pin(run_suite::<RedisSentinelHarness>()),
         ),
         (
             "redis-cluster",

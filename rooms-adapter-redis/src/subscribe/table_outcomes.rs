@@ -466,5 +466,4 @@ impl Table {
             self.discover_at = None;
         }
     }
-
 }

@@ -1,0 +1,136 @@
+//! The conformance harness of a Sentinel [`RedisAdapter`] (feature `sentinel`
+//! of `rooms-adapter-redis`): [`RedisSentinelHarness`], on a throwaway
+//! [`RedisSentinel`] deployment (master, replica, three sentinels).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rooms_adapter::wire::{self, DEFAULT_CHANNEL_PREFIX};
+use rooms_adapter::{Error, RoomAdapter, RoomName};
+use rooms_adapter_redis::{RedisAdapter, RedisAdapterBuilder, redis};
+use rooms_conformance::{Capabilities, Harness};
+use tokio::sync::Mutex;
+
+use crate::redis_sentinel::RedisSentinel;
+
+/// A builder for the sentinels at `urls` watching `master`, with the short
+/// timeouts the harnesses use (as [`fast_builder`](crate::redis::fast_builder)).
+pub fn fast_sentinel_builder(urls: &[String], master: &str) -> RedisAdapterBuilder {
+    RedisAdapter::sentinel(urls.iter().cloned(), master)
+        .connect_timeout(Duration::from_secs(2))
+        .subscribe_timeout(Duration::from_secs(2))
+        .publish_timeout(Duration::from_secs(1))
+        .ping(Duration::from_secs(1), Duration::from_secs(1))
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(500))
+        .unsubscribe_delay(Duration::from_millis(50))
+}
+
+fn unavailable(what: &str, error: io::Error) -> Error {
+    Error::Unavailable {
+        medium: "test redis sentinel".into(),
+        reason: format!("{what}: {error}"),
+        source: Some(Box::new(error)),
+    }
+}
+
+/// The conformance harness of a Sentinel adapter: a fresh deployment per case.
+///
+/// - `raw_publish`: `PUBLISH` of raw bytes on the current master.
+/// - `fault_injection`: [`cut`](Harness::cut) SIGKILLs both data nodes (the
+///   sentinels have nothing to promote), [`restore`](Harness::restore)
+///   restarts them on their ports. Failover is tested on its own
+///   (`rooms-adapter-redis/tests/sentinel.rs`).
+pub struct RedisSentinelHarness {
+    deployment: Mutex<RedisSentinel>,
+    urls: Vec<String>,
+    master: &'static str,
+}
+
+impl std::fmt::Debug for RedisSentinelHarness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSentinelHarness")
+            .field("urls", &self.urls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSentinelHarness {
+    /// The deployment, e.g. to kill its master.
+    pub fn deployment(&self) -> &Mutex<RedisSentinel> {
+        &self.deployment
+    }
+
+    /// A new adapter with `configure` applied after the harness settings.
+    pub fn adapter_with(
+        &self,
+        configure: impl FnOnce(RedisAdapterBuilder) -> RedisAdapterBuilder,
+    ) -> Result<RedisAdapter, Error> {
+        configure(fast_sentinel_builder(&self.urls, self.master)).build()
+    }
+}
+
+#[async_trait]
+impl Harness for RedisSentinelHarness {
+    async fn setup() -> Result<Self, Error> {
+        let deployment = RedisSentinel::start()
+            .await
+            .map_err(|error| unavailable("cannot start the deployment", error))?;
+        Ok(Self {
+            urls: deployment.sentinel_urls(),
+            master: deployment.master_name(),
+            deployment: Mutex::new(deployment),
+        })
+    }
+
+    async fn new_adapter(&self) -> Result<Arc<dyn RoomAdapter>, Error> {
+        Ok(Arc::new(self.adapter_with(|builder| builder)?))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    async fn cut(&self) -> Result<(), Error> {
+        self.deployment
+            .lock()
+            .await
+            .kill_all()
+            .map_err(|error| unavailable("cannot kill the data nodes", error))
+    }
+
+    async fn restore(&self) -> Result<(), Error> {
+        self.deployment
+            .lock()
+            .await
+            .restart_all()
+            .await
+            .map_err(|error| unavailable("cannot restart the data nodes", error))
+    }
+
+    async fn publish_raw(&self, room: &RoomName, payload: &[u8]) -> Result<(), Error> {
+        let url = self
+            .deployment
+            .lock()
+            .await
+            .master_url()
+            .await
+            .map_err(|error| unavailable("no master", error))?;
+        let medium = format!("redis at {url}");
+        let client = redis::Client::open(url.as_str())
+            .map_err(|error| Error::Config(format!("bad master url {url}: {error}")))?;
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|error| rooms_adapter_redis::error::from_redis("connect", &medium, error))?;
+        redis::cmd("PUBLISH")
+            .arg(wire::channel_name(DEFAULT_CHANNEL_PREFIX, room.as_str()))
+            .arg(payload)
+            .exec_async(&mut connection)
+            .await
+            .map_err(|error| rooms_adapter_redis::error::from_redis("publish", &medium, error))
+    }
+
+    async fn teardown(self) {}
+}
