@@ -116,10 +116,12 @@ fn zero_and_inverted_values_are_named() {
             "pipelines_in_flight",
             RedisAdapter::builder(url).pipelines_in_flight(0).build(),
         ),
+        #[cfg(feature = "deadpool")]
         (
             "deadpool_driver pool_size",
             RedisAdapter::builder(url).deadpool_driver(0).build(),
         ),
+        #[cfg(feature = "bb8")]
         (
             "bb8_driver pool_size",
             RedisAdapter::builder(url).bb8_driver(0).build(),

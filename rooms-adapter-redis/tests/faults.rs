@@ -158,11 +158,13 @@ async fn publish_fails_fast_while_down_redis_driver() {
     fails_fast_with(|b| b.redis_driver(), "redis").await;
 }
 
+#[cfg(feature = "deadpool")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_fails_fast_while_down_deadpool_driver() {
     fails_fast_with(|b| b.deadpool_driver(4), "deadpool").await;
 }
 
+#[cfg(feature = "bb8")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_fails_fast_while_down_bb8_driver() {
     fails_fast_with(|b| b.bb8_driver(4), "bb8").await;
@@ -204,11 +206,13 @@ async fn first_publish_after_restart_succeeds_redis_driver() {
     first_publish_after_restart_succeeds_with(|b| b.redis_driver(), "redis").await;
 }
 
+#[cfg(feature = "deadpool")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_publish_after_restart_succeeds_deadpool_driver() {
     first_publish_after_restart_succeeds_with(|b| b.deadpool_driver(2), "deadpool").await;
 }
 
+#[cfg(feature = "bb8")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_publish_after_restart_succeeds_bb8_driver() {
     first_publish_after_restart_succeeds_with(|b| b.bb8_driver(2), "bb8").await;

@@ -2,13 +2,14 @@
 //! (ignored by default; the real benchmark is `cargo xtask bench`):
 //!
 //! ```text
-//! cargo test --release -p rooms-adapter-redis --test throughput -- --ignored --nocapture
+//! cargo test --release -p rooms-adapter-redis --features deadpool,bb8 --test throughput -- --ignored --nocapture
 //! ```
 //!
 //! One subscriber connection counts what arrives; 64 concurrent publishers send
 //! ~150-byte JSON envelopes. Raw = plain PUBLISH on one multiplexed connection
 //! and a plain SUBSCRIBE; adapter = `RedisAdapter::publish` into a
 //! `RedisAdapter` subscriber.
+#![cfg(all(feature = "deadpool", feature = "bb8"))]
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod common;

@@ -2,8 +2,8 @@
 //! its own throwaway [`RedisServer`].
 //!
 //! - [`RedisHarness`]: the default `redis` driver (redis-rs `ConnectionManager`).
-//! - [`RedisDeadpoolHarness`]: the `deadpool` driver.
-//! - [`RedisBb8Harness`]: the `bb8` driver.
+//! - `RedisDeadpoolHarness`: the `deadpool` driver (feature `deadpool`).
+//! - `RedisBb8Harness`: the `bb8` driver (feature `bb8`).
 //! - [`RedisMsgpackHarness`]: the `redis` driver publishing MessagePack.
 //!
 //! Every harness can inject faults ([`cut`](Harness::cut) SIGKILLs the server,
@@ -46,10 +46,12 @@ pub trait Flavor: Send + Sync + 'static {
 pub enum ConnectionManagerFlavor {}
 
 /// The `deadpool` driver (a pool of 4), JSON.
+#[cfg(feature = "deadpool")]
 #[derive(Debug)]
 pub enum DeadpoolFlavor {}
 
 /// The `bb8` driver (a pool of 4), JSON.
+#[cfg(feature = "bb8")]
 #[derive(Debug)]
 pub enum Bb8Flavor {}
 
@@ -64,6 +66,7 @@ impl Flavor for ConnectionManagerFlavor {
     }
 }
 
+#[cfg(feature = "deadpool")]
 impl Flavor for DeadpoolFlavor {
     const NAME: &'static str = "redis/deadpool";
     fn configure(builder: RedisAdapterBuilder) -> RedisAdapterBuilder {
@@ -71,6 +74,7 @@ impl Flavor for DeadpoolFlavor {
     }
 }
 
+#[cfg(feature = "bb8")]
 impl Flavor for Bb8Flavor {
     const NAME: &'static str = "redis/bb8";
     fn configure(builder: RedisAdapterBuilder) -> RedisAdapterBuilder {
@@ -96,8 +100,10 @@ pub struct RedisHarnessWith<F: Flavor> {
 /// The `redis` driver.
 pub type RedisHarness = RedisHarnessWith<ConnectionManagerFlavor>;
 /// The `deadpool` driver.
+#[cfg(feature = "deadpool")]
 pub type RedisDeadpoolHarness = RedisHarnessWith<DeadpoolFlavor>;
 /// The `bb8` driver.
+#[cfg(feature = "bb8")]
 pub type RedisBb8Harness = RedisHarnessWith<Bb8Flavor>;
 /// The `redis` driver with the MessagePack codec.
 pub type RedisMsgpackHarness = RedisHarnessWith<MsgpackFlavor>;

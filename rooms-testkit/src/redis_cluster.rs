@@ -34,8 +34,8 @@
 //!
 //! Everything is stopped (SIGKILL) and the temp directories removed on drop.
 //!
-//! [`RedisClusterHarness`](crate::cluster_harness::RedisClusterHarness) runs
-//! the conformance suite on such a cluster.
+//! `cluster_harness::RedisClusterHarness` (feature `cluster`) runs the
+//! conformance suite on such a cluster.
 
 use std::io;
 use std::net::TcpListener;

@@ -1,8 +1,9 @@
 //! `cargo xtask <command>`: the project's automation.
 //!
-//! - `ci`: fmt check, clippy (warnings are errors), every test (conformance on
-//!   every backend included) and doc tests, then `soak --quick`. The one test
-//!   command.
+//! - `ci`: fmt check, clippy (warnings are errors), the docs (warnings are
+//!   errors), a check of every feature of the library crates alone and in
+//!   pairs (`cargo hack`), every test (conformance on every backend included)
+//!   and doc tests, then `soak --quick`. The one test command.
 //! - `conformance`: the conformance suite against every backend, as a matrix.
 //! - `bench`: the benchmarks, as one table.
 //! - `soak`: two `sse-chat` nodes, thousands of SSE clients, sustained
@@ -17,13 +18,13 @@ mod load;
 mod redis;
 mod soak;
 
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 const USAGE: &str = "usage: cargo xtask <ci | conformance | bench | soak | redis> [args]
 
-  ci            fmt --check, clippy -D warnings, all tests (incl. conformance) and doc tests,
-                then soak --quick
+  ci            fmt --check, clippy -D warnings, docs -D warnings, every feature alone and in
+                pairs (cargo hack), all tests (incl. conformance) and doc tests, then soak --quick
   conformance   run the conformance suite on every backend and print the matrix
   bench         run the benchmarks and print one table
   soak          two sse-chat nodes, thousands of SSE clients, a Redis kill and restart
@@ -62,18 +63,46 @@ fn main() -> ExitCode {
 
 /// Runs `cargo` with `args`, echoing the command; fails on a non-zero exit.
 fn cargo(args: &[&str]) -> Result<(), String> {
+    cargo_with(&[], args)
+}
+
+/// Runs `cargo` with `args` and the environment variables `env`, echoing the
+/// command; fails on a non-zero exit.
+fn cargo_with(env: &[(&str, &str)], args: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    eprintln!("\n==> cargo {}", args.join(" "));
+    let shown_env: String = env.iter().map(|(k, v)| format!("{k}={v:?} ")).collect();
+    eprintln!("\n==> {shown_env}cargo {}", args.join(" "));
     let started = Instant::now();
     let status = Command::new(&cargo)
+        .envs(env.iter().copied())
         .args(args)
         .status()
         .map_err(|e| format!("could not run {cargo}: {e}"))?;
-    eprintln!("<== cargo {} ({:.1?})", args[0], started.elapsed());
+    eprintln!("<== cargo {} ({:.1?})", args.join(" "), started.elapsed());
     if status.success() {
         Ok(())
     } else {
         Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+/// Fails with how to install `cargo hack` unless it runs.
+fn require_cargo_hack() -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let installed = Command::new(&cargo)
+        .args(["hack", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if installed {
+        Ok(())
+    } else {
+        Err(
+            "`cargo hack` is not installed (the feature powerset check needs it): \
+             install it with `cargo install cargo-hack --locked`"
+                .to_owned(),
+        )
     }
 }
 
@@ -88,6 +117,7 @@ fn released(args: &[String]) -> Result<(), String> {
 
 fn ci() -> Result<(), String> {
     let started = Instant::now();
+    require_cargo_hack()?;
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&[
         "clippy",
@@ -98,6 +128,24 @@ fn ci() -> Result<(), String> {
         "-D",
         "warnings",
     ])?;
+    cargo_with(
+        &[("RUSTDOCFLAGS", "-D warnings")],
+        &["doc", "--workspace", "--all-features", "--no-deps"],
+    )?;
+    // Every feature alone and in pairs, without dev-dependencies: a cfg gate
+    // that only an odd combination breaks (no publish driver, `tls` alone..).
+    for package in ["rooms-adapter-redis", "rooms-adapter"] {
+        cargo(&[
+            "hack",
+            "check",
+            "-p",
+            package,
+            "--feature-powerset",
+            "--depth",
+            "2",
+            "--no-dev-deps",
+        ])?;
+    }
     cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"])?;
     let soak = ["soak".to_owned(), "--quick".to_owned()];
     if cfg!(debug_assertions) {
