@@ -43,7 +43,7 @@ pub const MAX_POOL_SIZE: usize = 1_024;
 /// Default pool size of the `deadpool` and `bb8` drivers: 8 connections.
 pub const DEFAULT_POOL_SIZE: usize = 8;
 
-/// The validated settings of a [`RedisAdapter`].
+/// The validated settings of a [`RedisAdapter`](crate::RedisAdapter).
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     pub(crate) channel_prefix: String,

@@ -1,39 +1,5 @@
 //! Redis URLs: parsing ([`parse_url`], errors name the URL) and masking
 //! their secrets ([`redact_url`]), for logs, errors and `Debug` output.
-//!
-//! [`redact_url`] masks every part of a URL that can hold a secret, and is
-//! meant for text that people or log collectors see: an error naming a URL, a
-//! start-up line, a `Debug` impl. It never fails and never panics, whatever the
-//! input: a URL too malformed for redis-rs to parse is exactly the one an error
-//! message shows, so it is masked just the same.
-//!
-//! What is masked (each becomes `***`):
-//!
-//! - the password of `scheme://user:password@host`, and the whole userinfo of
-//!   `scheme://secret@host` (redis-rs reads a lone userinfo as a user name,
-//!   other clients as a password: it is masked either way);
-//! - the value of a `password=`, `pass=` or `passwd=` query parameter (names
-//!   matched without regard to case), up to the next `&`;
-//! - a password that contains `/`, `?`, `#`, `@` or `:` unencoded: the userinfo
-//!   runs to the **last** `@` before the query's secrets, so nothing of such a
-//!   password is left visible.
-//!
-//! The scheme, user name, host, port, database and other query parameters are
-//! kept, so the text still says which server is meant.
-//!
-//! ```
-//! use rooms_adapter_redis::redact_url;
-//!
-//! assert_eq!(redact_url("redis://user:hunter2@cache:6379/0"), "redis://user:***@cache:6379/0");
-//! assert_eq!(redact_url("redis://hunter2@cache"), "redis://***@cache");
-//! assert_eq!(redact_url("redis://:p/a#s@s@cache"), "redis://:***@cache");
-//! assert_eq!(
-//!     redact_url("redis+unix:///run/redis.sock?db=1&pass=hunter2"),
-//!     "redis+unix:///run/redis.sock?db=1&pass=***"
-//! );
-//! // Nothing secret: unchanged.
-//! assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-//! ```
 
 use rooms_adapter::Error;
 
@@ -50,7 +16,39 @@ const MASK: &str = "***";
 /// accepted, including text that is not a URL (which is masked by the same
 /// rules, as if it followed `scheme://`).
 ///
-/// See the [module docs](self) for the rules and examples.
+/// [`redact_url`] masks every part of a URL that can hold a secret, and is
+/// meant for text that people or log collectors see: an error naming a URL, a
+/// start-up line, a `Debug` impl. It never fails and never panics, whatever the
+/// input: a URL too malformed for redis-rs to parse is exactly the one an error
+/// message shows, so it is masked just the same.
+///
+/// What is masked (each becomes `***`):
+///
+/// - the password of `scheme://user:password@host`, and the whole userinfo of
+///   `scheme://secret@host` (redis-rs reads a lone userinfo as a user name,
+///   other clients as a password: it is masked either way);
+/// - the value of a `password=`, `pass=` or `passwd=` query parameter (names
+///   matched without regard to case), up to the next `&`;
+/// - a password that contains `/`, `?`, `#`, `@` or `:` unencoded: the userinfo
+///   runs to the **last** `@` before the query's secrets, so nothing of such a
+///   password is left visible.
+///
+/// The scheme, user name, host, port, database and other query parameters are
+/// kept, so the text still says which server is meant.
+///
+/// ```
+/// use rooms_adapter_redis::redact_url;
+///
+/// assert_eq!(redact_url("redis://user:hunter2@cache:6379/0"), "redis://user:***@cache:6379/0");
+/// assert_eq!(redact_url("redis://hunter2@cache"), "redis://***@cache");
+/// assert_eq!(redact_url("redis://:p/a#s@s@cache"), "redis://:***@cache");
+/// assert_eq!(
+///     redact_url("redis+unix:///run/redis.sock?db=1&pass=hunter2"),
+///     "redis+unix:///run/redis.sock?db=1&pass=***"
+/// );
+/// // Nothing secret: unchanged.
+/// assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+/// ```
 pub fn redact_url(url: &str) -> String {
     let (scheme, rest) = match url.find("://") {
         Some(end) => url.split_at(end + 3),

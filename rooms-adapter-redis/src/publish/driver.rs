@@ -1,65 +1,4 @@
 //! Publish drivers: how envelopes reach Redis.
-//!
-//! The adapter publishes through one small trait, [`PublishDriver`]. The
-//! bundled drivers sit behind cargo features:
-//!
-//! | feature            | driver                                 | connection                           |
-//! |--------------------|----------------------------------------|--------------------------------------|
-//! | `redis` (default)  | `RedisDriver` | redis-rs `ConnectionManager` (one reconnecting multiplexed connection) |
-//! | `deadpool`         | `DeadpoolDriver` | a deadpool-redis pool              |
-//! | `bb8`              | `Bb8Driver` | a bb8 + bb8-redis pool               |
-//!
-//! Subscribing never goes through a driver: a subscribed Redis connection can
-//! run nothing else, so the adapter always keeps one dedicated subscriber
-//! connection of its own (the *two-connection rule*).
-//!
-//! # Writing a driver
-//!
-//! A driver for another client library implements [`PublishDriver`]: publish
-//! one payload, and (optionally, for speed) a batch as one pipeline. Report
-//! failures as [`rooms_adapter::Error`]: [`Error::Unavailable`] when Redis
-//! cannot be reached (retryable), [`Error::Backend`] otherwise. The adapter
-//! bounds every call with its publish timeout, so a driver need not.
-//!
-//! ```
-//! use std::sync::Mutex;
-//! use async_trait::async_trait;
-//! use rooms_adapter::Error;
-//! use rooms_adapter_redis::{PublishDriver, PublishItem, RedisAdapter};
-//!
-//! /// Records publishes instead of sending them (e.g. for tests).
-//! #[derive(Default)]
-//! struct Recorder(Mutex<Vec<(String, Vec<u8>)>>);
-//!
-//! #[async_trait]
-//! impl PublishDriver for Recorder {
-//!     fn name(&self) -> &str {
-//!         "recorder"
-//!     }
-//!
-//!     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), Error> {
-//!         let mut log = self.0.lock().map_err(|_| Error::Config("poisoned".into()))?;
-//!         log.push((channel.to_owned(), payload.to_vec()));
-//!         Ok(())
-//!     }
-//!
-//!     // Optional: send a whole batch in one round trip (a pipeline).
-//!     async fn publish_batch(&self, batch: &[PublishItem]) -> Result<(), Error> {
-//!         for item in batch {
-//!             self.publish(&item.channel, &item.payload).await?;
-//!         }
-//!         Ok(())
-//!     }
-//! }
-//!
-//! let adapter = RedisAdapter::builder("redis://127.0.0.1:6379")
-//!     .driver(Recorder::default())
-//!     .build()?;
-//! # Ok::<(), rooms_adapter::Error>(())
-//! ```
-//!
-//! [`Error::Unavailable`]: rooms_adapter::Error::Unavailable
-//! [`Error::Backend`]: rooms_adapter::Error::Backend
 
 use std::time::Duration;
 
@@ -77,7 +16,68 @@ pub struct PublishItem {
 }
 
 /// Sends payloads to Redis channels (`PUBLISH`). Implement it to publish
-/// through another client library; see the [module docs](self).
+/// through another client library.
+///
+/// The adapter publishes through one small trait, [`PublishDriver`]. The
+/// bundled drivers sit behind cargo features:
+///
+/// | feature            | driver                                 | connection                           |
+/// |--------------------|----------------------------------------|--------------------------------------|
+/// | `redis` (default)  | `RedisDriver` | redis-rs `ConnectionManager` (one reconnecting multiplexed connection) |
+/// | `deadpool`         | `DeadpoolDriver` | a deadpool-redis pool              |
+/// | `bb8`              | `Bb8Driver` | a bb8 + bb8-redis pool               |
+///
+/// Subscribing never goes through a driver: a subscribed Redis connection can
+/// run nothing else, so the adapter always keeps one dedicated subscriber
+/// connection of its own (the *two-connection rule*).
+///
+/// # Writing a driver
+///
+/// A driver for another client library implements [`PublishDriver`]: publish
+/// one payload, and (optionally, for speed) a batch as one pipeline. Report
+/// failures as [`rooms_adapter::Error`]: [`Error::Unavailable`] when Redis
+/// cannot be reached (retryable), [`Error::Backend`] otherwise. The adapter
+/// bounds every call with its publish timeout, so a driver need not.
+///
+/// ```
+/// use std::sync::Mutex;
+/// use async_trait::async_trait;
+/// use rooms_adapter::Error;
+/// use rooms_adapter_redis::{PublishDriver, PublishItem, RedisAdapter};
+///
+/// /// Records publishes instead of sending them (e.g. for tests).
+/// #[derive(Default)]
+/// struct Recorder(Mutex<Vec<(String, Vec<u8>)>>);
+///
+/// #[async_trait]
+/// impl PublishDriver for Recorder {
+///     fn name(&self) -> &str {
+///         "recorder"
+///     }
+///
+///     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), Error> {
+///         let mut log = self.0.lock().map_err(|_| Error::Config("poisoned".into()))?;
+///         log.push((channel.to_owned(), payload.to_vec()));
+///         Ok(())
+///     }
+///
+///     // Optional: send a whole batch in one round trip (a pipeline).
+///     async fn publish_batch(&self, batch: &[PublishItem]) -> Result<(), Error> {
+///         for item in batch {
+///             self.publish(&item.channel, &item.payload).await?;
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// let adapter = RedisAdapter::builder("redis://127.0.0.1:6379")
+///     .driver(Recorder::default())
+///     .build()?;
+/// # Ok::<(), rooms_adapter::Error>(())
+/// ```
+///
+/// [`Error::Unavailable`]: rooms_adapter::Error::Unavailable
+/// [`Error::Backend`]: rooms_adapter::Error::Backend
 #[async_trait]
 pub trait PublishDriver: Send + Sync + 'static {
     /// A short name for logs, e.g. `redis`, `deadpool`, `bb8`.
