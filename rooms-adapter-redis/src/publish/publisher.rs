@@ -16,8 +16,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use rooms_adapter::Error;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::driver::{PublishDriver, PublishItem};
 use crate::error::{closed, duplicate, timeout};
@@ -27,6 +29,11 @@ type Reply = oneshot::Sender<Result<(), Error>>;
 struct Request {
     item: PublishItem,
     reply: Reply,
+    /// When the caller's publish timeout runs out: the task answers a
+    /// request it did not send by then with a timeout, and bounds each
+    /// pipeline by its items' earliest deadline. So a queued publish needs no
+    /// timer of its own.
+    deadline: Instant,
 }
 
 /// Publishes through a driver, directly or through the coalescing task.
@@ -103,33 +110,53 @@ impl Publisher {
     /// Publishes one item, within the publish timeout.
     pub(crate) async fn publish(&self, item: PublishItem, room: &str) -> Result<(), Error> {
         let limit = self.timeout;
-        let work = async {
-            match &self.queue {
-                None => self.driver.publish(&item.channel, &item.payload).await,
-                Some(queue) => {
-                    let idle = self
-                        .busy
-                        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok();
-                    if !idle {
-                        self.busy.fetch_add(1, Ordering::AcqRel);
-                    }
-                    let _busy = Busy(&self.busy);
-                    if idle {
-                        return self.driver.publish(&item.channel, &item.payload).await;
-                    }
-                    let (reply, answer) = oneshot::channel();
-                    queue
-                        .send(Request { item, reply })
-                        .await
-                        .map_err(|_| closed())?;
-                    answer.await.map_err(|_| closed())?
+        let timed_out = || timeout(format!("publish to room {room:?}"), limit);
+        let Some(queue) = &self.queue else {
+            return self.direct(&item, limit, timed_out).await;
+        };
+        let idle = self
+            .busy
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if !idle {
+            self.busy.fetch_add(1, Ordering::AcqRel);
+        }
+        let _busy = Busy(&self.busy);
+        if idle {
+            return self.direct(&item, limit, timed_out).await;
+        }
+        let (reply, answer) = oneshot::channel();
+        let deadline = Instant::now() + limit;
+        let request = Request {
+            item,
+            reply,
+            deadline,
+        };
+        match queue.try_send(request) {
+            Ok(()) => {}
+            Err(TrySendError::Closed(_)) => return Err(closed()),
+            Err(TrySendError::Full(request)) => {
+                match tokio::time::timeout_at(deadline, queue.send(request)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(closed()),
+                    Err(_) => return Err(timed_out()),
                 }
             }
-        };
-        match tokio::time::timeout(limit, work).await {
+        }
+        // The task answers by the deadline (see `Request::deadline`).
+        answer.await.map_err(|_| closed())?
+    }
+
+    /// One publish straight through the driver, bounded by `limit`.
+    async fn direct(
+        &self,
+        item: &PublishItem,
+        limit: Duration,
+        timed_out: impl FnOnce() -> Error,
+    ) -> Result<(), Error> {
+        match tokio::time::timeout(limit, self.driver.publish(&item.channel, &item.payload)).await {
             Ok(result) => result,
-            Err(_) => Err(timeout(format!("publish to room {room:?}"), limit)),
+            Err(_) => Err(timed_out()),
         }
     }
 }
@@ -150,20 +177,18 @@ async fn run(
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
             first = queue.recv(), if in_flight.len() < max_in_flight => {
                 let Some(first) = first else { break };
-                let mut items = Vec::with_capacity(8);
-                let mut replies = Vec::with_capacity(8);
-                items.push(first.item);
-                replies.push(first.reply);
-                while items.len() < batch_size {
+                let now = Instant::now();
+                let mut batch = Batch::default();
+                batch.add(first, now, limit);
+                while batch.items.len() < batch_size {
                     match queue.try_recv() {
-                        Ok(request) => {
-                            items.push(request.item);
-                            replies.push(request.reply);
-                        }
+                        Ok(request) => batch.add(request, now, limit),
                         Err(_) => break,
                     }
                 }
-                in_flight.push(send(Arc::clone(&driver), items, replies, limit));
+                if let Some(deadline) = batch.deadline {
+                    in_flight.push(send(Arc::clone(&driver), batch.items, batch.replies, deadline, limit));
+                }
             }
         }
     }
@@ -176,16 +201,43 @@ async fn run(
     drop(in_flight);
 }
 
+/// The requests of one pipeline.
+#[derive(Default)]
+struct Batch {
+    items: Vec<PublishItem>,
+    replies: Vec<Reply>,
+    /// The earliest deadline of its requests.
+    deadline: Option<Instant>,
+}
+
+impl Batch {
+    /// Adds `request`, or answers it with a timeout when its deadline passed
+    /// while it was queued.
+    fn add(&mut self, request: Request, now: Instant, limit: Duration) {
+        if request.deadline <= now {
+            let _ = request.reply.send(Err(timeout("publish (queued)", limit)));
+            return;
+        }
+        self.deadline = Some(
+            self.deadline
+                .map_or(request.deadline, |d| d.min(request.deadline)),
+        );
+        self.items.push(request.item);
+        self.replies.push(request.reply);
+    }
+}
+
 async fn send(
     driver: Arc<dyn PublishDriver>,
     items: Vec<PublishItem>,
     replies: Vec<Reply>,
+    deadline: Instant,
     limit: Duration,
 ) {
     let result = if let [item] = items.as_slice() {
-        tokio::time::timeout(limit, driver.publish(&item.channel, &item.payload)).await
+        tokio::time::timeout_at(deadline, driver.publish(&item.channel, &item.payload)).await
     } else {
-        tokio::time::timeout(limit, driver.publish_batch(&items)).await
+        tokio::time::timeout_at(deadline, driver.publish_batch(&items)).await
     };
     match result {
         Ok(Ok(())) => {
