@@ -30,8 +30,9 @@ pub(crate) enum DriverPlan {
     Bb8(redis::Client, usize),
     #[cfg(feature = "sentinel")]
     Sentinel(Arc<crate::subscribe::sentinel::SentinelTarget>),
+    /// Boxed: the cluster client is far larger than the other variants.
     #[cfg(feature = "cluster")]
-    Cluster(redis::cluster::ClusterClient),
+    Cluster(Box<redis::cluster::ClusterClient>),
 }
 
 /// Cross-node room broadcasting over Redis pub/sub.

@@ -479,7 +479,7 @@ fn cluster(
         .build()
         .map_err(|error| Error::Config(format!("invalid redis cluster settings: {error}")))?;
     let medium = format!("redis cluster at {}", addresses(&seeds));
-    let plan = driver.built_in_only("cluster", DriverPlan::Cluster(client))?;
+    let plan = driver.built_in_only("cluster", DriverPlan::Cluster(Box::new(client)))?;
     let target = Target::Cluster(crate::subscribe::ClusterTarget::new(
         seeds,
         config.connect_timeout,

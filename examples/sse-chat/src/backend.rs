@@ -1,62 +1,97 @@
-//! Choosing and building the medium: memory (one node) or Redis (many).
+//! Choosing and building the medium: memory (one node) or Redis (many), the
+//! latter as one server, a Redis Cluster or a Sentinel deployment.
 
 use std::sync::Arc;
 
 use rooms_adapter::{RoomAdapter, Rooms};
 use rooms_adapter_memory::MemoryAdapter;
 
-use crate::config::Args;
+use crate::config::{Args, RedisTopology};
 
 /// Builds the rooms engine on the backend the arguments ask for.
 pub async fn build(args: &Args) -> Result<Rooms, String> {
-    let adapter: Arc<dyn RoomAdapter> = match &args.redis_url {
-        None => Arc::new(MemoryAdapter::new()),
-        Some(url) => redis_adapter(url).await?,
+    let (adapter, context): (Arc<dyn RoomAdapter>, Option<String>) = match args.redis_topology()? {
+        None => (Arc::new(MemoryAdapter::new()), None),
+        Some(topology) => {
+            let (adapter, context) = redis_adapter(&topology).await?;
+            (adapter, Some(context))
+        }
     };
     let mut builder = Rooms::builder(adapter);
     if let Some(node) = &args.node_id {
         builder = builder.node_id(node.as_str());
     }
-    builder
-        .build()
-        .await
-        .map_err(|error| match &args.redis_url {
-            Some(url) => format!("cannot connect to Redis at {}: {error}", redacted(url)),
-            None => format!("cannot start the rooms engine: {error}"),
-        })
-}
-
-/// The URL with its passwords masked, for messages.
-#[cfg(feature = "redis")]
-fn redacted(url: &str) -> String {
-    rooms_adapter_redis::redact_url(url)
-}
-
-/// Without the Redis backend a URL is never used, so it is never shown.
-#[cfg(not(feature = "redis"))]
-fn redacted(_url: &str) -> String {
-    "<the Redis URL>".to_owned()
+    builder.build().await.map_err(|error| match &context {
+        Some(context) => format!("cannot connect to {context}: {error}"),
+        None => format!("cannot start the rooms engine: {error}"),
+    })
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis_adapter(_url: &str) -> Result<Arc<dyn RoomAdapter>, String> {
-    Err(
-        "--redis-url (or REDIS_URL) needs the Redis backend, which this build does not have; \
-         rebuild with: cargo run -p sse-chat --features redis -- --redis-url <url>"
-            .to_owned(),
-    )
+async fn redis_adapter(topology: &RedisTopology) -> Result<(Arc<dyn RoomAdapter>, String), String> {
+    Err(format!(
+        "{} (a Redis {}) needs the Redis backend, which this build does not have; \
+         rebuild with: cargo run -p sse-chat --features redis -- ...",
+        topology.flag(),
+        topology.kind()
+    ))
 }
 
+/// The adapter for `topology`, and what to call it in a failed connect's
+/// message (no secrets; the adapter's errors name the addresses).
+///
+/// A single server is probed first (a PING), so an unreachable Redis is a
+/// start-up error that names the address, whatever the adapter's reconnect
+/// policy does later. A cluster or a Sentinel deployment is not probed: the
+/// adapter's first connect discovers it (`CLUSTER SLOTS` on the seeds, the
+/// master from the sentinels) within its connect timeout, and its error
+/// names the deployment's addresses and what failed.
 #[cfg(feature = "redis")]
-async fn redis_adapter(url: &str) -> Result<Arc<dyn RoomAdapter>, String> {
+async fn redis_adapter(topology: &RedisTopology) -> Result<(Arc<dyn RoomAdapter>, String), String> {
+    use rooms_adapter_redis::{RedisAdapter, redact_url};
+
+    let flag = topology.flag();
+    let (adapter, context) = match topology {
+        RedisTopology::Single(url) => {
+            let shown = redact_url(url);
+            probe_single(url, &shown).await?;
+            let adapter = RedisAdapter::builder(url.as_str())
+                .build()
+                .map_err(|error| {
+                    format!("cannot configure the Redis adapter for {shown}: {error}")
+                })?;
+            (adapter, format!("Redis at {shown}"))
+        }
+        RedisTopology::Cluster(urls) => {
+            let adapter = RedisAdapter::cluster(urls.iter().cloned())
+                .build()
+                .map_err(|error| format!("invalid {flag}: {error}"))?;
+            (adapter, "the Redis cluster".to_owned())
+        }
+        RedisTopology::Sentinel { urls, master } => {
+            let adapter = RedisAdapter::sentinel(urls.iter().cloned(), master.as_str())
+                .build()
+                .map_err(|error| format!("invalid {flag}: {error}"))?;
+            (adapter, "the Redis sentinel deployment".to_owned())
+        }
+    };
+    // The medium names addresses only, never credentials.
+    tracing::info!(
+        topology = topology.kind(),
+        medium = adapter.medium(),
+        "Redis backend"
+    );
+    Ok((Arc::new(adapter), context))
+}
+
+/// PINGs the server at `url` within [`REDIS_PROBE_TIMEOUT`].
+#[cfg(feature = "redis")]
+async fn probe_single(url: &str, shown: &str) -> Result<(), String> {
     use rooms_adapter_redis::redis;
 
-    let shown = redacted(url);
     let client =
         redis::Client::open(url).map_err(|error| format!("invalid Redis URL {shown}: {error}"))?;
     let address = client.get_connection_info().addr().to_string();
-    // Probe first, so an unreachable Redis is a start-up error that names the
-    // address, whatever the adapter's own reconnect policy does later.
     let probe = async {
         let mut connection = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING")
@@ -64,24 +99,16 @@ async fn redis_adapter(url: &str) -> Result<Arc<dyn RoomAdapter>, String> {
             .await
     };
     match tokio::time::timeout(REDIS_PROBE_TIMEOUT, probe).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => {
-            return Err(format!(
-                "cannot connect to Redis at {address} ({shown}): {error}"
-            ));
-        }
-        Err(_) => {
-            return Err(format!(
-                "cannot connect to Redis at {address} ({shown}): no answer within {REDIS_PROBE_TIMEOUT:?}"
-            ));
-        }
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!(
+            "cannot connect to Redis at {address} ({shown}): {error}"
+        )),
+        Err(_) => Err(format!(
+            "cannot connect to Redis at {address} ({shown}): no answer within {REDIS_PROBE_TIMEOUT:?}"
+        )),
     }
-    let adapter = rooms_adapter_redis::RedisAdapter::builder(url)
-        .build()
-        .map_err(|error| format!("cannot configure the Redis adapter for {shown}: {error}"))?;
-    Ok(Arc::new(adapter))
 }
 
-/// How long the start-up check of Redis may take.
+/// How long the start-up check of a single Redis server may take.
 #[cfg(feature = "redis")]
 const REDIS_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

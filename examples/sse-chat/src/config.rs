@@ -4,20 +4,27 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{ArgGroup, Parser};
 
 use crate::{server, validation};
 
 /// An SSE chat server on the `rooms` library.
 ///
-/// One node uses the in-memory backend. Nodes that share a Redis server
-/// (`--redis-url`, needs the `redis` feature) form one chat: a message posted
-/// to any node reaches every member of the room on every node.
+/// One node uses the in-memory backend. Nodes that share a Redis deployment
+/// (needs the `redis` feature) form one chat: a message posted to any node
+/// reaches every member of the room on every node. The deployment is one
+/// server (`--redis-url`), a Redis Cluster (`--redis-cluster`) or a master
+/// watched by Redis Sentinels (`--redis-sentinel` and
+/// `--redis-sentinel-master`); these exclude each other.
 ///
 /// Values read from the environment are never printed (`--help` shows only
-/// the variables' names): `REDIS_URL` may hold a password.
+/// the variables' names): `REDIS_URL`, `REDIS_CLUSTER` and `REDIS_SENTINEL`
+/// may hold a password.
 #[derive(Clone, Parser)]
 #[command(name = "sse-chat", version)]
+// At most one Redis deployment: `--redis-url`, `--redis-cluster` or
+// `--redis-sentinel`.
+#[command(group(ArgGroup::new("redis").multiple(false)))]
 pub struct Args {
     /// Address to listen on.
     #[arg(long, env = "SSE_CHAT_HOST", hide_env_values = true, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
@@ -40,8 +47,46 @@ pub struct Args {
     /// Redis URL, e.g. redis://127.0.0.1:6379; switches to the Redis backend
     /// (needs a build with `--features redis`). Its password never appears in
     /// `--help`, logs or errors.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, group = "redis")]
     pub redis_url: Option<String>,
+
+    /// Seed URLs of a Redis Cluster (Redis 7+, sharded pub/sub), comma
+    /// separated, e.g. redis://10.0.0.1:7000,redis://10.0.0.2:7000; switches
+    /// to the Redis backend. The credentials of the first URL are used for
+    /// every node.
+    #[arg(
+        long,
+        env = "REDIS_CLUSTER",
+        hide_env_values = true,
+        group = "redis",
+        value_name = "URLS"
+    )]
+    pub redis_cluster: Option<String>,
+
+    /// URLs of the Redis Sentinels, comma separated, e.g.
+    /// redis://10.0.0.1:26379,redis://10.0.0.2:26379; switches to the Redis
+    /// backend, following the master through failovers. Needs
+    /// `--redis-sentinel-master`. The master is reached with the credentials
+    /// and database of the first URL.
+    #[arg(
+        long,
+        env = "REDIS_SENTINEL",
+        hide_env_values = true,
+        group = "redis",
+        value_name = "URLS",
+        requires = "redis_sentinel_master"
+    )]
+    pub redis_sentinel: Option<String>,
+
+    /// The name the sentinels monitor the master under (with `--redis-sentinel`).
+    #[arg(
+        long,
+        env = "REDIS_SENTINEL_MASTER",
+        hide_env_values = true,
+        value_name = "NAME",
+        requires = "redis_sentinel"
+    )]
+    pub redis_sentinel_master: Option<String>,
 
     /// Seconds of silence before an SSE keep-alive comment is sent.
     #[arg(long, env = "SSE_CHAT_KEEP_ALIVE", hide_env_values = true, default_value_t = 15,
@@ -86,6 +131,59 @@ pub struct Args {
     pub shutdown_grace_secs: u64,
 }
 
+/// The Redis deployment the arguments name. Its URLs may hold passwords: they
+/// are only ever shown masked (`rooms_adapter_redis::redact_url`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One server (`--redis-url`).
+    Single(String),
+    /// A Redis Cluster reached through these seeds (`--redis-cluster`).
+    Cluster(Vec<String>),
+    /// The master `master` watched by these sentinels (`--redis-sentinel`,
+    /// `--redis-sentinel-master`).
+    Sentinel {
+        /// The sentinels' URLs.
+        urls: Vec<String>,
+        /// The name the sentinels monitor the master under.
+        master: String,
+    },
+}
+
+impl RedisTopology {
+    /// `single server`, `cluster` or `sentinel`: for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RedisTopology::Single(_) => "single server",
+            RedisTopology::Cluster(_) => "cluster",
+            RedisTopology::Sentinel { .. } => "sentinel",
+        }
+    }
+
+    /// The flag that named it, for messages.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            RedisTopology::Single(_) => "--redis-url (or REDIS_URL)",
+            RedisTopology::Cluster(_) => "--redis-cluster (or REDIS_CLUSTER)",
+            RedisTopology::Sentinel { .. } => "--redis-sentinel (or REDIS_SENTINEL)",
+        }
+    }
+}
+
+impl fmt::Debug for RedisTopology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URLs may hold passwords.
+        match self {
+            RedisTopology::Single(_) => f.write_str("Single(<hidden>)"),
+            RedisTopology::Cluster(urls) => write!(f, "Cluster(<{} hidden URLs>)", urls.len()),
+            RedisTopology::Sentinel { urls, master } => write!(
+                f,
+                "Sentinel {{ urls: <{} hidden URLs>, master: {master:?} }}",
+                urls.len()
+            ),
+        }
+    }
+}
+
 /// Upper bound of `--max-connections` and `--max-sockets`.
 pub const MAX_SOCKETS_LIMIT: u64 = 1 << 20;
 /// Upper bound of the `--*-timeout-ms` flags (one hour).
@@ -99,6 +197,15 @@ impl fmt::Debug for Args {
             .field("node_id", &self.node_id)
             // May hold a password.
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<hidden>"))
+            .field(
+                "redis_cluster",
+                &self.redis_cluster.as_ref().map(|_| "<hidden>"),
+            )
+            .field(
+                "redis_sentinel",
+                &self.redis_sentinel.as_ref().map(|_| "<hidden>"),
+            )
+            .field("redis_sentinel_master", &self.redis_sentinel_master)
             .field("keep_alive_secs", &self.keep_alive_secs)
             .field("max_connections", &self.max_connections)
             .field("max_sockets", &self.max_sockets)
@@ -155,6 +262,65 @@ impl Args {
     pub fn body_timeout(&self) -> Duration {
         Duration::from_millis(self.body_timeout_ms)
     }
+
+    /// The Redis deployment asked for, if any, with its URL lists split and
+    /// checked. Errors name the flag and the position of a bad entry, never
+    /// a URL (it may hold a password); the URLs themselves are parsed when
+    /// the adapter is built, whose errors show them masked.
+    pub fn redis_topology(&self) -> Result<Option<RedisTopology>, String> {
+        if let Some(url) = &self.redis_url {
+            if url.trim().is_empty() {
+                return Err("--redis-url (or REDIS_URL) is empty: give a URL such as \
+                            redis://127.0.0.1:6379"
+                    .to_owned());
+            }
+            return Ok(Some(RedisTopology::Single(url.trim().to_owned())));
+        }
+        if let Some(list) = &self.redis_cluster {
+            let urls = url_list("--redis-cluster (or REDIS_CLUSTER)", list)?;
+            return Ok(Some(RedisTopology::Cluster(urls)));
+        }
+        if let Some(list) = &self.redis_sentinel {
+            let urls = url_list("--redis-sentinel (or REDIS_SENTINEL)", list)?;
+            let master = self.redis_sentinel_master.as_deref().unwrap_or("").trim();
+            if master.is_empty() {
+                return Err("--redis-sentinel needs the master's name: \
+                            --redis-sentinel-master <NAME> (or REDIS_SENTINEL_MASTER)"
+                    .to_owned());
+            }
+            if master.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(format!(
+                    "--redis-sentinel-master (or REDIS_SENTINEL_MASTER) must not contain \
+                     spaces or control characters, got {master:?}"
+                ));
+            }
+            return Ok(Some(RedisTopology::Sentinel {
+                urls,
+                master: master.to_owned(),
+            }));
+        }
+        Ok(None)
+    }
+}
+
+/// Splits a comma-separated list of URLs (spaces around commas allowed).
+/// Errors name the flag and the position, never the URLs.
+fn url_list(flag: &str, list: &str) -> Result<Vec<String>, String> {
+    let urls: Vec<String> = list.split(',').map(|url| url.trim().to_owned()).collect();
+    if urls.iter().all(String::is_empty) {
+        return Err(format!(
+            "{flag} is empty: give one or more URLs separated by commas, \
+             e.g. redis://10.0.0.1:7000,redis://10.0.0.2:7000"
+        ));
+    }
+    if let Some(position) = urls.iter().position(String::is_empty) {
+        return Err(format!(
+            "{flag}: URL {} of {} is empty (a stray comma?)",
+            position + 1,
+            urls.len()
+        ));
+    }
+    Ok(urls)
 }
 
 fn parse_node_id(raw: &str) -> Result<String, String> {
@@ -235,5 +401,121 @@ mod tests {
         let args =
             Args::try_parse_from(["sse-chat", "--redis-url", "redis://:hunter2@h:1"]).unwrap();
         assert!(!format!("{args:?}").contains("hunter2"));
+        for flags in [
+            &[
+                "--redis-cluster",
+                "redis://:hunter2@h:1,redis://:hunter2@h:2",
+            ][..],
+            &[
+                "--redis-sentinel",
+                "redis://:hunter2@h:1",
+                "--redis-sentinel-master",
+                "m",
+            ],
+        ] {
+            let args =
+                Args::try_parse_from(std::iter::once("sse-chat").chain(flags.iter().copied()))
+                    .unwrap();
+            assert!(!format!("{args:?}").contains("hunter2"), "{args:?}");
+            let topology = args.redis_topology().unwrap().unwrap();
+            assert!(!format!("{topology:?}").contains("hunter2"), "{topology:?}");
+        }
+    }
+
+    #[test]
+    fn one_redis_topology_at_most() {
+        let parse = |flags: &[&str]| {
+            Args::try_parse_from(std::iter::once("sse-chat").chain(flags.iter().copied()))
+        };
+        let url = ["--redis-url", "redis://:hunter2@h:1"];
+        let cluster = ["--redis-cluster", "redis://:hunter2@h:1"];
+        let sentinel = [
+            "--redis-sentinel",
+            "redis://:hunter2@h:1",
+            "--redis-sentinel-master",
+            "m",
+        ];
+        for (one, other) in [
+            (&url[..], &cluster[..]),
+            (&url, &sentinel),
+            (&cluster, &sentinel),
+        ] {
+            let error = parse(&[one, other].concat()).err().unwrap();
+            assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
+            let shown = error.to_string();
+            assert!(shown.contains("cannot be used with"), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        // The sentinel flags need each other.
+        for flags in [&sentinel[..2], &sentinel[2..]] {
+            let error = parse(flags).err().unwrap();
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::MissingRequiredArgument
+            );
+            assert!(!error.to_string().contains("hunter2"), "{error}");
+        }
+        assert_eq!(parse(&[]).unwrap().redis_topology(), Ok(None));
+    }
+
+    #[test]
+    fn url_lists_are_split_and_checked() {
+        let topology = |flags: &[&str]| {
+            Args::try_parse_from(std::iter::once("sse-chat").chain(flags.iter().copied()))
+                .unwrap()
+                .redis_topology()
+        };
+        assert_eq!(
+            topology(&["--redis-cluster", "redis://a:1, redis://b:2 ,redis://c:3"]),
+            Ok(Some(RedisTopology::Cluster(vec![
+                "redis://a:1".into(),
+                "redis://b:2".into(),
+                "redis://c:3".into()
+            ])))
+        );
+        assert_eq!(
+            topology(&[
+                "--redis-sentinel",
+                "redis://a:26379",
+                "--redis-sentinel-master",
+                " mymaster "
+            ]),
+            Ok(Some(RedisTopology::Sentinel {
+                urls: vec!["redis://a:26379".into()],
+                master: "mymaster".into()
+            }))
+        );
+        assert_eq!(
+            topology(&["--redis-url", "redis://a:1"]),
+            Ok(Some(RedisTopology::Single("redis://a:1".into())))
+        );
+        let error =
+            topology(&["--redis-cluster", "redis://:hunter2@a:1,,redis://b:2"]).unwrap_err();
+        assert!(error.contains("URL 2 of 3 is empty"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+        let error = topology(&["--redis-cluster", " , "]).unwrap_err();
+        assert!(
+            error.contains("--redis-cluster (or REDIS_CLUSTER) is empty"),
+            "{error}"
+        );
+        let error = topology(&[
+            "--redis-sentinel",
+            "redis://:hunter2@a:1,",
+            "--redis-sentinel-master",
+            "m",
+        ])
+        .unwrap_err();
+        assert!(error.contains("URL 2 of 2 is empty"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+        for master in ["", "  ", "my master"] {
+            let error = topology(&[
+                "--redis-sentinel",
+                "redis://a:1",
+                "--redis-sentinel-master",
+                master,
+            ])
+            .unwrap_err();
+            assert!(error.contains("--redis-sentinel"), "{error}");
+        }
     }
 }

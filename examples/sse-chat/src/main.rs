@@ -3,9 +3,12 @@
 //! ```text
 //! cargo run -p sse-chat                     # one node, memory backend, http://127.0.0.1:3000
 //! cargo run -p sse-chat --features redis -- --port 3001 --redis-url redis://127.0.0.1:6379
+//! cargo run -p sse-chat --features redis -- --redis-cluster redis://127.0.0.1:7000,redis://127.0.0.1:7001
+//! cargo run -p sse-chat --features redis -- --redis-sentinel redis://127.0.0.1:26379 --redis-sentinel-master mymaster
 //! ```
 //!
-//! Modules: [`config`] (arguments), [`backend`] (memory or Redis), [`server`]
+//! Modules: [`config`] (arguments), [`backend`] (memory, or Redis as one
+//! server, a cluster or a Sentinel deployment), [`server`]
 //! (hyper with timeouts, a socket cap and `TCP_NODELAY`), [`routes`] (HTTP API
 //! and handlers), [`validation`], [`state`], [`metrics`], [`notices`] (medium
 //! outages told to clients), [`shutdown`].

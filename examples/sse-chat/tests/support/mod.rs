@@ -114,12 +114,15 @@ impl ChatServer {
     }
 
     /// The binary with the given arguments, with stdout and stderr piped and
-    /// no Redis URL inherited from the environment.
+    /// no Redis deployment inherited from the environment.
     pub fn command(args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sse-chat"));
         command
             .args(args)
             .env_remove("REDIS_URL")
+            .env_remove("REDIS_CLUSTER")
+            .env_remove("REDIS_SENTINEL")
+            .env_remove("REDIS_SENTINEL_MASTER")
             .env_remove("SSE_CHAT_PORT")
             .env_remove("SSE_CHAT_HOST")
             .env("RUST_LOG", "sse_chat=debug,rooms_adapter=debug,warn")
