@@ -19,13 +19,7 @@ use crate::redis_cluster::RedisCluster;
 /// harness uses: connect, subscribe 2 s; publish 1 s; PING every 1 s, answered
 /// within 1 s; reconnect backoff 20 ms..500 ms; unsubscribe delay 50 ms.
 pub fn fast_cluster_builder(urls: &[String]) -> RedisAdapterBuilder {
-    RedisAdapter::cluster(urls.iter().cloned())
-        .connect_timeout(Duration::from_secs(2))
-        .subscribe_timeout(Duration::from_secs(2))
-        .publish_timeout(Duration::from_secs(1))
-        .ping(Duration::from_secs(1), Duration::from_secs(1))
-        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(500))
-        .unsubscribe_delay(Duration::from_millis(50))
+    crate::redis::fast_settings(RedisAdapter::cluster(urls.iter().cloned()))
 }
 
 fn unavailable(what: &str, error: io::Error) -> Error {

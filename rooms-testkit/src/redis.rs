@@ -121,7 +121,13 @@ impl<F: Flavor> fmt::Debug for RedisHarnessWith<F> {
 /// subscribe 2 s; publish 1 s; PING every 1 s, answered within 1 s; reconnect
 /// backoff 20 ms..500 ms; unsubscribe delay 50 ms.
 pub fn fast_builder(url: &str) -> RedisAdapterBuilder {
-    RedisAdapter::builder(url)
+    fast_settings(RedisAdapter::builder(url))
+}
+
+/// The harnesses' short timeouts (see [`fast_builder`]) on any topology's
+/// builder.
+pub fn fast_settings(builder: RedisAdapterBuilder) -> RedisAdapterBuilder {
+    builder
         .connect_timeout(Duration::from_secs(2))
         .subscribe_timeout(Duration::from_secs(2))
         .publish_timeout(Duration::from_secs(1))

@@ -4,7 +4,6 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use rooms_adapter::wire::{self, DEFAULT_CHANNEL_PREFIX};
@@ -18,13 +17,7 @@ use crate::redis_sentinel::RedisSentinel;
 /// A builder for the sentinels at `urls` watching `master`, with the short
 /// timeouts the harnesses use (as [`fast_builder`](crate::redis::fast_builder)).
 pub fn fast_sentinel_builder(urls: &[String], master: &str) -> RedisAdapterBuilder {
-    RedisAdapter::sentinel(urls.iter().cloned(), master)
-        .connect_timeout(Duration::from_secs(2))
-        .subscribe_timeout(Duration::from_secs(2))
-        .publish_timeout(Duration::from_secs(1))
-        .ping(Duration::from_secs(1), Duration::from_secs(1))
-        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(500))
-        .unsubscribe_delay(Duration::from_millis(50))
+    crate::redis::fast_settings(RedisAdapter::sentinel(urls.iter().cloned(), master))
 }
 
 fn unavailable(what: &str, error: io::Error) -> Error {
