@@ -25,8 +25,18 @@ pub async fn connected(
     node: &str,
     configure: impl FnOnce(RedisAdapterBuilder) -> RedisAdapterBuilder,
 ) -> (RedisAdapter, EventStream) {
-    let adapter = configure(fast_builder(url)).build().expect("valid config");
-    let (sink, events) = EventSink::bounded(65_536);
+    connect_with(configure(fast_builder(url)), node, 65_536).await
+}
+
+/// An adapter built from `builder` (any topology), connected as `node` and
+/// delivering into a sink that holds at most `capacity` events.
+pub async fn connect_with(
+    builder: RedisAdapterBuilder,
+    node: &str,
+    capacity: usize,
+) -> (RedisAdapter, EventStream) {
+    let adapter = builder.build().expect("valid config");
+    let (sink, events) = EventSink::bounded(capacity);
     adapter
         .connect(NodeId::from(node), sink)
         .await
