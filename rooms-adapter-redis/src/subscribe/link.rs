@@ -11,7 +11,7 @@
 //! consumer backs up into TCP and Redis's output-buffer limit.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
@@ -93,6 +93,9 @@ pub(crate) struct Inbound {
     /// loop (never across an await), read per message.
     wanted: RwLock<HashSet<RoomName>>,
     closed: AtomicBool,
+    /// Pushes seen so far: a liveness probe stuck behind a backlog of
+    /// messages is no sign of a dead connection.
+    pushes: AtomicU64,
     notices: mpsc::UnboundedSender<Notice>,
 }
 
@@ -111,6 +114,7 @@ impl Inbound {
             sink,
             wanted: RwLock::new(HashSet::new()),
             closed: AtomicBool::new(false),
+            pushes: AtomicU64::new(0),
             notices,
         }
     }
@@ -120,6 +124,7 @@ impl Inbound {
         if self.is_closed() {
             return;
         }
+        self.pushes.fetch_add(1, Ordering::Relaxed);
         match push {
             Push::Message { channel, payload } => self.deliver(channel, payload),
             Push::Unsubscribed { channel } => {
@@ -168,6 +173,11 @@ impl Inbound {
                 }
             }
         }
+    }
+
+    /// How many pushes arrived so far.
+    pub(crate) fn pushes(&self) -> u64 {
+        self.pushes.load(Ordering::Relaxed)
     }
 
     /// Starts or stops delivering `room`.

@@ -302,9 +302,16 @@ impl Task {
                     return;
                 };
                 let limit = self.config.ping_timeout;
+                let inbound = Arc::clone(&self.inbound);
                 self.futures.push(Box::pin(async move {
+                    let seen = inbound.pushes();
                     let result = match tokio::time::timeout(limit, connection.ping()).await {
-                        Ok(result) => result,
+                        Ok(Ok(())) => Ok(()),
+                        // The answer waits behind a backlog of messages that
+                        // are still arriving: the connection is alive (a
+                        // closed one reports itself with a disconnect push).
+                        _ if inbound.pushes() != seen => Ok(()),
+                        Ok(Err(reason)) => Err(reason),
                         Err(_) => Err(format!("liveness probe unanswered after {limit:?}")),
                     };
                     Done::Ping {
