@@ -27,8 +27,9 @@ use rooms_testkit::redis_server::RedisServer;
 use serde_json::Value;
 
 mod e2e;
+mod failover;
 
-const GROUPS: [&str; 11] = [
+const GROUPS: [&str; 12] = [
     "throughput",
     "drivers",
     "latency",
@@ -40,6 +41,7 @@ const GROUPS: [&str; 11] = [
     "memory-traffic",
     "join",
     "e2e",
+    "failover",
 ];
 
 const BEGIN: &str = "<!-- cargo xtask bench: generated section, begin -->";
@@ -172,6 +174,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "memory-traffic" => bench.memory_traffic()?,
             "join" => bench.join()?,
             "e2e" => bench.e2e()?,
+            "failover" => bench.failover()?,
             _ => {}
         }
         eprintln!("   {group}: {:.0?}", group_started.elapsed());
