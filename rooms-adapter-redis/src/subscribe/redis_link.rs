@@ -96,7 +96,14 @@ impl Link for RedisLink {
             on_push(&inbound, &push_shard, generation, info);
             Ok(())
         };
-        let config = AsyncConnectionConfig::new().set_push_sender(push);
+        // No redis-rs timeouts (its defaults are 1 s to connect and 500 ms
+        // per answer): the loop bounds every call with the adapter's own
+        // (connect, subscribe, ping), and a batch of 1,000 channels or a PING
+        // behind a backlog of messages may take longer than 500 ms.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(None)
+            .set_response_timeout(None)
+            .set_push_sender(push);
         let medium = format!("{} ({shard})", self.medium);
         let client = redis::Client::open(info)
             .map_err(|error| from_redis("open subscriber", &medium, error))?;
