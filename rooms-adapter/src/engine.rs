@@ -50,6 +50,10 @@ pub const MAX_INBOUND_QUEUE: usize = 1 << 22;
 
 mod subscription;
 
+/// Most inbound events the dispatcher handles per wake-up before it looks
+/// at its other duties (gap notices) again.
+const DISPATCH_BATCH: usize = 256;
+
 /// Capacity of the lifecycle channel: room for one gap event per tracked room.
 const LIFECYCLE_CAPACITY: usize = crate::gap::MAX_GAP_ROOMS + 64;
 
@@ -640,29 +644,43 @@ async fn dispatch(
         let Some(inner) = engine.upgrade() else {
             return;
         };
-        match event {
-            AdapterEvent::Message { room, envelope } => inner.handle_remote(room, envelope),
-            AdapterEvent::Reconnected { rooms, outage } => {
-                bump(&inner.counters.reconnects);
-                inner.medium_down.store(false, Ordering::Release);
-                tracing::info!(rooms = rooms.len(), ?outage, "medium reconnected");
-                // No receiver is fine: nobody listens for lifecycle events.
-                let _ = inner
-                    .lifecycle
-                    .send(RoomsEvent::Reconnected { rooms, outage });
-            }
-            AdapterEvent::SubscriptionLost { room, reason } => {
-                bump(&inner.counters.subscription_errors);
-                inner.subscribed().remove(&room);
-                tracing::warn!(%room, %reason, "medium dropped a room's subscription");
-                let _ = inner
-                    .lifecycle
-                    .send(RoomsEvent::SubscriptionLost { room, reason });
+        inner.handle_event(event);
+        // Whatever else is queued already, without a trip through `select!`
+        // per event.
+        for _ in 1..DISPATCH_BATCH {
+            match events.try_recv() {
+                Ok(event) => inner.handle_event(event),
+                Err(_) => break,
             }
         }
         // Gaps are reported once the inbound queue has drained.
         if events.is_empty() {
             inner.signal_gaps();
+        }
+    }
+}
+
+impl Inner {
+    fn handle_event(self: &Arc<Self>, event: AdapterEvent) {
+        match event {
+            AdapterEvent::Message { room, envelope } => self.handle_remote(room, envelope),
+            AdapterEvent::Reconnected { rooms, outage } => {
+                bump(&self.counters.reconnects);
+                self.medium_down.store(false, Ordering::Release);
+                tracing::info!(rooms = rooms.len(), ?outage, "medium reconnected");
+                // No receiver is fine: nobody listens for lifecycle events.
+                let _ = self
+                    .lifecycle
+                    .send(RoomsEvent::Reconnected { rooms, outage });
+            }
+            AdapterEvent::SubscriptionLost { room, reason } => {
+                bump(&self.counters.subscription_errors);
+                self.subscribed().remove(&room);
+                tracing::warn!(%room, %reason, "medium dropped a room's subscription");
+                let _ = self
+                    .lifecycle
+                    .send(RoomsEvent::SubscriptionLost { room, reason });
+            }
         }
     }
 }
