@@ -11,7 +11,6 @@ use rooms_adapter::{Envelope, Error, NodeId, RoomName, wire};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::builder::RedisAdapterBuilder;
 use crate::config::RedisConfig;
 use crate::error::{closed, timeout};
 use crate::publish::publisher::{Coalescing, Publisher};
@@ -115,76 +114,6 @@ impl std::fmt::Debug for RedisAdapter {
 }
 
 impl RedisAdapter {
-    /// A builder for the server at `url`: `redis://[user:password@]host[:port][/db]`,
-    /// `rediss://...` for TLS (feature `tls`), or `redis+unix:///path`.
-    pub fn builder(url: impl Into<String>) -> RedisAdapterBuilder {
-        RedisAdapterBuilder::single(url.into())
-    }
-
-    /// A builder for the server your `client` reaches, with its settings
-    /// (TLS roots, credentials, protocol) as they are.
-    ///
-    /// ```
-    /// use rooms_adapter_redis::RedisAdapter;
-    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
-    /// let adapter = RedisAdapter::from_client(client).build()?;
-    /// assert_eq!(adapter.medium(), "redis at 127.0.0.1:6379");
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn from_client(client: redis::Client) -> RedisAdapterBuilder {
-        RedisAdapterBuilder::client(client)
-    }
-
-    /// A builder for a Sentinel deployment (feature `sentinel`): the
-    /// sentinels at `sentinel_urls` name the current master of `master_name`,
-    /// and the adapter follows it through failovers. The master is reached
-    /// with the credentials and database of the first sentinel URL.
-    ///
-    /// ```
-    /// use rooms_adapter_redis::RedisAdapter;
-    /// let adapter = RedisAdapter::sentinel(
-    ///     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"],
-    ///     "mymaster",
-    /// )
-    /// .build()?;
-    /// assert!(adapter.medium().contains("mymaster"));
-    /// # Ok::<(), rooms_adapter::Error>(())
-    /// ```
-    #[cfg(feature = "sentinel")]
-    pub fn sentinel<I, S>(sentinel_urls: I, master_name: impl Into<String>) -> RedisAdapterBuilder
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        let urls = sentinel_urls.into_iter().map(Into::into).collect();
-        RedisAdapterBuilder::sentinel(urls, master_name.into())
-    }
-
-    /// A builder for a Redis Cluster (feature `cluster`, Redis 7+) reached
-    /// through any of `seed_urls`, over sharded pub/sub
-    /// (`SPUBLISH`/`SSUBSCRIBE`): one subscriber connection per master,
-    /// following slot moves and failovers.
-    ///
-    /// ```
-    /// use rooms_adapter_redis::RedisAdapter;
-    /// let adapter = RedisAdapter::cluster(["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"])
-    ///     .channel_prefix("app:room:")
-    ///     .build()?;
-    /// assert_eq!(adapter.config().channel_prefix(), "app:room:");
-    ///
-    /// let error = RedisAdapter::cluster(Vec::<String>::new()).build().unwrap_err();
-    /// assert!(error.to_string().contains("at least one"));
-    /// # Ok::<(), rooms_adapter::Error>(())
-    /// ```
-    #[cfg(feature = "cluster")]
-    pub fn cluster<I, S>(seed_urls: I) -> RedisAdapterBuilder
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        RedisAdapterBuilder::cluster(seed_urls.into_iter().map(Into::into).collect())
-    }
-
     pub(crate) fn new(
         name: &'static str,
         medium: String,

@@ -1,9 +1,11 @@
-//! `cargo xtask redis [--cluster] [--port N]`: a throwaway Redis for manual
-//! testing and benchmarks.
+//! `cargo xtask redis [--cluster | --sentinel] [--port N]`: a throwaway Redis
+//! for manual testing and benchmarks.
 //!
 //! Starts `redis-server` on a free loopback port (or `--port N`), bound to
 //! 127.0.0.1, without persistence, in a temporary directory; prints its URL
-//! (with `--cluster`: a 3-master Redis Cluster, one URL per master) and keeps it
+//! (with `--cluster`: a 3-master Redis Cluster, one URL per master; with
+//! `--sentinel`: a master, a replica and three sentinels, the sentinels' URLs
+//! and the master's name) and keeps it
 //! running until Ctrl-C or end of standard input (so `cargo xtask redis <
 //! /dev/null` starts and stops at once, and a script can hold it open through a
 //! pipe). Then it stops the server(s) and removes the temporary directories.
@@ -12,22 +14,26 @@
 use std::io::{BufRead, Write};
 
 use rooms_testkit::redis_cluster::RedisCluster;
+use rooms_testkit::redis_sentinel::RedisSentinel;
 use rooms_testkit::redis_server::RedisServer;
 
-const USAGE: &str = "usage: cargo xtask redis [--cluster] [--port N]
+const USAGE: &str = "usage: cargo xtask redis [--cluster | --sentinel] [--port N]
   (no flag)     one redis-server on a free loopback port
   --cluster     a 3-master Redis Cluster on free loopback ports
-  --port N      the single server listens on port N instead (not with --cluster)
+  --sentinel    a master, a replica and three sentinels on free loopback ports
+  --port N      the single server listens on port N instead (not with --cluster or --sentinel)
 Runs until Ctrl-C or end of standard input, then stops everything.";
 
 /// Runs `cargo xtask redis` with the arguments after `redis`.
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut cluster = false;
+    let mut sentinel = false;
     let mut port = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--cluster" => cluster = true,
+            "--sentinel" => sentinel = true,
             "--port" => {
                 let value = args.next().ok_or("--port needs a value")?;
                 port = Some(
@@ -43,17 +49,22 @@ pub fn run(args: &[String]) -> Result<(), String> {
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
-    if cluster && port.is_some() {
-        return Err(format!("--port cannot be combined with --cluster\n{USAGE}"));
+    if (cluster || sentinel) && port.is_some() {
+        return Err(format!(
+            "--port cannot be combined with --cluster or --sentinel\n{USAGE}"
+        ));
+    }
+    if cluster && sentinel {
+        return Err(format!("choose --cluster or --sentinel, not both\n{USAGE}"));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|error| format!("cannot start a tokio runtime: {error}"))?;
-    runtime.block_on(serve(cluster, port))
+    runtime.block_on(serve(cluster, sentinel, port))
 }
 
-async fn serve(cluster: bool, port: Option<u16>) -> Result<(), String> {
+async fn serve(cluster: bool, sentinel: bool, port: Option<u16>) -> Result<(), String> {
     // Keep whatever was started alive until the end of this function; dropping
     // it kills the processes and removes their directories.
     let _running: Box<dyn std::any::Any> = if cluster {
@@ -65,6 +76,16 @@ async fn serve(cluster: bool, port: Option<u16>) -> Result<(), String> {
             println!("  {url}");
         }
         Box::new(cluster)
+    } else if sentinel {
+        let deployment = RedisSentinel::start()
+            .await
+            .map_err(|error| format!("cannot start a Sentinel deployment: {error}"))?;
+        println!(
+            "redis sentinel deployment is up (master {:?}, one replica):",
+            deployment.master_name()
+        );
+        println!("  sentinels: {}", deployment.sentinel_urls().join(","));
+        Box::new(deployment)
     } else {
         let server = match port {
             None => RedisServer::start().await,
