@@ -144,6 +144,26 @@ fn unavailable(what: &str, error: impl std::error::Error + Send + Sync + 'static
     }
 }
 
+/// `PUBLISH` of raw bytes on `room`'s channel (default prefix) through
+/// `client`, as a foreign or broken publisher would.
+pub async fn publish_raw_to(
+    client: &redis::Client,
+    room: &RoomName,
+    payload: &[u8],
+) -> Result<(), Error> {
+    let medium = format!("redis at {}", client.get_connection_info().addr());
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|error| rooms_adapter_redis::error::from_redis("connect", &medium, error))?;
+    redis::cmd("PUBLISH")
+        .arg(wire::channel_name(DEFAULT_CHANNEL_PREFIX, room.as_str()))
+        .arg(payload)
+        .exec_async(&mut connection)
+        .await
+        .map_err(|error| rooms_adapter_redis::error::from_redis("publish", &medium, error))
+}
+
 impl<F: Flavor> RedisHarnessWith<F> {
     /// The server's URL.
     pub fn url(&self) -> &str {
@@ -208,18 +228,7 @@ impl<F: Flavor> Harness for RedisHarnessWith<F> {
     }
 
     async fn publish_raw(&self, room: &RoomName, payload: &[u8]) -> Result<(), Error> {
-        let medium = format!("redis at {}", self.url);
-        let mut connection = self
-            .client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|error| rooms_adapter_redis::error::from_redis("connect", &medium, error))?;
-        redis::cmd("PUBLISH")
-            .arg(wire::channel_name(DEFAULT_CHANNEL_PREFIX, room.as_str()))
-            .arg(payload)
-            .exec_async(&mut connection)
-            .await
-            .map_err(|error| rooms_adapter_redis::error::from_redis("publish", &medium, error))
+        publish_raw_to(&self.client, room, payload).await
     }
 
     async fn teardown(self) {

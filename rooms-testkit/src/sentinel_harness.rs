@@ -6,7 +6,6 @@ use std::io;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rooms_adapter::wire::{self, DEFAULT_CHANNEL_PREFIX};
 use rooms_adapter::{Error, RoomAdapter, RoomName};
 use rooms_adapter_redis::{RedisAdapter, RedisAdapterBuilder, redis};
 use rooms_conformance::{Capabilities, Harness};
@@ -110,19 +109,9 @@ impl Harness for RedisSentinelHarness {
             .master_url()
             .await
             .map_err(|error| unavailable("no master", error))?;
-        let medium = format!("redis at {url}");
         let client = redis::Client::open(url.as_str())
             .map_err(|error| Error::Config(format!("bad master url {url}: {error}")))?;
-        let mut connection = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|error| rooms_adapter_redis::error::from_redis("connect", &medium, error))?;
-        redis::cmd("PUBLISH")
-            .arg(wire::channel_name(DEFAULT_CHANNEL_PREFIX, room.as_str()))
-            .arg(payload)
-            .exec_async(&mut connection)
-            .await
-            .map_err(|error| rooms_adapter_redis::error::from_redis("publish", &medium, error))
+        crate::redis::publish_raw_to(&client, room, payload).await
     }
 
     async fn teardown(self) {}

@@ -12,7 +12,7 @@ mod support;
 use rooms_adapter_redis::key_slot;
 use rooms_testkit::redis_cluster::{self, MASTERS, RedisCluster};
 use serde_json::json;
-use support::{ChatServer, DEADLINE, SseClient, http};
+use support::{ChatServer, DEADLINE, SseClient, http, unused_port};
 use tokio::time::Instant;
 
 async fn cluster() -> RedisCluster {
@@ -132,12 +132,7 @@ async fn two_nodes_share_rooms_on_every_master_of_a_cluster() {
 
 #[tokio::test]
 async fn an_unreachable_cluster_is_a_clear_start_up_error() {
-    // A port nothing listens on: bind one, note it, free it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = unused_port();
     let seeds = format!("redis://:hunter2@127.0.0.1:{port}");
     let output = tokio::time::timeout(
         DEADLINE,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rooms_testkit::redis_sentinel::{RedisSentinel, SENTINEL_DEADLINE};
 use serde_json::json;
-use support::{ChatServer, DEADLINE, SseClient, SseEvent, http};
+use support::{ChatServer, DEADLINE, SseClient, SseEvent, http, unused_port};
 use tokio::time::Instant;
 
 /// How long messages may take to get through again after a failover (the
@@ -164,12 +164,7 @@ async fn a_room_survives_a_sentinel_failover() {
 
 #[tokio::test]
 async fn unreachable_sentinels_are_a_clear_start_up_error() {
-    // A port nothing listens on: bind one, note it, free it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = unused_port();
     let sentinels = format!("redis://:hunter2@127.0.0.1:{port}");
     let output = tokio::time::timeout(
         DEADLINE,

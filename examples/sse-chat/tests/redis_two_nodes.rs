@@ -9,7 +9,7 @@ mod support;
 
 use rooms_testkit::redis_server::RedisServer;
 use serde_json::json;
-use support::{ChatServer, DEADLINE, SseClient, eventually, http, redis_publish};
+use support::{ChatServer, DEADLINE, SseClient, eventually, http, redis_publish, unused_port};
 
 async fn redis() -> RedisServer {
     RedisServer::start()
@@ -164,12 +164,7 @@ async fn subscriptions_follow_membership_across_nodes() {
 
 #[tokio::test]
 async fn an_unreachable_redis_is_a_clear_start_up_error() {
-    // A port nothing listens on: bind one, note it, free it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = unused_port();
     let url = format!("redis://127.0.0.1:{port}");
     let output = tokio::time::timeout(
         DEADLINE,

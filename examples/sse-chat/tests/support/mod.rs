@@ -401,6 +401,14 @@ impl Parser {
 }
 
 /// A plain HTTP client for the tests (no proxy, short connect timeout).
+/// A loopback port nothing listens on (bound, noted, freed).
+pub fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
