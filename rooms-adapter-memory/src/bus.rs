@@ -131,7 +131,7 @@ impl MemoryBus {
         let mut state = self.inner.lock();
         let now = Instant::now();
         for node in state.nodes.values_mut() {
-            node.cut_since.get_or_insert(now);
+            node.cut_off(now);
         }
     }
 
@@ -145,6 +145,19 @@ impl MemoryBus {
 }
 
 impl NodeState {
+    /// Cuts the node off; the first cut of an outage reports `MediumLost`.
+    fn cut_off(&mut self, now: Instant) {
+        if self.cut_since.is_some() {
+            return;
+        }
+        self.cut_since = Some(now);
+        if let Some(sink) = &self.sink {
+            sink.push_lifecycle(AdapterEvent::MediumLost {
+                reason: "cut off from the memory bus".into(),
+            });
+        }
+    }
+
     /// The sink, if this node is connected, not cut off and subscribed to `room`.
     fn receiving(&self, room: &RoomName) -> Option<&EventSink> {
         let listening = self.cut_since.is_none() && self.subscriptions.contains(room);
@@ -219,7 +232,7 @@ impl MemoryBusAdapter {
     /// nothing until [`restore`](Self::restore).
     pub fn cut_off(&self) {
         if let Some(node) = self.bus.lock().nodes.get_mut(&self.id) {
-            node.cut_since.get_or_insert_with(Instant::now);
+            node.cut_off(Instant::now());
         }
     }
 

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use rooms_adapter::adapter::{AdapterStats, EventSink, RoomAdapter};
+use rooms_adapter::adapter::{AdapterEvent, AdapterStats, EventSink, RoomAdapter};
 use rooms_adapter::{Envelope, Error, NodeId, RoomName};
 use rooms_adapter_memory::{MemoryBus, MemoryBusAdapter};
-use rooms_conformance::{CaseReport, Harness, cases, run_case};
+use rooms_conformance::{Capabilities, CaseReport, Harness, cases, run_case};
 use rooms_testkit::memory::MemoryHarness;
 
 const IGNORES_UNSUBSCRIBE: u8 = 0;
@@ -18,6 +18,7 @@ const DROPS_EXCEPT: u8 = 1;
 const PUBLISHES_TWICE: u8 = 2;
 const LOSES_EVERY_100TH: u8 = 3;
 const KEEPS_DELIVERING_AFTER_DISCONNECT: u8 = 4;
+const HIDES_MEDIUM_LOSS: u8 = 5;
 
 /// The memory bus adapter with one fault.
 struct Broken<const FAULT: u8> {
@@ -32,6 +33,24 @@ impl<const FAULT: u8> RoomAdapter for Broken<FAULT> {
     }
 
     async fn connect(&self, node: NodeId, sink: EventSink) -> Result<(), Error> {
+        if FAULT == HIDES_MEDIUM_LOSS {
+            // Passes every event on except `MediumLost`.
+            let (inner_sink, mut events) = EventSink::bounded(65_536);
+            tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    match event {
+                        AdapterEvent::MediumLost { .. } => {}
+                        AdapterEvent::Message { .. } => {
+                            sink.send(event);
+                        }
+                        other => {
+                            sink.send_lifecycle(other).await;
+                        }
+                    }
+                }
+            });
+            return self.inner.connect(node, inner_sink).await;
+        }
         self.inner.connect(node, sink).await
     }
 
@@ -90,6 +109,18 @@ impl<const FAULT: u8> Harness for BrokenHarness<FAULT> {
             inner: self.0.bus().adapter(),
             published: AtomicU64::new(0),
         }))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+
+    async fn cut(&self) -> Result<(), Error> {
+        self.0.cut().await
+    }
+
+    async fn restore(&self) -> Result<(), Error> {
+        self.0.restore().await
     }
 }
 
@@ -151,4 +182,9 @@ caught!(
     disconnect_that_keeps_delivering_is_caught,
     KEEPS_DELIVERING_AFTER_DISCONNECT,
     disconnect_stops_delivery_and_is_idempotent
+);
+caught!(
+    hiding_a_medium_loss_is_caught,
+    HIDES_MEDIUM_LOSS,
+    medium_loss_is_reported_and_status_follows
 );

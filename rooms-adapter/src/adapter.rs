@@ -88,6 +88,13 @@ pub enum AdapterEvent {
         /// How long the medium was unavailable.
         outage: Duration,
     },
+    /// The medium is unreachable (a connection was lost, a server is down):
+    /// messages from other nodes may be missed until
+    /// [`Reconnected`](Self::Reconnected) says it is back. Sent once per outage.
+    MediumLost {
+        /// Why, as the adapter saw it.
+        reason: String,
+    },
     /// The medium dropped a room's subscription and will not restore it by
     /// itself (e.g. Redis refused to re-subscribe it after a reconnect: an ACL
     /// changed). The engine forgets the room's subscription, so the next join
@@ -118,6 +125,9 @@ pub enum AdapterEvent {
 ///   `subscribe` still leaves the room wanted: the adapter subscribes it when the
 ///   medium is back and reports it in [`AdapterEvent::Reconnected`]; a room
 ///   the medium then refuses is reported in [`AdapterEvent::SubscriptionLost`].
+/// - When the medium becomes unreachable the adapter reports
+///   [`AdapterEvent::MediumLost`] once, and [`AdapterEvent::Reconnected`]
+///   (listing the re-subscribed rooms, possibly none) when it is back.
 /// - [`publish`](Self::publish) sends one envelope to every node subscribed to
 ///   the room. While the medium is down it fails within a bounded time.
 /// - Inbound payloads that cannot be decoded are skipped and counted
@@ -258,6 +268,12 @@ impl EventSink {
     /// Hands over a lifecycle event (such as [`AdapterEvent::Reconnected`])
     /// even when the queue is full: these are rare and must not be lost.
     pub async fn send_lifecycle(&self, event: AdapterEvent) -> SinkOutcome {
+        self.push_lifecycle(event)
+    }
+
+    /// [`send_lifecycle`](Self::send_lifecycle) for code that cannot await
+    /// (it never waits either).
+    pub fn push_lifecycle(&self, event: AdapterEvent) -> SinkOutcome {
         self.queued.fetch_add(1, Ordering::AcqRel);
         self.push(event)
     }

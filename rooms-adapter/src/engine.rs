@@ -86,6 +86,13 @@ pub enum RoomsEvent {
         /// How many deliveries (or, for `AllMembers`, room messages) were lost.
         dropped: u64,
     },
+    /// The medium is unreachable: messages from other nodes may be missed,
+    /// and joins complete locally, until [`Reconnected`](Self::Reconnected).
+    /// [`Rooms::medium_status`] says the same for readiness probes.
+    MediumLost {
+        /// Why, as the adapter saw it.
+        reason: String,
+    },
     /// The medium dropped this room's subscription and did not restore it
     /// (e.g. Redis refused it after a reconnect): until the room's next join
     /// on this node subscribes it again, its local members get no messages
@@ -97,6 +104,42 @@ pub enum RoomsEvent {
         /// Why, as the medium said it.
         reason: String,
     },
+}
+
+/// Whether the medium between nodes is reachable, as far as this node knows:
+/// from the adapter's [`MediumLost`](RoomsEvent::MediumLost) and
+/// [`Reconnected`](RoomsEvent::Reconnected) reports and from the outcome of
+/// its last call. Cheap to ask (a lock and a copy), e.g. by a readiness probe.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use rooms_adapter::{Rooms, engine::MediumStatus};
+/// # use rooms_adapter_memory::MemoryAdapter;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), rooms_adapter::Error> {
+/// let rooms = Rooms::builder(Arc::new(MemoryAdapter::new())).build().await?;
+/// assert!(rooms.medium_status().is_up());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MediumStatus {
+    /// Reachable (or not known to be otherwise).
+    Up,
+    /// Unreachable since `since`.
+    Down {
+        /// When the node learnt it.
+        since: std::time::Instant,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl MediumStatus {
+    /// Whether the medium is up.
+    pub fn is_up(&self) -> bool {
+        matches!(self, MediumStatus::Up)
+    }
 }
 
 /// A snapshot of the engine's counters.
@@ -298,6 +341,7 @@ impl RoomsBuilder {
             room_locks: Mutex::new(HashMap::new()),
             subscribing: Mutex::new(HashSet::new()),
             medium_down: AtomicBool::new(false),
+            medium_lost: Mutex::new(None),
             connection_queue: self.connection_queue,
             connection_queue_bytes: self.connection_queue_bytes,
             dedup_capacity: self.dedup_capacity,
@@ -393,9 +437,13 @@ pub(crate) struct Inner {
     room_locks: Mutex<HashMap<RoomName, Arc<tokio::sync::Mutex<()>>>>,
     /// Rooms with a background subscription change queued or running.
     subscribing: Mutex<HashSet<RoomName>>,
-    /// The last adapter call failed as retryable and no `Reconnected` or
-    /// success has come since: joins complete locally at once.
+    /// The last adapter call failed as retryable, or the adapter reported
+    /// the medium lost, and no `Reconnected` or success has come since: joins
+    /// complete locally at once.
     medium_down: AtomicBool,
+    /// Since when and why the medium is down (`None` while up). Never held
+    /// across an await.
+    medium_lost: Mutex<Option<(std::time::Instant, String)>>,
     connection_queue: usize,
     connection_queue_bytes: usize,
     dedup_capacity: usize,
@@ -664,9 +712,14 @@ impl Inner {
     fn handle_event(self: &Arc<Self>, event: AdapterEvent) {
         match event {
             AdapterEvent::Message { room, envelope } => self.handle_remote(room, envelope),
+            AdapterEvent::MediumLost { reason } => {
+                tracing::warn!(%reason, "medium lost");
+                self.set_medium_down(&reason);
+                let _ = self.lifecycle.send(RoomsEvent::MediumLost { reason });
+            }
             AdapterEvent::Reconnected { rooms, outage } => {
                 bump(&self.counters.reconnects);
-                self.medium_down.store(false, Ordering::Release);
+                self.set_medium_up();
                 tracing::info!(rooms = rooms.len(), ?outage, "medium reconnected");
                 // No receiver is fine: nobody listens for lifecycle events.
                 let _ = self
@@ -998,6 +1051,23 @@ impl Rooms {
     /// Rooms the adapter is subscribed to (or wants to be).
     pub fn subscribed_rooms(&self) -> Vec<RoomName> {
         self.inner.subscribed().iter().cloned().collect()
+    }
+
+    /// Whether the medium is reachable, for readiness probes; see
+    /// [`MediumStatus`].
+    pub fn medium_status(&self) -> MediumStatus {
+        let lost = self
+            .inner
+            .medium_lost
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &*lost {
+            Some((since, reason)) => MediumStatus::Down {
+                since: *since,
+                reason: reason.clone(),
+            },
+            None => MediumStatus::Up,
+        }
     }
 
     /// Lifecycle events of the medium, such as [`RoomsEvent::Reconnected`].

@@ -40,7 +40,7 @@ pub use broadcast::{BroadcastOptions, BroadcastReport, DeliveryFilter};
 pub use connection::{
     ConnectOptions, ConnectionInfo, ConnectionReceiver, Delivery, SlowConsumerPolicy,
 };
-pub use engine::{EngineStats, Rooms, RoomsBuilder, RoomsEvent};
+pub use engine::{EngineStats, MediumStatus, Rooms, RoomsBuilder, RoomsEvent};
 pub use error::{Error, Result};
 pub use gap::GapScope;
 pub use ids::{ConnectionId, NodeId, RoomName};

@@ -648,9 +648,8 @@ pub async fn reconnect_resubscribes_and_emits_reconnected<H: Harness>(h: Arc<H>)
     let mut lifecycle = b.lifecycle();
     h.cut().await?;
     h.restore().await?;
-    let event = tokio::time::timeout(DELIVERY_TIMEOUT, lifecycle.recv()).await;
-    let Ok(Ok(RoomsEvent::Reconnected { rooms, .. })) = event else {
-        return fail(format!("no Reconnected event: {event:?}"));
+    let Some(rooms) = next_reconnected(&mut lifecycle).await? else {
+        return fail("no Reconnected event");
     };
     let rooms: BTreeSet<_> = rooms.iter().map(RoomName::as_str).collect();
     ensure!(
@@ -667,6 +666,56 @@ pub async fn reconnect_resubscribes_and_emits_reconnected<H: Harness>(h: Arc<H>)
         "adapter counted no reconnect"
     );
     shutdown_all(&[&a, &b]).await;
+    Ok(Outcome::Passed)
+}
+
+/// The next `Reconnected` on `lifecycle` (other events skipped), within
+/// [`DELIVERY_TIMEOUT`]: its rooms.
+async fn next_reconnected(
+    lifecycle: &mut tokio::sync::broadcast::Receiver<RoomsEvent>,
+) -> Result<Option<Vec<RoomName>>, CaseError> {
+    let deadline = tokio::time::Instant::now() + DELIVERY_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, lifecycle.recv()).await {
+            Ok(Ok(RoomsEvent::Reconnected { rooms, .. })) => return Ok(Some(rooms)),
+            Ok(Ok(_)) => continue,
+            Ok(Err(error)) => return fail(format!("lifecycle events: {error}")),
+            Err(_) => return Ok(None),
+        }
+    }
+}
+
+/// Losing the medium is reported once (`MediumLost`) and shown by
+/// `medium_status`, and its return by `Reconnected` and the status again.
+pub async fn medium_loss_is_reported_and_status_follows<H: Harness>(h: Arc<H>) -> CaseResult {
+    if !h.capabilities().fault_injection {
+        return Ok(Outcome::Skipped("needs fault_injection"));
+    }
+    let a = node(&*h).await?;
+    let _member = member(&a, "watched").await?;
+    ensure!(a.medium_status().is_up(), "down before the cut");
+    let mut lifecycle = a.lifecycle();
+    h.cut().await?;
+    let event = tokio::time::timeout(DELIVERY_TIMEOUT, lifecycle.recv()).await;
+    let Ok(Ok(RoomsEvent::MediumLost { .. })) = event else {
+        h.restore().await?;
+        return fail(format!("no MediumLost after the cut: {event:?}"));
+    };
+    let down = !a.medium_status().is_up();
+    h.restore().await?;
+    ensure!(down, "medium_status says up while the medium is lost");
+    let Some(rooms) = next_reconnected(&mut lifecycle).await? else {
+        return fail("no Reconnected after the restore");
+    };
+    ensure!(
+        rooms.iter().any(|room| room.as_str() == "watched"),
+        "Reconnected listed {rooms:?}"
+    );
+    ensure!(
+        a.medium_status().is_up(),
+        "medium_status says down after Reconnected"
+    );
+    shutdown_all(&[&a]).await;
     Ok(Outcome::Passed)
 }
 

@@ -7,6 +7,7 @@
 //! | `POST /rooms/{room}/messages` | broadcast `{"name", "text"}` to `room` on every node |
 //! | `GET /rooms` | rooms with local members, and their member counts |
 //! | `GET /healthz` | liveness |
+//! | `GET /readyz` | readiness: 503 while shutting down or while the medium between nodes is down |
 //! | `GET /metrics` | engine and adapter counters, Prometheus text format |
 
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt as _;
 use rooms_adapter::sse::axum::{LastEventId, SseResponse};
-use rooms_adapter::{BroadcastOptions, ConnectOptions, Error, RoomName, SseMessage};
+use rooms_adapter::{BroadcastOptions, ConnectOptions, Error, MediumStatus, RoomName, SseMessage};
 use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -46,6 +47,7 @@ pub fn router(state: AppState) -> Router {
             post(post_message).layer(DefaultBodyLimit::max(BODY_MAX_BYTES)),
         )
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .fallback(|| async { ApiError::not_found() })
         .with_state(state)
@@ -304,6 +306,30 @@ async fn healthz(State(state): State<AppState>) -> Response {
         "status": if rooms.is_closed() { "shutting down" } else { "ok" },
         "node": rooms.node_id().as_str(),
         "backend": rooms.adapter_name(),
+    });
+    (status, Json(body)).into_response()
+}
+
+/// `GET /readyz`: 200 while this node can serve its rooms across nodes; 503
+/// while it shuts down or the medium is down (a load balancer then sends new
+/// clients elsewhere; connected ones keep their local rooms).
+async fn readyz(State(state): State<AppState>) -> Response {
+    let rooms = &state.rooms;
+    let medium = rooms.medium_status();
+    let (status, text, down_ms) = match &medium {
+        _ if rooms.is_closed() => (StatusCode::SERVICE_UNAVAILABLE, "shutting down", None),
+        MediumStatus::Down { since, .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "medium down",
+            Some(u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)),
+        ),
+        _ => (StatusCode::OK, "ready", None),
+    };
+    let body = json!({
+        "status": text,
+        "node": rooms.node_id().as_str(),
+        "backend": rooms.adapter_name(),
+        "mediumDownMs": down_ms,
     });
     (status, Json(body)).into_response()
 }

@@ -220,3 +220,41 @@ async fn answers_while_redis_is_down_do_not_name_it() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn readyz_turns_unavailable_while_redis_is_down_and_ready_when_it_is_back() {
+    let mut redis = redis().await;
+    let chat = node("node-a", &redis).await;
+    let http = http();
+    let status = || {
+        let http = http.clone();
+        let url = chat.url("/readyz");
+        async move {
+            http.get(&url)
+                .send()
+                .await
+                .map(|response| response.status().as_u16())
+                .ok()
+        }
+    };
+    assert_eq!(status().await, Some(200));
+    redis.kill().unwrap();
+    let killed = std::time::Instant::now();
+    eventually("/readyz answers 503", DEADLINE, || async {
+        (status().await == Some(503)).then_some(())
+    })
+    .await;
+    println!("/readyz turned 503 {:?} after the kill", killed.elapsed());
+    let healthz = http.get(chat.url("/healthz")).send().await.unwrap();
+    assert_eq!(healthz.status(), 200, "liveness is not readiness");
+    redis.restart().await.unwrap();
+    let restarted = std::time::Instant::now();
+    eventually("/readyz answers 200 again", DEADLINE, || async {
+        (status().await == Some(200)).then_some(())
+    })
+    .await;
+    println!(
+        "/readyz turned 200 {:?} after the restart",
+        restarted.elapsed()
+    );
+}

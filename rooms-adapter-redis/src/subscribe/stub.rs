@@ -196,12 +196,15 @@ impl Harness {
             .publish(&wire::channel_name("sse:room:", room), &payload)
     }
 
-    /// The next lifecycle event (messages skipped), within the deadline.
+    /// The next lifecycle event (messages and `MediumLost` skipped), within
+    /// the deadline.
     async fn lifecycle(&mut self) -> Option<AdapterEvent> {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(AdapterEvent::Message { .. })) => continue,
+                Ok(Some(AdapterEvent::Message { .. } | AdapterEvent::MediumLost { .. })) => {
+                    continue;
+                }
                 Ok(event) => return event,
                 Err(_) => return None,
             }
@@ -345,5 +348,32 @@ async fn a_hung_batch_drops_the_connection_and_recovers() -> Result<(), Error> {
         panic!("expected Reconnected, got {event:?}");
     };
     assert!(rooms.contains(&RoomName::from("a")), "{rooms:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn losing_the_medium_is_reported_once_even_with_no_rooms() -> Result<(), Error> {
+    let mut h = harness(Duration::from_millis(10)).await?;
+    h.medium.down.store(true, Ordering::Relaxed);
+    h.medium.kill();
+    let event = tokio::time::timeout(DEADLINE, h.events.recv()).await;
+    let Ok(Some(AdapterEvent::MediumLost { reason })) = event else {
+        panic!("expected MediumLost, got {event:?}");
+    };
+    assert!(reason.contains("lost"), "{reason}");
+    // Failed reconnects do not report it again.
+    let started = h.medium.connects.load(Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while h.medium.connects.load(Ordering::Relaxed) < started + 2 {
+        assert!(tokio::time::Instant::now() < deadline, "retries connecting");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(h.events.try_recv().is_err(), "one MediumLost per outage");
+    h.medium.down.store(false, Ordering::Relaxed);
+    let event = tokio::time::timeout(DEADLINE, h.events.recv()).await;
+    let Ok(Some(AdapterEvent::Reconnected { rooms, .. })) = event else {
+        panic!("expected Reconnected, got {event:?}");
+    };
+    assert!(rooms.is_empty(), "{rooms:?}");
     Ok(())
 }

@@ -184,6 +184,13 @@ pub(crate) struct Table {
     recovered_since: Option<Instant>,
     first_recovery: Option<Instant>,
     refusals: Vec<Refusal>,
+    /// Shards whose connection was lost and is not back yet.
+    lost_shards: HashSet<ShardId>,
+    /// Since when the medium is lost (a shard connection went down), until
+    /// every lost shard is back and its rooms are subscribed again.
+    medium_lost: Option<Instant>,
+    /// A `MediumLost` to report (its reason).
+    lost_report: Option<String>,
     /// Rooms whose delivery starts or stops: (room, wanted).
     delivery: Vec<(RoomName, bool)>,
     /// Answers held back until the loop has published its counters, so a
@@ -214,6 +221,9 @@ impl Table {
             recovered_since: None,
             first_recovery: None,
             refusals: Vec::new(),
+            lost_shards: HashSet::new(),
+            medium_lost: None,
+            lost_report: None,
             delivery: Vec::new(),
             answers: Vec::new(),
         }
@@ -286,6 +296,7 @@ impl Table {
         let mut actions = Vec::new();
         self.expire_leaves(now);
         self.route(now, &mut actions);
+        self.reconnect_lost(now, &mut actions);
         self.unsubscribes(&mut actions);
         if self.stale && !self.discovering && self.discover_at.is_none_or(|at| at <= now) {
             self.discovering = true;
@@ -399,6 +410,31 @@ impl Table {
         }
     }
 
+    /// Reconnects lost shards even when no room waits for them: the medium
+    /// is reported back (and a readiness probe turns green) only then.
+    fn reconnect_lost(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        for id in &self.lost_shards {
+            let Some(shard) = self.shards.get_mut(id) else {
+                continue;
+            };
+            if shard.up || shard.connecting {
+                continue;
+            }
+            match shard.retry_at {
+                Some(at) if at > now => {
+                    self.next_connect = Some(self.next_connect.map_or(at, |n| n.min(at)));
+                }
+                _ => {
+                    let generation = shard.begin_connect();
+                    actions.push(Action::Connect {
+                        shard: Arc::clone(id),
+                        generation,
+                    });
+                }
+            }
+        }
+    }
+
     fn unsubscribes(&mut self, actions: &mut Vec<Action>) {
         if self.unsub_ready.is_empty() {
             return;
@@ -461,24 +497,44 @@ impl Table {
     /// the recovered ones waited the settle time for the rest), with the
     /// length of the outage.
     pub(crate) fn take_reconnected(&mut self, now: Instant) -> Option<(Vec<RoomName>, Duration)> {
-        let first = self.first_recovery?;
-        let still_lost = self
-            .rooms
-            .values()
-            .any(|room| room.wanted && room.lost_at.is_some());
+        let medium_back = self.medium_lost.is_some() && self.lost_shards.is_empty();
+        // Rooms lost, and while the medium recovers every room not yet
+        // subscribed, are waited for (or for the settle time).
+        let recovering = self.medium_lost.is_some();
+        let still_lost = self.rooms.values().any(|room| {
+            room.wanted && (room.lost_at.is_some() || (recovering && room.on.is_none()))
+        });
+        let first = match self.first_recovery {
+            Some(first) => first,
+            // The medium is back and had no room to lose.
+            None if medium_back && !still_lost => now,
+            None => return None,
+        };
         if still_lost && now.duration_since(first) < self.settings.settle() {
             return None;
         }
         self.first_recovery = None;
-        let since = self.recovered_since.take().unwrap_or(first);
+        let since = [self.recovered_since.take(), self.medium_lost]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(first);
+        if medium_back {
+            self.medium_lost = None;
+        }
         let mut rooms = std::mem::take(&mut self.recovered);
         rooms.retain(|name| self.rooms.get(name).is_some_and(|room| room.wanted));
         rooms.sort_unstable();
         rooms.dedup();
-        if rooms.is_empty() {
+        if rooms.is_empty() && !medium_back {
             return None;
         }
         Some((rooms, now.duration_since(since)))
+    }
+
+    /// The reason of a `MediumLost` to report, once per outage.
+    pub(crate) fn take_medium_lost(&mut self) -> Option<String> {
+        self.lost_report.take()
     }
 
     /// Rooms Redis refused since the last call.

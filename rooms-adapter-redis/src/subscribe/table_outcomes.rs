@@ -29,6 +29,7 @@ impl Table {
         }
         shard.connecting = false;
         if ok {
+            self.lost_shards.remove(id);
             shard.up = true;
             shard.attempt = 0;
             shard.retry_at = None;
@@ -349,6 +350,11 @@ impl Table {
         }
         if shard.up {
             tracing::warn!(shard = %id, %reason, rooms = shard.rooms.len(), "redis subscriber connection lost; reconnecting");
+            self.lost_shards.insert(Arc::clone(id));
+            if self.medium_lost.is_none() {
+                self.medium_lost = Some(now);
+                self.lost_report = Some(format!("connection to {id} lost: {reason}"));
+            }
         }
         shard.up = false;
         shard.generation += 1;
@@ -448,6 +454,8 @@ impl Table {
                 self.forget_if_idle(&name);
             }
             let masters: HashSet<&ShardId> = topology.masters().map(|(id, _, _)| id).collect();
+            // A lost shard that left the slot map will not come back.
+            self.lost_shards.retain(|id| masters.contains(id));
             self.shards
                 .retain(|id, shard| masters.contains(id) || !shard.rooms.is_empty() || shard.busy);
         }

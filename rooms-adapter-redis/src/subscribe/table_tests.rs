@@ -386,3 +386,38 @@ fn answers_of_an_old_connection_are_ignored() {
     assert_eq!(answered(&mut rx), None);
     assert!(!table.on_redis(&room("a")));
 }
+
+#[test]
+fn a_lost_connection_is_reported_once_and_its_return_even_with_no_rooms() {
+    let now = Instant::now();
+    let (mut table, generation) = connected(now);
+    assert_eq!(table.take_medium_lost(), None);
+    table.lost(&shard(), generation, "reset", now);
+    assert!(
+        table
+            .take_medium_lost()
+            .is_some_and(|reason| reason.contains("reset"))
+    );
+    assert_eq!(table.take_medium_lost(), None, "once per outage");
+    let later = now + Duration::from_millis(300);
+    let Some(Action::Connect { generation, .. }) = table.actions(later).into_iter().next() else {
+        panic!("reconnects");
+    };
+    table.connected(&shard(), generation, false, later);
+    assert_eq!(
+        table.take_medium_lost(),
+        None,
+        "a failed reconnect is the same outage"
+    );
+    assert_eq!(table.take_reconnected(later), None, "not back yet");
+    let retry = table.next_wake();
+    let Some(Action::Connect { generation, .. }) = table.actions(retry).into_iter().next() else {
+        panic!("retries");
+    };
+    table.connected(&shard(), generation, true, retry);
+    assert_eq!(
+        table.take_reconnected(retry),
+        Some((Vec::new(), retry.duration_since(now)))
+    );
+    assert_eq!(table.take_reconnected(retry), None, "reported once");
+}

@@ -188,6 +188,9 @@ impl Task {
     /// Sends what the table has to report; `false` when the engine is gone.
     async fn report(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
         let mut events = Vec::new();
+        if let Some(reason) = self.table.take_medium_lost() {
+            events.push(AdapterEvent::MediumLost { reason });
+        }
         for refusal in self.table.take_refusals() {
             tracing::warn!(medium = self.link.medium(), room = refusal.room.as_str(), reason = %refusal.reason, "redis refused a room's subscription");
             if refusal.unheard {

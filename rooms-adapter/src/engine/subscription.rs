@@ -39,14 +39,33 @@ impl Inner {
         match result {
             Ok(()) => {
                 if self.medium_down.load(Ordering::Relaxed) {
-                    self.medium_down.store(false, Ordering::Release);
+                    self.set_medium_up();
                 }
             }
-            Err(error) if error.is_retryable() => {
-                self.medium_down.store(true, Ordering::Release);
-            }
+            Err(error) if error.is_retryable() => self.set_medium_down(&error.to_string()),
             Err(_) => {}
         }
+    }
+
+    /// The medium is unreachable: joins complete locally, the status says so.
+    pub(super) fn set_medium_down(&self, reason: &str) {
+        self.medium_down.store(true, Ordering::Release);
+        let mut lost = self
+            .medium_lost
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if lost.is_none() {
+            *lost = Some((std::time::Instant::now(), reason.to_owned()));
+        }
+    }
+
+    /// The medium is back.
+    pub(super) fn set_medium_up(&self) {
+        self.medium_down.store(false, Ordering::Release);
+        *self
+            .medium_lost
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// Brings the adapter's subscription of `room` in line with whether the room
