@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use rooms_adapter::adapter::{AdapterCounters, AdapterEvent, AdapterStats, EventSink, RoomAdapter};
+use rooms_adapter::adapter::{
+    AdapterCapabilities, AdapterCounters, AdapterEvent, AdapterStats, EventSink, RoomAdapter,
+};
 use rooms_adapter::wire::{self, Codec, DEFAULT_MAX_PAYLOAD_BYTES};
 use rooms_adapter::{Envelope, Error, NodeId, RoomName};
 
@@ -280,6 +282,22 @@ impl RoomAdapter for MemoryBusAdapter {
         node.sink = Some(sink);
         node.closed = false;
         Ok(())
+    }
+
+    /// Joins the bus without a sink: publishes reach every node, nothing is
+    /// received.
+    async fn connect_publisher(&self, _node: NodeId) -> Result<(), Error> {
+        let mut state = self.bus.lock();
+        let node = state.nodes.get_mut(&self.id).ok_or(Error::Closed {
+            what: "memory bus adapter",
+        })?;
+        node.sink = None;
+        node.closed = false;
+        Ok(())
+    }
+
+    fn capabilities(&self) -> AdapterCapabilities {
+        AdapterCapabilities::NONE.with_emitter()
     }
 
     async fn disconnect(&self) -> Result<(), Error> {

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use rooms_adapter::adapter::{AdapterEvent, AdapterStats, EventSink, RoomAdapter};
+use rooms_adapter::adapter::{
+    AdapterCapabilities, AdapterEvent, AdapterStats, EventSink, RoomAdapter,
+};
 use rooms_adapter::{Envelope, Error, NodeId, RoomName};
 use rooms_adapter_memory::{MemoryBus, MemoryBusAdapter};
 use rooms_conformance::{Capabilities, CaseReport, Harness, cases, run_case};
@@ -93,6 +95,14 @@ impl<const FAULT: u8> RoomAdapter for Broken<FAULT> {
 
     fn stats(&self) -> AdapterStats {
         self.inner.stats()
+    }
+
+    fn capabilities(&self) -> AdapterCapabilities {
+        self.inner.capabilities()
+    }
+
+    async fn connect_publisher(&self, node: NodeId) -> Result<(), Error> {
+        self.inner.connect_publisher(node).await
     }
 }
 
@@ -187,4 +197,9 @@ caught!(
     hiding_a_medium_loss_is_caught,
     HIDES_MEDIUM_LOSS,
     medium_loss_is_reported_and_status_follows
+);
+caught!(
+    an_emitter_that_drops_except_is_caught,
+    DROPS_EXCEPT,
+    emitter_reaches_every_node
 );

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rooms_adapter::adapter::{AdapterCounters, AdapterStats, EventSink, RoomAdapter};
+use rooms_adapter::adapter::{
+    AdapterCapabilities, AdapterCounters, AdapterStats, EventSink, RoomAdapter,
+};
 use rooms_adapter::{Envelope, Error, NodeId, RoomName, wire};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -94,13 +96,14 @@ enum State {
 
 struct Running {
     node: NodeId,
-    commands: mpsc::Sender<Command>,
+    /// The subscriber's queue; `None` when connected for publishing only.
+    commands: Option<mpsc::Sender<Command>>,
     publisher: Publisher,
 }
 
 struct Tasks {
     shutdown: watch::Sender<bool>,
-    subscriber: JoinHandle<()>,
+    subscriber: Option<JoinHandle<()>>,
     publisher: Option<JoinHandle<()>>,
 }
 
@@ -216,6 +219,71 @@ impl RedisAdapter {
         })
     }
 
+    /// Connects the driver and, with a sink, the subscriber; starts the tasks.
+    async fn start(&self, node: NodeId, sink: Option<EventSink>) -> Result<(), Error> {
+        let _lifecycle = self.lifecycle.lock().await;
+        match &*self.lock_state() {
+            State::Idle => {}
+            State::Running(running, _) => {
+                return Err(Error::Config(format!(
+                    "{} adapter is already connected (node {})",
+                    self.name, running.node
+                )));
+            }
+            State::Closed => return Err(closed()),
+        }
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (commands, subscriber_task) = match &sink {
+            Some(sink) => {
+                let link: Arc<dyn subscribe::link::Link> = self.link.clone();
+                let (commands, task) = subscribe::start(
+                    &self.config,
+                    link,
+                    &self.shared,
+                    sink.clone(),
+                    shutdown_rx.clone(),
+                )
+                .await?;
+                (Some(commands), Some(task))
+            }
+            None => (None, None),
+        };
+        let driver = match self.make_driver().await {
+            Ok(driver) => driver,
+            Err(error) => {
+                let _ = shutdown.send(true);
+                if let Some(task) = subscriber_task {
+                    let _ = task.await;
+                }
+                return Err(error);
+            }
+        };
+        let coalescing = self.config.coalesce_publishes.then_some(Coalescing {
+            batch: self.config.publish_batch,
+            queue: self.config.publish_queue,
+            in_flight: self.config.pipelines_in_flight,
+        });
+        let (publisher, publisher_task) =
+            Publisher::start(driver, self.config.publish_timeout, coalescing, shutdown_rx);
+        tracing::debug!(medium = %self.medium, %node, driver = publisher.driver_name(), "redis adapter connected");
+        if let Some(sink) = sink {
+            *self.sink.lock().unwrap_or_else(PoisonError::into_inner) = Some(sink);
+        }
+        *self.lock_state() = State::Running(
+            Arc::new(Running {
+                node,
+                commands,
+                publisher,
+            }),
+            Tasks {
+                shutdown,
+                subscriber: subscriber_task,
+                publisher: publisher_task,
+            },
+        );
+        Ok(())
+    }
+
     /// Sends `command` to the subscriber loop (waiting for room in its
     /// queue: a request is never lost while the loop runs), then waits for
     /// the reply within `limit`.
@@ -226,12 +294,14 @@ impl RedisAdapter {
         describe: impl FnOnce() -> String,
     ) -> Result<T, Error> {
         let running = self.running()?;
+        let Some(commands) = &running.commands else {
+            return Err(Error::Unsupported {
+                adapter: self.name.to_owned(),
+                capability: "subscribing on a publish-only connection",
+            });
+        };
         let (reply, answer) = oneshot::channel();
-        running
-            .commands
-            .send(command(reply))
-            .await
-            .map_err(|_| closed())?;
+        commands.send(command(reply)).await.map_err(|_| closed())?;
         match tokio::time::timeout(limit, answer).await {
             Ok(result) => result.map_err(|_| closed()),
             Err(_) => Err(timeout(describe(), limit)),
@@ -253,57 +323,18 @@ impl RoomAdapter for RedisAdapter {
     /// retryable error when Redis cannot be reached; the adapter can then be
     /// connected again.
     async fn connect(&self, node: NodeId, sink: EventSink) -> Result<(), Error> {
-        let _lifecycle = self.lifecycle.lock().await;
-        match &*self.lock_state() {
-            State::Idle => {}
-            State::Running(running, _) => {
-                return Err(Error::Config(format!(
-                    "{} adapter is already connected (node {})",
-                    self.name, running.node
-                )));
-            }
-            State::Closed => return Err(closed()),
-        }
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let link: Arc<dyn subscribe::link::Link> = self.link.clone();
-        let (commands, subscriber_task) = subscribe::start(
-            &self.config,
-            link,
-            &self.shared,
-            sink.clone(),
-            shutdown_rx.clone(),
-        )
-        .await?;
-        let driver = match self.make_driver().await {
-            Ok(driver) => driver,
-            Err(error) => {
-                let _ = shutdown.send(true);
-                let _ = subscriber_task.await;
-                return Err(error);
-            }
-        };
-        let coalescing = self.config.coalesce_publishes.then(|| Coalescing {
-            batch: self.config.publish_batch,
-            queue: self.config.publish_queue,
-            in_flight: self.config.pipelines_in_flight,
-        });
-        let (publisher, publisher_task) =
-            Publisher::start(driver, self.config.publish_timeout, coalescing, shutdown_rx);
-        tracing::debug!(medium = %self.medium, %node, driver = publisher.driver_name(), "redis adapter connected");
-        *self.sink.lock().unwrap_or_else(PoisonError::into_inner) = Some(sink);
-        *self.lock_state() = State::Running(
-            Arc::new(Running {
-                node,
-                commands,
-                publisher,
-            }),
-            Tasks {
-                shutdown,
-                subscriber: subscriber_task,
-                publisher: publisher_task,
-            },
-        );
-        Ok(())
+        self.start(node, Some(sink)).await
+    }
+
+    /// Connects the publish driver only: no subscriber connection, and
+    /// `subscribe` answers [`Error::Unsupported`]. For an
+    /// [`Emitter`](rooms_adapter::emitter::Emitter).
+    async fn connect_publisher(&self, node: NodeId) -> Result<(), Error> {
+        self.start(node, None).await
+    }
+
+    fn capabilities(&self) -> AdapterCapabilities {
+        AdapterCapabilities::NONE.with_emitter()
     }
 
     /// Stops both background tasks (and waits for them), drops the
@@ -315,9 +346,9 @@ impl RoomAdapter for RedisAdapter {
         if let State::Running(running, tasks) = previous {
             let _ = tasks.shutdown.send(true);
             drop(running);
-            let mut results = vec![tasks.subscriber.await];
-            if let Some(publisher) = tasks.publisher {
-                results.push(publisher.await);
+            let mut results = Vec::new();
+            for task in [tasks.subscriber, tasks.publisher].into_iter().flatten() {
+                results.push(task.await);
             }
             for result in results {
                 if let Err(error) = result {

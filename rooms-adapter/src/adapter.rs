@@ -108,6 +108,29 @@ pub enum AdapterEvent {
     },
 }
 
+/// The optional capabilities an adapter offers, declared by
+/// [`RoomAdapter::capabilities`], so callers (and the conformance suite) can
+/// check before they ask instead of failing at run time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AdapterCapabilities {
+    /// [`RoomAdapter::connect_publisher`] works: the adapter can publish
+    /// without subscribing, for an [`Emitter`](crate::emitter::Emitter).
+    pub emitter: bool,
+}
+
+impl AdapterCapabilities {
+    /// No optional capability.
+    pub const NONE: AdapterCapabilities = AdapterCapabilities { emitter: false };
+
+    /// With the emitter capability.
+    #[must_use]
+    pub const fn with_emitter(mut self) -> Self {
+        self.emitter = true;
+        self
+    }
+}
+
 /// The medium between nodes. Object safe: the engine holds an
 /// `Arc<dyn RoomAdapter>`.
 ///
@@ -155,6 +178,24 @@ pub trait RoomAdapter: Send + Sync + 'static {
     /// Counters readable at run time.
     fn stats(&self) -> AdapterStats {
         AdapterStats::default()
+    }
+
+    /// The optional capabilities this adapter offers (none by default).
+    fn capabilities(&self) -> AdapterCapabilities {
+        AdapterCapabilities::NONE
+    }
+
+    /// Connects for publishing only: no subscriber, no inbound events, and
+    /// [`subscribe`](Self::subscribe) is not available. Used by an
+    /// [`Emitter`](crate::emitter::Emitter); adapters that can declare
+    /// [`AdapterCapabilities::emitter`]. The default answers
+    /// [`Error::Unsupported`].
+    async fn connect_publisher(&self, node: NodeId) -> Result<(), Error> {
+        let _ = node;
+        Err(Error::Unsupported {
+            adapter: self.name().to_owned(),
+            capability: "publish-only emitters",
+        })
     }
 }
 

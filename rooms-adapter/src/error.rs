@@ -81,6 +81,15 @@ pub enum Error {
         /// The parser's message.
         reason: String,
     },
+    /// The adapter does not offer this optional capability (see
+    /// [`AdapterCapabilities`](crate::adapter::AdapterCapabilities)).
+    #[error("the {adapter} adapter does not support {capability}")]
+    Unsupported {
+        /// The adapter's name.
+        adapter: String,
+        /// The capability asked for, e.g. `publish-only emitters`.
+        capability: &'static str,
+    },
     /// A configuration value is not valid. The message names the value.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -115,6 +124,7 @@ impl Error {
             | Error::ConnectionExists(_)
             | Error::InvalidSseField { .. }
             | Error::InvalidData { .. }
+            | Error::Unsupported { .. }
             | Error::Config(_) => false,
         }
     }

@@ -24,6 +24,7 @@ pub mod adapter;
 pub mod broadcast;
 pub mod connection;
 mod dedup;
+pub mod emitter;
 pub mod engine;
 pub mod error;
 pub mod gap;
@@ -35,7 +36,7 @@ pub mod sequence;
 pub mod sse;
 pub mod wire;
 
-pub use adapter::{AdapterEvent, AdapterStats, EventSink, RoomAdapter};
+pub use adapter::{AdapterCapabilities, AdapterEvent, AdapterStats, EventSink, RoomAdapter};
 pub use broadcast::{BroadcastOptions, BroadcastReport, DeliveryFilter};
 pub use connection::{
     ConnectOptions, ConnectionInfo, ConnectionReceiver, Delivery, SlowConsumerPolicy,

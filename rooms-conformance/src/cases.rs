@@ -719,6 +719,60 @@ pub async fn medium_loss_is_reported_and_status_follows<H: Harness>(h: Arc<H>) -
     Ok(Outcome::Passed)
 }
 
+/// A publish-only [`Emitter`](rooms_adapter::emitter::Emitter) reaches the
+/// room's members on every node, honouring `except` and metadata, and never
+/// receives anything itself. Needs the adapter's `emitter` capability.
+pub async fn emitter_reaches_every_node<H: Harness>(h: Arc<H>) -> CaseResult {
+    let adapter = h.new_adapter().await?;
+    if !adapter.capabilities().emitter {
+        return Ok(Outcome::Skipped(
+            "the adapter declares no emitter capability",
+        ));
+    }
+    let seen_meta = Arc::new(Mutex::new(Vec::new()));
+    let filter_meta = Arc::clone(&seen_meta);
+    let filter: rooms_adapter::DeliveryFilter = Arc::new(move |_, _, meta| {
+        if let Some(meta) = meta
+            && let Ok(mut seen) = filter_meta.lock()
+        {
+            seen.push(meta.clone());
+        }
+        true
+    });
+    let (a, b) = (
+        node(&*h).await?,
+        node_with(&*h, |builder| builder.filter(filter)).await?,
+    );
+    let mut on_a = member(&a, "emitted").await?;
+    let mut on_b = member(&b, "emitted").await?;
+    let mut skipped = member_with(&b, "emitted", ConnectOptions::new().id("skip-me")).await?;
+    let emitter = rooms_adapter::emitter::Emitter::connect(adapter, "emitter-node").await?;
+    emitter
+        .emit(
+            "emitted",
+            text("from the emitter"),
+            opts()
+                .except("skip-me")
+                .metadata(json!({"source": "worker"})),
+        )
+        .await?;
+    expect_data(&mut on_a, "from the emitter").await?;
+    expect_data(&mut on_b, "from the emitter").await?;
+    emitter.emit("emitted", text("sentinel"), opts()).await?;
+    expect_only_sentinel(&mut skipped, "sentinel").await?;
+    let metas = seen_meta
+        .lock()
+        .map(|seen| seen.clone())
+        .unwrap_or_default();
+    ensure!(
+        metas.contains(&json!({"source": "worker"})),
+        "the metadata did not reach the remote filter: {metas:?}"
+    );
+    emitter.close().await;
+    shutdown_all(&[&a, &b]).await;
+    Ok(Outcome::Passed)
+}
+
 /// While the medium is down, publishing fails fast with a retryable error and
 /// local delivery still works.
 pub async fn publish_fails_fast_while_down<H: Harness>(h: Arc<H>) -> CaseResult {

@@ -63,6 +63,7 @@ macro_rules! __with_cases {
             malformed_payloads_are_skipped_and_counted,
             reconnect_resubscribes_and_emits_reconnected,
             medium_loss_is_reported_and_status_follows,
+            emitter_reaches_every_node,
             publish_fails_fast_while_down,
             full_inbound_queue_drops_and_counts,
             message_ids_are_delivered_once,
