@@ -160,6 +160,30 @@ impl Shard {
     }
 }
 
+/// Starts connecting a down `shard` unless it is connecting already or its
+/// backoff runs; then notes when it is due in `next_connect`.
+fn connect_when_due(
+    shard: &mut Shard,
+    id: &ShardId,
+    now: Instant,
+    next_connect: &mut Option<Instant>,
+    actions: &mut Vec<Action>,
+) {
+    if shard.connecting {
+        return;
+    }
+    match shard.retry_at {
+        Some(at) if at > now => *next_connect = Some(next_connect.map_or(at, |n| n.min(at))),
+        _ => {
+            let generation = shard.begin_connect();
+            actions.push(Action::Connect {
+                shard: Arc::clone(id),
+                generation,
+            });
+        }
+    }
+}
+
 /// The subscription table. See the module docs.
 pub(crate) struct Table {
     settings: Settings,
@@ -387,19 +411,8 @@ impl Table {
                         batch.push(name.clone());
                     }
                 }
-            } else if !shard.connecting {
-                match shard.retry_at {
-                    Some(at) if at > now => {
-                        self.next_connect = Some(self.next_connect.map_or(at, |n| n.min(at)));
-                    }
-                    _ => {
-                        let generation = shard.begin_connect();
-                        actions.push(Action::Connect {
-                            shard: Arc::clone(owner),
-                            generation,
-                        });
-                    }
-                }
+            } else {
+                connect_when_due(shard, owner, now, &mut self.next_connect, actions);
             }
         }
         if unroutable {
@@ -417,20 +430,8 @@ impl Table {
             let Some(shard) = self.shards.get_mut(id) else {
                 continue;
             };
-            if shard.up || shard.connecting {
-                continue;
-            }
-            match shard.retry_at {
-                Some(at) if at > now => {
-                    self.next_connect = Some(self.next_connect.map_or(at, |n| n.min(at)));
-                }
-                _ => {
-                    let generation = shard.begin_connect();
-                    actions.push(Action::Connect {
-                        shard: Arc::clone(id),
-                        generation,
-                    });
-                }
+            if !shard.up {
+                connect_when_due(shard, id, now, &mut self.next_connect, actions);
             }
         }
     }
