@@ -19,6 +19,7 @@
 //! `rooms-adapter-redis` for media, and `rooms-conformance` for the suite every
 //! medium must pass.
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod adapter;
 pub mod broadcast;

@@ -17,6 +17,7 @@
 //! adapter, as applications use it, plus a few that drive the adapter directly.
 //! See [`cases`] for what each proves.
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod cases;
 mod harness;
