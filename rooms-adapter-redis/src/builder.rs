@@ -420,7 +420,7 @@ impl DriverChoice {
     }
 
     /// The driver for a topology that only the built-in driver can follow.
-    #[allow(dead_code)]
+    #[cfg(any(feature = "sentinel", feature = "cluster"))]
     fn built_in_only(self, topology: &str, built_in: DriverPlan) -> Result<DriverPlan, Error> {
         match self {
             DriverChoice::Custom(driver) => Ok(DriverPlan::Custom(driver)),

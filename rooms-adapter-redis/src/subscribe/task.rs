@@ -147,11 +147,11 @@ impl Task {
                 // after `subscribe` returns is never skipped.
                 self.inbound.set_wanted(room.clone(), true);
                 self.table.subscribe(room, reply, now);
-                self.sync();
+                self.apply_delivery();
             }
             Command::Unsubscribe { room, reply } => {
                 self.table.unsubscribe(&room, now);
-                self.sync();
+                self.apply_delivery();
                 let _ = reply.send(());
             }
         }
@@ -172,11 +172,19 @@ impl Task {
         }
     }
 
-    /// Brings delivery, connections and counters in line with the table.
-    fn sync(&mut self) {
+    /// Starts or stops delivering the rooms the table changed. Cheap: done
+    /// per command (the full [`sync`](Self::sync), which counts every room,
+    /// runs once per wake-up, not once per command of a burst of joins).
+    fn apply_delivery(&mut self) {
         for (room, wanted) in self.table.take_delivery() {
             self.inbound.set_wanted(room, wanted);
         }
+    }
+
+    /// Brings delivery, connections and counters in line with the table,
+    /// then answers the waiters whose subscription settled.
+    fn sync(&mut self) {
+        self.apply_delivery();
         let table = &self.table;
         self.connections
             .retain(|id, (generation, _)| table.is_current(id, *generation));
