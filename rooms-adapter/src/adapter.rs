@@ -106,6 +106,26 @@ pub enum AdapterEvent {
         /// Why, as the medium said it.
         reason: String,
     },
+    /// A frame arrived on the control channel (adapters with the
+    /// [`control`](AdapterCapabilities::control) capability): node heartbeats
+    /// and cross-node queries, decoded by the engine
+    /// ([`cluster`](crate::cluster)). Opaque to the adapter.
+    Control {
+        /// The frame, as published with [`RoomAdapter::publish_control`].
+        payload: bytes::Bytes,
+    },
+}
+
+/// Where a control frame goes: every node, or one node's inbox.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ControlTarget {
+    /// Every node connected to the medium (the publisher may hear it too; the
+    /// engine ignores its own frames).
+    All,
+    /// Only the node with this id (the one that passed it to
+    /// [`RoomAdapter::connect`]).
+    Node(NodeId),
 }
 
 /// The optional capabilities an adapter offers, declared by
@@ -117,16 +137,32 @@ pub struct AdapterCapabilities {
     /// [`RoomAdapter::connect_publisher`] works: the adapter can publish
     /// without subscribing, for an [`Emitter`](crate::emitter::Emitter).
     pub emitter: bool,
+    /// [`RoomAdapter::publish_control`] works and connected adapters deliver
+    /// [`AdapterEvent::Control`] frames: the engine builds node liveness
+    /// ([`Rooms::nodes`](crate::Rooms::nodes)) and cross-node queries
+    /// ([`Rooms::cluster_member_count`](crate::Rooms::cluster_member_count))
+    /// on it.
+    pub control: bool,
 }
 
 impl AdapterCapabilities {
     /// No optional capability.
-    pub const NONE: AdapterCapabilities = AdapterCapabilities { emitter: false };
+    pub const NONE: AdapterCapabilities = AdapterCapabilities {
+        emitter: false,
+        control: false,
+    };
 
     /// With the emitter capability.
     #[must_use]
     pub const fn with_emitter(mut self) -> Self {
         self.emitter = true;
+        self
+    }
+
+    /// With the control capability.
+    #[must_use]
+    pub const fn with_control(mut self) -> Self {
+        self.control = true;
         self
     }
 }
@@ -195,6 +231,17 @@ pub trait RoomAdapter: Send + Sync + 'static {
         Err(Error::Unsupported {
             adapter: self.name().to_owned(),
             capability: "publish-only emitters",
+        })
+    }
+
+    /// Publishes one control frame to `target` (adapters that declare
+    /// [`AdapterCapabilities::control`]; see the contract above). The default
+    /// answers [`Error::Unsupported`].
+    async fn publish_control(&self, target: &ControlTarget, payload: &[u8]) -> Result<(), Error> {
+        let _ = (target, payload);
+        Err(Error::Unsupported {
+            adapter: self.name().to_owned(),
+            capability: "control frames (node liveness, cross-node queries)",
         })
     }
 }

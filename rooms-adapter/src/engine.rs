@@ -726,6 +726,7 @@ impl Inner {
                     .lifecycle
                     .send(RoomsEvent::Reconnected { rooms, outage });
             }
+            AdapterEvent::Control { .. } => {}
             AdapterEvent::SubscriptionLost { room, reason } => {
                 bump(&self.counters.subscription_errors);
                 self.subscribed().remove(&room);

@@ -37,7 +37,9 @@ pub mod sequence;
 pub mod sse;
 pub mod wire;
 
-pub use adapter::{AdapterCapabilities, AdapterEvent, AdapterStats, EventSink, RoomAdapter};
+pub use adapter::{
+    AdapterCapabilities, AdapterEvent, AdapterStats, ControlTarget, EventSink, RoomAdapter,
+};
 pub use broadcast::{BroadcastOptions, BroadcastReport, DeliveryFilter};
 pub use connection::{
     ConnectOptions, ConnectionInfo, ConnectionReceiver, Delivery, SlowConsumerPolicy,
