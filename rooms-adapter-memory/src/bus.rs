@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use rooms_adapter::adapter::{
-    AdapterCapabilities, AdapterCounters, AdapterEvent, AdapterStats, EventSink, RoomAdapter,
+    AdapterCapabilities, AdapterCounters, AdapterEvent, AdapterStats, ControlTarget, EventSink,
+    RoomAdapter,
 };
 use rooms_adapter::wire::{self, Codec, DEFAULT_MAX_PAYLOAD_BYTES};
 use rooms_adapter::{Envelope, Error, NodeId, RoomName};
@@ -40,6 +41,8 @@ struct BusState {
 
 #[derive(Debug)]
 struct NodeState {
+    /// The engine's node id, from `connect`: the inbox of control frames.
+    node: Option<NodeId>,
     subscriptions: HashSet<RoomName>,
     sink: Option<EventSink>,
     counters: Arc<AdapterCounters>,
@@ -105,6 +108,7 @@ impl MemoryBus {
         state.nodes.insert(
             id,
             NodeState {
+                node: None,
                 subscriptions: HashSet::new(),
                 sink: None,
                 counters: Arc::new(AdapterCounters::default()),
@@ -274,11 +278,12 @@ impl RoomAdapter for MemoryBusAdapter {
         "memory-bus"
     }
 
-    async fn connect(&self, _node: NodeId, sink: EventSink) -> Result<(), Error> {
+    async fn connect(&self, id: NodeId, sink: EventSink) -> Result<(), Error> {
         let mut state = self.bus.lock();
         let node = state.nodes.get_mut(&self.id).ok_or(Error::Closed {
             what: "memory bus adapter",
         })?;
+        node.node = Some(id);
         node.sink = Some(sink);
         node.closed = false;
         Ok(())
@@ -297,7 +302,49 @@ impl RoomAdapter for MemoryBusAdapter {
     }
 
     fn capabilities(&self) -> AdapterCapabilities {
-        AdapterCapabilities::NONE.with_emitter()
+        AdapterCapabilities::NONE.with_emitter().with_control()
+    }
+
+    /// Hands the frame to every connected node that is not cut off (or to
+    /// the one whose engine has the target's node id).
+    async fn publish_control(&self, target: &ControlTarget, payload: &[u8]) -> Result<(), Error> {
+        let state = self.bus.lock();
+        match state.nodes.get(&self.id) {
+            Some(node) if !node.closed => {
+                if node.cut_since.is_some() {
+                    return Err(unavailable());
+                }
+            }
+            _ => {
+                return Err(Error::Closed {
+                    what: "memory bus adapter",
+                });
+            }
+        }
+        if payload.len() > self.bus.max_payload_bytes {
+            return Err(Error::PayloadTooLarge {
+                room: "(control channel)".into(),
+                size: payload.len(),
+                limit: self.bus.max_payload_bytes,
+            });
+        }
+        let frame = bytes::Bytes::copy_from_slice(payload);
+        for node in state.nodes.values() {
+            let addressed = match target {
+                ControlTarget::Node(id) => node.node.as_ref() == Some(id),
+                _ => true,
+            };
+            if let Some(sink) = node
+                .sink
+                .as_ref()
+                .filter(|_| addressed && node.cut_since.is_none())
+            {
+                sink.send(AdapterEvent::Control {
+                    payload: frame.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     async fn disconnect(&self) -> Result<(), Error> {

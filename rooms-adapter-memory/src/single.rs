@@ -4,7 +4,9 @@ use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
-use rooms_adapter::adapter::{AdapterCounters, AdapterStats, EventSink, RoomAdapter};
+use rooms_adapter::adapter::{
+    AdapterCapabilities, AdapterCounters, AdapterStats, ControlTarget, EventSink, RoomAdapter,
+};
 use rooms_adapter::{Envelope, Error, NodeId, RoomName};
 
 /// The medium for a single node: there is no other node, so publishing only
@@ -73,5 +75,16 @@ impl RoomAdapter for MemoryAdapter {
 
     fn stats(&self) -> AdapterStats {
         self.counters.snapshot(self.subscriptions().len(), None)
+    }
+
+    /// One node and no medium: the cluster is this node alone, and cluster
+    /// queries answer at once from it.
+    fn capabilities(&self) -> AdapterCapabilities {
+        AdapterCapabilities::NONE.with_control()
+    }
+
+    /// Nobody else to hear it: accepted and dropped.
+    async fn publish_control(&self, _target: &ControlTarget, _payload: &[u8]) -> Result<(), Error> {
+        Ok(())
     }
 }

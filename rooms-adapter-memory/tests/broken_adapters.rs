@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use rooms_adapter::adapter::{
-    AdapterCapabilities, AdapterEvent, AdapterStats, EventSink, RoomAdapter,
+    AdapterCapabilities, AdapterEvent, AdapterStats, ControlTarget, EventSink, RoomAdapter,
 };
 use rooms_adapter::{Envelope, Error, NodeId, RoomName};
 use rooms_adapter_memory::{MemoryBus, MemoryBusAdapter};
@@ -21,6 +21,7 @@ const PUBLISHES_TWICE: u8 = 2;
 const LOSES_EVERY_100TH: u8 = 3;
 const KEEPS_DELIVERING_AFTER_DISCONNECT: u8 = 4;
 const HIDES_MEDIUM_LOSS: u8 = 5;
+const DROPS_INBOX_FRAMES: u8 = 6;
 
 /// The memory bus adapter with one fault.
 struct Broken<const FAULT: u8> {
@@ -103,6 +104,14 @@ impl<const FAULT: u8> RoomAdapter for Broken<FAULT> {
 
     async fn connect_publisher(&self, node: NodeId) -> Result<(), Error> {
         self.inner.connect_publisher(node).await
+    }
+
+    async fn publish_control(&self, target: &ControlTarget, payload: &[u8]) -> Result<(), Error> {
+        if FAULT == DROPS_INBOX_FRAMES && matches!(target, ControlTarget::Node(_)) {
+            // Frames to one node (answers) are lost; broadcasts still flow.
+            return Ok(());
+        }
+        self.inner.publish_control(target, payload).await
     }
 }
 
@@ -202,4 +211,9 @@ caught!(
     an_emitter_that_drops_except_is_caught,
     DROPS_EXCEPT,
     emitter_reaches_every_node
+);
+caught!(
+    losing_answers_is_caught,
+    DROPS_INBOX_FRAMES,
+    cluster_queries_sum_every_node
 );

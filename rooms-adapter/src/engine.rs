@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::adapter::{AdapterEvent, AdapterStats, EventSink, EventStream, RoomAdapter};
 use crate::broadcast::{BroadcastOptions, BroadcastReport, DeliveryFilter};
+use crate::cluster::{ClusterSettings, Control, LocalView, NodeDeparture};
 use crate::connection::{
     ConnectOptions, ConnectionEntry, ConnectionReceiver, Delivery, Push, SlowConsumerPolicy,
 };
@@ -104,6 +105,19 @@ pub enum RoomsEvent {
         /// Why, as the medium said it.
         reason: String,
     },
+    /// Another node became live (its first heartbeat arrived); see
+    /// [`Rooms::nodes`].
+    NodeJoined {
+        /// The node.
+        node: NodeId,
+    },
+    /// Another node stopped being live: it left, or its heartbeats stopped.
+    NodeLeft {
+        /// The node.
+        node: NodeId,
+        /// Why.
+        departure: NodeDeparture,
+    },
 }
 
 /// Whether the medium between nodes is reachable, as far as this node knows:
@@ -182,6 +196,14 @@ pub struct EngineStats {
     pub deferred_subscriptions: u64,
     /// [`RoomsEvent::Gap`] events sent.
     pub gaps_signalled: u64,
+    /// Control frames skipped: malformed, of another version, or from more
+    /// node ids than the engine remembers.
+    pub control_rejected: u64,
+    /// Control frames not sent (heartbeats, answers, queries): the medium
+    /// failed or the outbox was full.
+    pub control_unsent: u64,
+    /// Cross-node queries this node answered for others.
+    pub queries_answered: u64,
 }
 
 #[derive(Debug, Default)]
@@ -217,6 +239,7 @@ pub struct RoomsBuilder {
     inbound_queue: usize,
     policy: SlowConsumerPolicy,
     filter: Option<DeliveryFilter>,
+    pub(crate) cluster: ClusterSettings,
 }
 
 fn check_range(name: &str, value: usize, min: usize, max: usize) -> Result<(), Error> {
@@ -331,8 +354,18 @@ impl RoomsBuilder {
         {
             return Err(Error::Config("node_id must not be empty".into()));
         }
+        self.cluster.validate()?;
         let node = self.node.unwrap_or_else(NodeId::random);
         let (sink, stream) = EventSink::bounded(self.inbound_queue);
+        let control = self
+            .adapter
+            .capabilities()
+            .control
+            .then(|| Control::new(node.clone(), self.cluster, Arc::clone(&self.adapter)));
+        let (control, outbox) = match control {
+            Some((control, outbox)) => (Some(control), Some(outbox)),
+            None => (None, None),
+        };
         let inner = Arc::new(Inner {
             node: node.clone(),
             adapter: self.adapter,
@@ -356,6 +389,8 @@ impl RoomsBuilder {
             sink: sink.clone(),
             closed: AtomicBool::new(false),
             dispatcher: Mutex::new(None),
+            control,
+            control_task: Mutex::new(None),
         });
         inner.adapter.connect(node, sink).await?;
         let dispatcher = tokio::spawn(dispatch(
@@ -367,6 +402,14 @@ impl RoomsBuilder {
             .dispatcher
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(dispatcher);
+        if let (Some(control), Some(outbox)) = (&inner.control, outbox) {
+            let local: std::sync::Weak<dyn LocalView> = Arc::downgrade(&inner) as _;
+            let task = tokio::spawn(crate::cluster::run(Arc::clone(control), local, outbox));
+            *inner
+                .control_task
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(task);
+        }
         Ok(Rooms { inner })
     }
 }
@@ -461,6 +504,10 @@ pub(crate) struct Inner {
     sink: EventSink,
     closed: AtomicBool,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
+    /// Node liveness and cross-node queries (adapters with the control
+    /// capability).
+    pub(crate) control: Option<Arc<Control>>,
+    control_task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -473,14 +520,38 @@ impl std::fmt::Debug for Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(task) = self
-            .dispatcher
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            task.abort();
+        for task in [&mut self.dispatcher, &mut self.control_task] {
+            if let Some(task) = task
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+            {
+                task.abort();
+            }
         }
+    }
+}
+
+impl LocalView for Inner {
+    fn member_count(&self, room: &str) -> usize {
+        self.read().member_count(&RoomName::from(room))
+    }
+
+    fn room_counts(&self) -> Vec<(RoomName, usize)> {
+        self.read().room_counts()
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        let registry = self.read();
+        (
+            registry.connection_count() as u64,
+            registry.room_count() as u64,
+        )
+    }
+
+    fn emit(&self, event: RoomsEvent) {
+        // No receiver is fine: nobody listens for lifecycle events.
+        let _ = self.lifecycle.send(event);
     }
 }
 
@@ -508,7 +579,7 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn ensure_open(&self) -> Result<(), Error> {
+    pub(crate) fn ensure_open(&self) -> Result<(), Error> {
         if self.closed.load(Ordering::Acquire) {
             Err(Error::Closed {
                 what: "rooms engine",
@@ -726,7 +797,11 @@ impl Inner {
                     .lifecycle
                     .send(RoomsEvent::Reconnected { rooms, outage });
             }
-            AdapterEvent::Control { .. } => {}
+            AdapterEvent::Control { payload } => {
+                if let Some(control) = &self.control {
+                    control.receive(&payload, &**self);
+                }
+            }
             AdapterEvent::SubscriptionLost { room, reason } => {
                 bump(&self.counters.subscription_errors);
                 self.subscribed().remove(&room);
@@ -752,7 +827,12 @@ impl Rooms {
             inbound_queue: DEFAULT_INBOUND_QUEUE,
             policy: SlowConsumerPolicy::default(),
             filter: None,
+            cluster: ClusterSettings::default(),
         }
+    }
+
+    pub(crate) fn inner_ref(&self) -> &Arc<Inner> {
+        &self.inner
     }
 
     /// This node's id.
@@ -1079,6 +1159,11 @@ impl Rooms {
     /// The engine's counters.
     pub fn stats(&self) -> EngineStats {
         let c = &self.inner.counters;
+        let control = self
+            .inner
+            .control
+            .as_deref()
+            .map(|control| &control.counters);
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let (connections, rooms) = {
             let registry = self.inner.read();
@@ -1105,6 +1190,9 @@ impl Rooms {
             subscription_errors: load(&c.subscription_errors),
             deferred_subscriptions: load(&c.deferred_subscriptions),
             gaps_signalled: load(&c.gaps_signalled),
+            control_rejected: control.map_or(0, |c| load(&c.rejected)),
+            control_unsent: control.map_or(0, |c| load(&c.unsent)),
+            queries_answered: control.map_or(0, |c| load(&c.answered)),
         }
     }
 
@@ -1124,6 +1212,18 @@ impl Rooms {
     pub async fn shutdown(&self) {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
+        }
+        if let Some(control) = &self.inner.control {
+            control.leave().await;
+        }
+        let control_task = self
+            .inner
+            .control_task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = control_task {
+            task.abort();
         }
         if let Err(error) = self.inner.adapter.disconnect().await {
             tracing::warn!(%error, "adapter disconnect failed during shutdown");

@@ -23,6 +23,7 @@
 
 pub mod adapter;
 pub mod broadcast;
+pub mod cluster;
 pub mod connection;
 mod dedup;
 pub mod emitter;

@@ -153,6 +153,14 @@ impl Registry {
         self.rooms.keys().cloned().collect()
     }
 
+    /// Every room with its number of local members.
+    pub(crate) fn room_counts(&self) -> Vec<(RoomName, usize)> {
+        self.rooms
+            .iter()
+            .map(|(room, members)| (room.clone(), members.len()))
+            .collect()
+    }
+
     pub(crate) fn connection_count(&self) -> usize {
         self.connections.len()
     }

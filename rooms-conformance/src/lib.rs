@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 pub use harness::{Capabilities, Harness};
 pub use support::{
     CaseError, CaseResult, DELIVERY_TIMEOUT, Outcome, QUIET_PERIOD, expect_data,
-    expect_only_sentinel, expect_quiet, fail, member, member_with, next, node, node_with,
-    retry_until, shutdown_all, text, wait_until,
+    expect_only_sentinel, expect_quiet, fail, member, member_with, next, next_event, node,
+    node_with, retry_until, shutdown_all, text, wait_until,
 };
 
 /// The longest one case may take before it fails as hung.
@@ -65,6 +65,10 @@ macro_rules! __with_cases {
             reconnect_resubscribes_and_emits_reconnected,
             medium_loss_is_reported_and_status_follows,
             emitter_reaches_every_node,
+            nodes_see_each_other_and_leave,
+            cluster_queries_sum_every_node,
+            silent_node_makes_answers_incomplete_then_expires,
+            cut_off_nodes_expire_and_return,
             publish_fails_fast_while_down,
             full_inbound_queue_drops_and_counts,
             message_ids_are_delivered_once,

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rooms_adapter::adapter::{AdapterEvent, EventStream};
 use rooms_adapter::{
     ConnectOptions, ConnectionReceiver, Delivery, Error, Rooms, RoomsBuilder, SseMessage,
 };
@@ -100,6 +101,20 @@ where
                 return fail(format!("{what} still failing after {within:?}: {error}"));
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// The next event on a raw adapter's stream within `within`, skipping
+/// control frames (other nodes' heartbeats reach every connected adapter that
+/// has the control capability); `None` if none came or the stream ended.
+pub async fn next_event(events: &mut EventStream, within: Duration) -> Option<AdapterEvent> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(AdapterEvent::Control { .. })) => {}
+            Ok(event) => return event,
+            Err(_) => return None,
         }
     }
 }
