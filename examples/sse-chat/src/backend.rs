@@ -10,6 +10,7 @@ use crate::config::{Args, RedisTopology};
 
 /// Builds the rooms engine on the backend the arguments ask for.
 pub async fn build(args: &Args) -> Result<Rooms, String> {
+    let timing = args.cluster_timing()?;
     let (adapter, context): (Arc<dyn RoomAdapter>, Option<String>) = match args.redis_topology()? {
         None => (Arc::new(MemoryAdapter::new()), None),
         Some(topology) => {
@@ -17,7 +18,12 @@ pub async fn build(args: &Args) -> Result<Rooms, String> {
             (adapter, Some(context))
         }
     };
-    let mut builder = Rooms::builder(adapter);
+    let mut builder = Rooms::builder(adapter)
+        .heartbeat_interval(timing.heartbeat_interval)
+        .query_timeout(timing.query_timeout);
+    if let Some(expiry) = timing.node_expiry {
+        builder = builder.node_expiry(expiry);
+    }
     if let Some(node) = &args.node_id {
         builder = builder.node_id(node.as_str());
     }

@@ -125,6 +125,26 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_MS))]
     pub write_stall_timeout_ms: u64,
 
+    /// Milliseconds between this node's heartbeats to the other nodes (node
+    /// liveness, `GET /nodes`; 10 to 300000).
+    #[arg(long, env = "SSE_CHAT_HEARTBEAT_INTERVAL_MS", hide_env_values = true, default_value_t = 2_000,
+          value_parser = clap::value_parser!(u64).range(MIN_HEARTBEAT_MS..=MAX_HEARTBEAT_MS))]
+    pub heartbeat_interval_ms: u64,
+
+    /// Milliseconds after its last heartbeat that a silent node counts as
+    /// gone; longer than the heartbeat interval, at most 600000 [default: 3
+    /// heartbeat intervals, 6000].
+    #[arg(long, env = "SSE_CHAT_NODE_EXPIRY_MS", hide_env_values = true,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_NODE_EXPIRY_MS))]
+    pub node_expiry_ms: Option<u64>,
+
+    /// Milliseconds a cluster-wide query (`?scope=cluster`) waits for the
+    /// other nodes' answers; a node that does not answer in time makes the
+    /// answer incomplete (1 to 300000).
+    #[arg(long, env = "SSE_CHAT_QUERY_TIMEOUT_MS", hide_env_values = true, default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_QUERY_TIMEOUT_MS))]
+    pub query_timeout_ms: u64,
+
     /// Seconds to wait for open requests to finish after Ctrl-C or SIGTERM.
     #[arg(long, default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
@@ -184,6 +204,27 @@ impl fmt::Debug for RedisTopology {
     }
 }
 
+/// Lower bound of `--heartbeat-interval-ms` (the library's).
+pub const MIN_HEARTBEAT_MS: u64 = 10;
+/// Upper bound of `--heartbeat-interval-ms`: five minutes.
+pub const MAX_HEARTBEAT_MS: u64 = 300_000;
+/// Upper bound of `--node-expiry-ms`: ten minutes.
+pub const MAX_NODE_EXPIRY_MS: u64 = 600_000;
+/// Upper bound of `--query-timeout-ms`: five minutes.
+pub const MAX_QUERY_TIMEOUT_MS: u64 = 300_000;
+
+/// The cluster timing the flags ask for, checked against each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterTiming {
+    /// Between two heartbeats of this node.
+    pub heartbeat_interval: Duration,
+    /// After which a silent node is gone; `None`: the library's default
+    /// (three heartbeat intervals).
+    pub node_expiry: Option<Duration>,
+    /// How long a cluster-wide query waits for answers.
+    pub query_timeout: Duration,
+}
+
 /// Upper bound of `--max-connections` and `--max-sockets`.
 pub const MAX_SOCKETS_LIMIT: u64 = 1 << 20;
 /// Upper bound of the `--*-timeout-ms` flags (one hour).
@@ -212,6 +253,9 @@ impl fmt::Debug for Args {
             .field("header_timeout_ms", &self.header_timeout_ms)
             .field("body_timeout_ms", &self.body_timeout_ms)
             .field("write_stall_timeout_ms", &self.write_stall_timeout_ms)
+            .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
+            .field("node_expiry_ms", &self.node_expiry_ms)
+            .field("query_timeout_ms", &self.query_timeout_ms)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .finish()
     }
@@ -261,6 +305,27 @@ impl Args {
     /// The time a POST body may take.
     pub fn body_timeout(&self) -> Duration {
         Duration::from_millis(self.body_timeout_ms)
+    }
+
+    /// The cluster timing: `--node-expiry-ms` must be longer than
+    /// `--heartbeat-interval-ms` (each flag's own range is checked by the
+    /// parser).
+    pub fn cluster_timing(&self) -> Result<ClusterTiming, String> {
+        if let Some(expiry) = self.node_expiry_ms
+            && expiry <= self.heartbeat_interval_ms
+        {
+            return Err(format!(
+                "--node-expiry-ms ({expiry}) must be longer than --heartbeat-interval-ms ({}): \
+                 a node would expire between two of its heartbeats; \
+                 give about three heartbeat intervals",
+                self.heartbeat_interval_ms
+            ));
+        }
+        Ok(ClusterTiming {
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+            node_expiry: self.node_expiry_ms.map(Duration::from_millis),
+            query_timeout: Duration::from_millis(self.query_timeout_ms),
+        })
     }
 
     /// The Redis deployment asked for, if any, with its URL lists split and
@@ -394,6 +459,74 @@ mod tests {
         }
         assert!(Args::try_parse_from(["sse-chat", "--max-sockets", "0"]).is_err());
         assert!(Args::try_parse_from(["sse-chat", "--max-connections", "2000000"]).is_err());
+    }
+
+    #[test]
+    fn cluster_timing_has_the_library_defaults_and_is_checked() {
+        let parse = |flags: &[&str]| {
+            Args::try_parse_from(std::iter::once("sse-chat").chain(flags.iter().copied()))
+        };
+        let timing = parse(&[]).unwrap().cluster_timing().unwrap();
+        assert_eq!(
+            timing,
+            ClusterTiming {
+                heartbeat_interval: Duration::from_millis(2_000),
+                node_expiry: None,
+                query_timeout: Duration::from_millis(1_000),
+            }
+        );
+        assert_eq!(
+            rooms_adapter::cluster::DEFAULT_HEARTBEAT_INTERVAL,
+            timing.heartbeat_interval
+        );
+        assert_eq!(
+            rooms_adapter::cluster::DEFAULT_QUERY_TIMEOUT,
+            timing.query_timeout
+        );
+        let timing = parse(&[
+            "--heartbeat-interval-ms",
+            "200",
+            "--node-expiry-ms",
+            "1000",
+            "--query-timeout-ms",
+            "300",
+        ])
+        .unwrap()
+        .cluster_timing()
+        .unwrap();
+        assert_eq!(timing.heartbeat_interval, Duration::from_millis(200));
+        assert_eq!(timing.node_expiry, Some(Duration::from_millis(1_000)));
+        assert_eq!(timing.query_timeout, Duration::from_millis(300));
+        for (flag, bad) in [
+            ("--heartbeat-interval-ms", "9"),
+            ("--heartbeat-interval-ms", "300001"),
+            ("--node-expiry-ms", "0"),
+            ("--node-expiry-ms", "600001"),
+            ("--query-timeout-ms", "0"),
+            ("--query-timeout-ms", "300001"),
+        ] {
+            assert!(parse(&[flag, bad]).is_err(), "{flag} {bad}");
+        }
+        let error = parse(&[
+            "--heartbeat-interval-ms",
+            "1000",
+            "--node-expiry-ms",
+            "1000",
+        ])
+        .unwrap()
+        .cluster_timing()
+        .unwrap_err();
+        assert!(
+            error.contains("--node-expiry-ms (1000) must be longer"),
+            "{error}"
+        );
+        // Without --node-expiry-ms the expiry follows the interval.
+        assert!(
+            parse(&["--heartbeat-interval-ms", "10000"])
+                .unwrap()
+                .cluster_timing()
+                .is_ok()
+        );
     }
 
     #[test]

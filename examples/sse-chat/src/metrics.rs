@@ -24,6 +24,9 @@ pub struct Snapshot<'a> {
     pub adapter: AdapterStats,
     /// The application's counters.
     pub app: &'a AppCounters,
+    /// Live nodes this node knows (itself included); `None` when the
+    /// backend has no node liveness.
+    pub live_nodes: Option<u64>,
 }
 
 struct Writer(String);
@@ -83,7 +86,15 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "Rooms with at least one local member.",
         e.rooms,
     );
-    let counters: [(&str, &str, u64); 13] = [
+    if let Some(nodes) = s.live_nodes {
+        w.metric(
+            "rooms_cluster_nodes",
+            "gauge",
+            "Live nodes this node knows, itself included.",
+            nodes,
+        );
+    }
+    let counters: [(&str, &str, u64); 16] = [
         (
             "rooms_broadcasts_total",
             "Broadcasts made on this node.",
@@ -148,6 +159,21 @@ pub fn render(s: &Snapshot<'_>) -> String {
             "rooms_subscription_errors_total",
             "Subscription changes the adapter reported as failed.",
             e.subscription_errors,
+        ),
+        (
+            "rooms_control_rejected_total",
+            "Control frames skipped: malformed, of another version, or from too many nodes.",
+            e.control_rejected,
+        ),
+        (
+            "rooms_control_unsent_total",
+            "Control frames (heartbeats, queries, answers) not sent.",
+            e.control_unsent,
+        ),
+        (
+            "rooms_queries_answered_total",
+            "Cluster-wide queries this node answered for other nodes.",
+            e.queries_answered,
         ),
     ];
     for (name, help, value) in counters {
@@ -267,7 +293,10 @@ mod tests {
             engine: EngineStats::default(),
             adapter: AdapterStats::default(),
             app: &app,
+            live_nodes: Some(2),
         });
+        assert!(text.contains("\nrooms_cluster_nodes 2\n"));
+        assert!(text.contains("\nrooms_queries_answered_total 0\n"));
         assert!(text.contains("sse_chat_info{node=\"a\\\"b\\\\c\",backend=\"memory\""));
         assert!(text.contains("\nrooms_connections 0\n"));
         assert!(text.contains("\nsse_chat_messages_posted_total 1\n"));

@@ -1,7 +1,9 @@
 //! Tells clients when they may have missed messages: the medium between nodes
 //! was lost and restored (`reconnected`), this node dropped messages under
-//! pressure (`gap`), or the medium dropped a room for good (`lost`).
+//! pressure (`gap`), or the medium dropped a room for good (`lost`). Logs
+//! nodes joining and leaving the cluster.
 
+use rooms_adapter::cluster::NodeDeparture;
 use rooms_adapter::{BroadcastOptions, GapScope, Rooms, RoomsEvent, SseMessage};
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
@@ -74,6 +76,17 @@ pub async fn relay(rooms: Rooms) {
                     tracing::debug!(%error, "cannot relay a lost-room notice");
                 }
             }
+            Ok(RoomsEvent::NodeJoined { node }) => {
+                tracing::info!(%node, live = live_nodes(&rooms), "cluster: node joined");
+            }
+            Ok(RoomsEvent::NodeLeft { node, departure }) => {
+                let how = match departure {
+                    NodeDeparture::Left => "left",
+                    NodeDeparture::Expired => "expired (no heartbeat in time)",
+                    _ => "gone",
+                };
+                tracing::info!(%node, how, live = live_nodes(&rooms), "cluster: node left");
+            }
             Ok(other) => tracing::debug!(?other, "lifecycle event"),
             Err(RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "missed lifecycle events");
@@ -81,4 +94,9 @@ pub async fn relay(rooms: Rooms) {
             Err(RecvError::Closed) => return,
         }
     }
+}
+
+/// Live nodes as this node sees them (0 if it cannot tell), for logs.
+fn live_nodes(rooms: &Rooms) -> usize {
+    rooms.nodes().map_or(0, |nodes| nodes.len())
 }

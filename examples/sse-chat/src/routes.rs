@@ -5,7 +5,9 @@
 //! | `GET /` | the chat page |
 //! | `GET /rooms/{room}/events` | join `room`, stream its messages (SSE) |
 //! | `POST /rooms/{room}/messages` | broadcast `{"name", "text"}` to `room` on every node |
-//! | `GET /rooms` | rooms with local members, and their member counts |
+//! | `GET /rooms?scope=local\|cluster` | rooms with members on this node (default), or on every live node with how complete the answer is |
+//! | `GET /rooms/{room}/members?scope=local\|cluster` | the room's member count on this node (default) or across the cluster |
+//! | `GET /nodes` | the live nodes of the cluster, this one first |
 //! | `GET /healthz` | liveness |
 //! | `GET /readyz` | readiness: 503 while shutting down or while the medium between nodes is down |
 //! | `GET /metrics` | engine and adapter counters, Prometheus text format |
@@ -14,15 +16,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::PathRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt as _;
+use rooms_adapter::cluster::ClusterAnswer;
 use rooms_adapter::sse::axum::{LastEventId, SseResponse};
 use rooms_adapter::{BroadcastOptions, ConnectOptions, Error, MediumStatus, RoomName, SseMessage};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -42,6 +46,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(index))
         .route("/rooms", get(list_rooms))
         .route("/rooms/{room}/events", get(events))
+        .route("/rooms/{room}/members", get(room_members))
+        .route("/nodes", get(list_nodes))
         .route(
             "/rooms/{room}/messages",
             post(post_message).layer(DefaultBodyLimit::max(BODY_MAX_BYTES)),
@@ -74,6 +80,11 @@ fn engine_error(error: &Error) -> ApiError {
         Error::Closed { .. } => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down",
+        ),
+        Error::Unsupported { .. } => ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "this node's backend does not support node liveness or cluster-wide queries \
+             (GET /nodes, scope=cluster); scope=local works",
         ),
         other if other.is_retryable() => {
             tracing::warn!(error = %other, "answering 503: the medium is unavailable");
@@ -271,8 +282,96 @@ async fn accept_message(
     }
 }
 
-/// `GET /rooms`: rooms with local members.
-async fn list_rooms(State(state): State<AppState>) -> Json<Value> {
+/// What a query counts: this node's members, or every live node's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Local,
+    Cluster,
+}
+
+/// The query string of the counting endpoints: `?scope=local|cluster`.
+#[derive(Debug, Deserialize)]
+struct ScopeParams {
+    scope: Option<String>,
+}
+
+/// The scope asked for (default `local`).
+fn scope_from(query: Result<Query<ScopeParams>, QueryRejection>) -> Result<Scope, ApiError> {
+    let Query(params) = query.map_err(|rejection| {
+        ApiError::field(StatusCode::BAD_REQUEST, "scope", rejection.body_text())
+    })?;
+    match params.scope.as_deref() {
+        None | Some("local") => Ok(Scope::Local),
+        Some("cluster") => Ok(Scope::Cluster),
+        Some(other) => {
+            let shown: String = other.chars().take(32).collect();
+            Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "scope",
+                format!("scope must be \"local\" or \"cluster\", got {shown:?}"),
+            ))
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// How complete a cluster answer is: `nodes` (answered, this one included),
+/// `known` (live when asked), `complete`, `missing` (ids of the silent
+/// nodes) and `elapsedMs`, added to `body`.
+fn with_completeness<T>(mut body: Value, answer: &ClusterAnswer<T>) -> Value {
+    if let Value::Object(fields) = &mut body {
+        fields.insert("nodes".into(), json!(answer.answered));
+        fields.insert("known".into(), json!(answer.known));
+        fields.insert("complete".into(), json!(answer.is_complete()));
+        fields.insert(
+            "missing".into(),
+            json!(
+                answer
+                    .missing
+                    .iter()
+                    .map(|node| node.as_str())
+                    .collect::<Vec<_>>()
+            ),
+        );
+        fields.insert("elapsedMs".into(), json!(millis(answer.elapsed)));
+    }
+    body
+}
+
+/// `GET /rooms?scope=local|cluster`: rooms with local members, or with
+/// members on any live node (summed, with how complete the answer is).
+async fn list_rooms(
+    State(state): State<AppState>,
+    query: Result<Query<ScopeParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let rooms = &state.rooms;
+    if scope_from(query)? == Scope::Cluster {
+        let answer = rooms
+            .cluster_rooms()
+            .await
+            .map_err(|error| engine_error(&error))?;
+        let list: Vec<Value> = answer
+            .value
+            .iter()
+            .filter(|(_, members)| **members > 0)
+            .map(|(room, members)| json!({"room": room.as_str(), "members": members}))
+            .collect();
+        let body = json!({
+            "node": rooms.node_id().as_str(),
+            "backend": rooms.adapter_name(),
+            "scope": "cluster",
+            "rooms": list,
+        });
+        return Ok(Json(with_completeness(body, &answer)));
+    }
+    Ok(Json(local_rooms(&state)))
+}
+
+/// The local answer of `GET /rooms`, as it always was.
+fn local_rooms(state: &AppState) -> Value {
     let rooms = &state.rooms;
     let mut list: Vec<(RoomName, usize)> = rooms
         .rooms()
@@ -284,14 +383,77 @@ async fn list_rooms(State(state): State<AppState>) -> Json<Value> {
         .filter(|(_, members)| *members > 0)
         .collect();
     list.sort();
-    Json(json!({
+    json!({
         "node": rooms.node_id().as_str(),
         "backend": rooms.adapter_name(),
         "rooms": list
             .iter()
             .map(|(room, members)| json!({"room": room.as_str(), "members": members}))
             .collect::<Vec<_>>(),
-    }))
+    })
+}
+
+/// `GET /rooms/{room}/members?scope=local|cluster`: the room's member count
+/// on this node, or on every live node (with how complete the answer is).
+async fn room_members(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ScopeParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let room = room_from(path)?;
+    let scope = scope_from(query)?;
+    let rooms = &state.rooms;
+    let body = json!({
+        "node": rooms.node_id().as_str(),
+        "backend": rooms.adapter_name(),
+        "room": room.as_str(),
+    });
+    match scope {
+        Scope::Local => {
+            let mut body = body;
+            if let Value::Object(fields) = &mut body {
+                fields.insert("scope".into(), json!("local"));
+                fields.insert("members".into(), json!(rooms.member_count(&room)));
+            }
+            Ok(Json(body))
+        }
+        Scope::Cluster => {
+            let answer = rooms
+                .cluster_member_count(room)
+                .await
+                .map_err(|error| engine_error(&error))?;
+            let mut body = body;
+            if let Value::Object(fields) = &mut body {
+                fields.insert("scope".into(), json!("cluster"));
+                fields.insert("members".into(), json!(answer.value));
+            }
+            Ok(Json(with_completeness(body, &answer)))
+        }
+    }
+}
+
+/// `GET /nodes`: the live nodes, this one first.
+async fn list_nodes(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let rooms = &state.rooms;
+    let nodes = rooms.nodes().map_err(|error| engine_error(&error))?;
+    let list: Vec<Value> = nodes
+        .iter()
+        .map(|node| {
+            json!({
+                "id": node.id.as_str(),
+                "self": node.is_self,
+                "connections": node.connections,
+                "rooms": node.rooms,
+                "lastHeardMs": millis(node.last_heard),
+                "knownForMs": millis(node.known_for),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "node": rooms.node_id().as_str(),
+        "backend": rooms.adapter_name(),
+        "nodes": list,
+    })))
 }
 
 /// `GET /healthz`.
@@ -343,6 +505,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         engine: rooms.stats(),
         adapter: rooms.adapter_stats(),
         app: &state.counters,
+        live_nodes: rooms.nodes().ok().map(|nodes| nodes.len() as u64),
     });
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
@@ -374,9 +537,16 @@ mod tests {
                 source: "NOAUTH 10.1.2.3:6380".into(),
             },
             Error::Config("redis://10.1.2.3:6380".into()),
+            Error::Unsupported {
+                adapter: "redis".into(),
+                capability: "node liveness and cross-node queries",
+            },
         ];
         for error in errors {
             let answer = engine_error(&error);
+            if matches!(error, Error::Unsupported { .. }) {
+                assert_eq!(answer.status, StatusCode::NOT_IMPLEMENTED);
+            }
             assert!(answer.status.is_server_error(), "{error}");
             for leak in ["10.1.2.3", "6380", "redis"] {
                 assert!(

@@ -118,8 +118,9 @@ async fn two_people_chat_in_one_room_on_one_node() {
             "{seen:?}"
         );
 
-        // The page lists the room and its members.
-        browser::wait_text(&alice, "#room-meta", "2 members on this node").await;
+        // The page counts the room's members across the cluster (of one
+        // node here).
+        browser::wait_text(&alice, "#room-meta", "2 members on 1 node").await;
 
         // A validation error is shown in the page.
         let too_long = "x".repeat(2000) + "y";
@@ -160,6 +161,8 @@ async fn two_people_chat_in_one_room_on_one_node() {
         // Closing a browser makes its connection leave the room.
         bob.clone().close().await.unwrap();
         server.wait_members(&http, "lobby", 1).await;
+        // The count follows (the page polls it every few seconds).
+        browser::wait_text(&alice, "#room-meta", "1 member on 1 node").await;
     })
     .catch_unwind()
     .await;
@@ -202,6 +205,9 @@ async fn two_people_on_two_nodes_over_redis() {
         node_b.wait_members(&http, "orders", 1).await;
         browser::wait_text(&alice, "#node", "redis · node node-a").await;
         browser::wait_text(&bob, "#node", "redis · node node-b").await;
+        // Counted across the cluster (needs the Redis control channel).
+        browser::wait_text(&alice, "#room-meta", "2 members on 2 nodes").await;
+        browser::wait_text(&bob, "#room-meta", "2 members on 2 nodes").await;
 
         say(&alice, "Hi Bob, I am on node A.", true).await;
         browser::wait_for_text_among(&bob, ".msg .text", "Hi Bob, I am on node A.").await;

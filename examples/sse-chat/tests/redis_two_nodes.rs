@@ -7,9 +7,15 @@
 
 mod support;
 
+use std::time::Duration;
+
 use rooms_testkit::redis_server::RedisServer;
-use serde_json::json;
+use serde_json::{Value, json};
 use support::{ChatServer, DEADLINE, SseClient, eventually, http, redis_publish, unused_port};
+
+/// A readiness probe's interval (Kubernetes' default `periodSeconds`):
+/// `/readyz` must turn within it.
+const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
 async fn redis() -> RedisServer {
     RedisServer::start()
@@ -244,7 +250,12 @@ async fn readyz_turns_unavailable_while_redis_is_down_and_ready_when_it_is_back(
         (status().await == Some(503)).then_some(())
     })
     .await;
-    println!("/readyz turned 503 {:?} after the kill", killed.elapsed());
+    let to_down = killed.elapsed();
+    println!("/readyz turned 503 {to_down:?} after the kill");
+    assert!(
+        to_down <= PROBE_INTERVAL,
+        "/readyz took {to_down:?} to turn 503, over a probe interval ({PROBE_INTERVAL:?})"
+    );
     let healthz = http.get(chat.url("/healthz")).send().await.unwrap();
     assert_eq!(healthz.status(), 200, "liveness is not readiness");
     redis.restart().await.unwrap();
@@ -253,8 +264,156 @@ async fn readyz_turns_unavailable_while_redis_is_down_and_ready_when_it_is_back(
         (status().await == Some(200)).then_some(())
     })
     .await;
-    println!(
-        "/readyz turned 200 {:?} after the restart",
-        restarted.elapsed()
+    let to_up = restarted.elapsed();
+    println!("/readyz turned 200 {to_up:?} after the restart");
+    assert!(
+        to_up <= PROBE_INTERVAL,
+        "/readyz took {to_up:?} to turn 200 again, over a probe interval ({PROBE_INTERVAL:?})"
     );
+}
+
+/// The cluster timing of the cluster test: heartbeats every 200 ms, a node
+/// silent for 1 s is gone, queries wait 500 ms for answers.
+const FAST_CLUSTER: [&str; 6] = [
+    "--heartbeat-interval-ms",
+    "200",
+    "--node-expiry-ms",
+    "1000",
+    "--query-timeout-ms",
+    "500",
+];
+
+async fn fast_node(name: &str, redis: &RedisServer) -> ChatServer {
+    let url = redis.url();
+    let mut args = vec!["--redis-url", url.as_str()];
+    args.extend_from_slice(&FAST_CLUSTER);
+    ChatServer::start(name, &args).await
+}
+
+/// GET a cluster endpoint; a 501 means the Redis adapter has no control
+/// channel (it comes with the `redis-control` work): said plainly.
+async fn cluster_get(node: &ChatServer, http: &reqwest::Client, path: &str) -> Value {
+    let (status, body) = node.get_json(http, path).await;
+    assert_ne!(
+        status, 501,
+        "{path} answered 501: this build's Redis adapter does not declare the control \
+         capability (node liveness, cross-node queries): {body}"
+    );
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+/// `(members of room, answered, known, complete)` of `GET /rooms?scope=cluster`.
+async fn cluster_count(
+    node: &ChatServer,
+    http: &reqwest::Client,
+    room: &str,
+) -> (u64, u64, u64, bool) {
+    let body = cluster_get(node, http, "/rooms?scope=cluster").await;
+    let members = body["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["room"] == room)
+        .map_or(0, |entry| entry["members"].as_u64().unwrap());
+    (
+        members,
+        body["nodes"].as_u64().unwrap(),
+        body["known"].as_u64().unwrap(),
+        body["complete"].as_bool().unwrap(),
+    )
+}
+
+async fn node_ids(node: &ChatServer, http: &reqwest::Client) -> Vec<String> {
+    let body = cluster_get(node, http, "/nodes").await;
+    body["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn cluster_counts_span_both_nodes_and_a_killed_node_drops_out_within_a_few_heartbeats() {
+    let redis = redis().await;
+    let node_a = fast_node("cluster-a", &redis).await;
+    let mut node_b = fast_node("cluster-b", &redis).await;
+    let http = http();
+
+    for node in [&node_a, &node_b] {
+        eventually("each node to know both nodes", DEADLINE, || async {
+            (node_ids(node, &http).await.len() == 2).then_some(())
+        })
+        .await;
+    }
+    let ids = node_ids(&node_a, &http).await;
+    assert_eq!(ids, ["cluster-a", "cluster-b"], "this node first");
+
+    let mut clients = Vec::new();
+    for (node, count) in [(&node_a, 2), (&node_b, 3)] {
+        for _ in 0..count {
+            let mut client = SseClient::open(&http, &node.url("/rooms/r/events")).await;
+            client.next_of("ready").await;
+            clients.push(client);
+        }
+        node.wait_members(&http, "r", count).await;
+    }
+
+    // Either node: 5 members in r, from 2 nodes, complete.
+    for node in [&node_a, &node_b] {
+        let answer = eventually("5 members in r from 2 nodes", DEADLINE, || async {
+            let answer = cluster_count(node, &http, "r").await;
+            (answer == (5, 2, 2, true)).then_some(answer)
+        })
+        .await;
+        println!("GET /rooms?scope=cluster on {}: {answer:?}", node.base);
+        let members = cluster_get(node, &http, "/rooms/r/members?scope=cluster").await;
+        assert_eq!(members["members"], 5, "{members}");
+        assert_eq!(members["complete"], true, "{members}");
+        assert_eq!(members["nodes"], 2, "{members}");
+    }
+
+    // Node B dies without a word: node A counts it until its heartbeats are
+    // overdue (its answers incomplete meanwhile), then drops it.
+    node_b.kill_hard().await;
+    let killed = std::time::Instant::now();
+    let first_incomplete = std::cell::Cell::new(None);
+    eventually(
+        "node A to report 2 members from 1 node, complete",
+        DEADLINE,
+        || async {
+            let answer = cluster_count(&node_a, &http, "r").await;
+            if !answer.3 && first_incomplete.get().is_none() {
+                first_incomplete.set(Some((killed.elapsed(), answer)));
+            }
+            (answer == (2, 1, 1, true)).then_some(())
+        },
+    )
+    .await;
+    let to_two = killed.elapsed();
+    if let Some((after, answer)) = first_incomplete.get() {
+        println!("first incomplete answer {after:?} after the kill: {answer:?}");
+    }
+    println!(
+        "node A reported 2 members from 1 node, complete, {to_two:?} after node B was killed \
+         (heartbeat 200 ms, expiry 1 s, query timeout 500 ms)"
+    );
+    assert!(
+        to_two <= Duration::from_secs(5),
+        "the dead node was counted for {to_two:?}"
+    );
+    assert_eq!(node_ids(&node_a, &http).await, ["cluster-a"]);
+    let members = cluster_get(&node_a, &http, "/rooms/r/members?scope=cluster").await;
+    assert_eq!(
+        (&members["members"], &members["nodes"], &members["complete"]),
+        (&json!(2), &json!(1), &json!(true)),
+        "{members}"
+    );
+    eventually("node A to log that node B left", DEADLINE, || async {
+        let log = node_a.log();
+        (log.contains("cluster: node left") && log.contains("cluster-b")).then_some(())
+    })
+    .await;
 }

@@ -185,6 +185,28 @@ impl ChatServer {
         (status, response.json().await.unwrap())
     }
 
+    /// GET `path`: the status and the JSON answer.
+    pub async fn get_json(&self, http: &reqwest::Client, path: &str) -> (u16, Value) {
+        let response = http.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Kills the process with SIGKILL, by its pid (it cannot say goodbye to
+    /// anyone), and waits until it is gone.
+    #[cfg(unix)]
+    pub async fn kill_hard(&mut self) {
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -KILL failed");
+        timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("sse-chat dies after SIGKILL")
+            .unwrap();
+    }
+
     /// Sends SIGTERM and waits for the exit code.
     #[cfg(unix)]
     pub async fn terminate(mut self) -> std::process::ExitStatus {
