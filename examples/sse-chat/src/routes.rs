@@ -514,6 +514,91 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
 mod tests {
     use super::*;
 
+    use rooms_adapter::adapter::{EventSink, RoomAdapter};
+    use rooms_adapter::{Envelope, NodeId};
+
+    /// A medium with no optional capability (no control channel).
+    struct Plain;
+
+    #[async_trait::async_trait]
+    impl RoomAdapter for Plain {
+        fn name(&self) -> &str {
+            "plain"
+        }
+        async fn connect(&self, _node: NodeId, _sink: EventSink) -> Result<(), Error> {
+            Ok(())
+        }
+        async fn disconnect(&self) -> Result<(), Error> {
+            Ok(())
+        }
+        async fn subscribe(&self, _room: &RoomName) -> Result<(), Error> {
+            Ok(())
+        }
+        async fn unsubscribe(&self, _room: &RoomName) -> Result<(), Error> {
+            Ok(())
+        }
+        async fn publish(&self, _room: &RoomName, _envelope: &Envelope) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backend_without_cluster_queries_answers_501_and_local_still_works() {
+        let rooms = rooms_adapter::Rooms::builder(Arc::new(Plain))
+            .build()
+            .await
+            .unwrap();
+        let state = AppState {
+            rooms: rooms.clone(),
+            keep_alive: Duration::from_secs(15),
+            max_connections: 10,
+            streams: Arc::new(tokio::sync::Semaphore::new(10)),
+            body_timeout: Duration::from_secs(10),
+            counters: Arc::default(),
+        };
+        let scope = |scope: &str| {
+            Ok(Query(ScopeParams {
+                scope: Some(scope.to_owned()),
+            }))
+        };
+        let room = || Ok(Path("lobby".to_owned()));
+        let unsupported = [
+            list_nodes(State(state.clone())).await.unwrap_err(),
+            list_rooms(State(state.clone()), scope("cluster"))
+                .await
+                .unwrap_err(),
+            room_members(State(state.clone()), room(), scope("cluster"))
+                .await
+                .unwrap_err(),
+        ];
+        for error in unsupported {
+            assert_eq!(error.status, StatusCode::NOT_IMPLEMENTED);
+            assert!(
+                error.message.contains("does not support"),
+                "{}",
+                error.message
+            );
+        }
+        let Json(local) = list_rooms(State(state.clone()), scope("local"))
+            .await
+            .unwrap();
+        assert_eq!(local["rooms"], json!([]));
+        let Json(members) = room_members(State(state.clone()), room(), scope("local"))
+            .await
+            .unwrap();
+        assert_eq!(members["members"], 0);
+        let metrics = metrics_text(State(state)).await;
+        let body = axum::body::to_bytes(metrics.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(
+            !text.contains("rooms_cluster_nodes"),
+            "no gauge without liveness"
+        );
+        rooms.shutdown().await;
+    }
+
     #[test]
     fn unavailable_medium_answers_do_not_name_it() {
         let errors = [
