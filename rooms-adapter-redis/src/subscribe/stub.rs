@@ -171,7 +171,13 @@ impl Harness {
     async fn subscribe(&self, room: &str) -> Result<(), Error> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let room = RoomName::from(room);
-        let _ = self.commands.send(Command::Subscribe { room, reply }).await;
+        let _ = self
+            .commands
+            .send(Command::Subscribe {
+                topic: room.into(),
+                reply,
+            })
+            .await;
         tokio::time::timeout(DEADLINE, answer)
             .await
             .map_err(|_| crate::error::timeout("stub subscribe", DEADLINE))?
@@ -183,7 +189,10 @@ impl Harness {
         let room = RoomName::from(room);
         let _ = self
             .commands
-            .send(Command::Unsubscribe { room, reply })
+            .send(Command::Unsubscribe {
+                topic: room.into(),
+                reply,
+            })
             .await;
         let _ = tokio::time::timeout(DEADLINE, answer).await;
     }
@@ -286,7 +295,13 @@ async fn a_subscribe_while_down_times_out_then_is_reported_when_back() -> Result
     // The caller's own deadline (the adapter's subscribe timeout) runs out.
     let (reply, answer) = tokio::sync::oneshot::channel();
     let room = RoomName::from("late");
-    let _ = h.commands.send(Command::Subscribe { room, reply }).await;
+    let _ = h
+        .commands
+        .send(Command::Subscribe {
+            topic: room.into(),
+            reply,
+        })
+        .await;
     assert!(
         tokio::time::timeout(Duration::from_millis(300), answer)
             .await
@@ -316,7 +331,13 @@ async fn an_unsubscribe_reaches_the_medium_even_when_the_caller_stops_waiting() 
     // Fire and forget: nobody awaits the reply.
     let (reply, _) = tokio::sync::oneshot::channel();
     let room = RoomName::from("a");
-    let _ = h.commands.send(Command::Unsubscribe { room, reply }).await;
+    let _ = h
+        .commands
+        .send(Command::Unsubscribe {
+            topic: room.into(),
+            reply,
+        })
+        .await;
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while h.publish("a") {
         assert!(
@@ -335,7 +356,13 @@ async fn a_hung_batch_drops_the_connection_and_recovers() -> Result<(), Error> {
     h.medium.frozen.store(true, Ordering::Relaxed);
     let (reply, _answer) = tokio::sync::oneshot::channel();
     let room = RoomName::from("b");
-    let _ = h.commands.send(Command::Subscribe { room, reply }).await;
+    let _ = h
+        .commands
+        .send(Command::Subscribe {
+            topic: room.into(),
+            reply,
+        })
+        .await;
     // The batch times out (300 ms): the connection is replaced.
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while h.medium.connects.load(Ordering::Relaxed) < 2 {

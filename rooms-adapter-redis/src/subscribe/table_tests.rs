@@ -22,7 +22,11 @@ fn settings() -> Settings {
     }
 }
 
-fn room(name: &str) -> RoomName {
+fn room(name: &str) -> Topic {
+    Topic::from(name)
+}
+
+fn room_name(name: &str) -> RoomName {
     RoomName::from(name)
 }
 
@@ -45,7 +49,7 @@ fn waiter() -> (Waiter, oneshot::Receiver<Result<(), Error>>) {
 }
 
 /// The one batch `actions` starts, with its rooms sorted.
-fn one_op(table: &mut Table, now: Instant) -> (OpKind, u64, Vec<RoomName>) {
+fn one_op(table: &mut Table, now: Instant) -> (OpKind, u64, Vec<Topic>) {
     let actions = table.actions(now);
     let ops: Vec<_> = actions
         .into_iter()
@@ -53,7 +57,7 @@ fn one_op(table: &mut Table, now: Instant) -> (OpKind, u64, Vec<RoomName>) {
             Action::Op {
                 kind,
                 generation,
-                mut rooms,
+                topics: mut rooms,
                 ..
             } => {
                 rooms.sort();
@@ -223,7 +227,10 @@ fn a_subscribe_confirmed_after_its_timeout_is_reported_as_reconnected() {
     table.op_done(&shard(), generation, kind, rooms, done(1), later);
     table.answer_waiters();
     let reported = table.take_reconnected(later);
-    assert_eq!(reported.map(|(rooms, _)| rooms), Some(vec![room("slow")]));
+    assert_eq!(
+        reported.map(|(rooms, _)| rooms),
+        Some(vec![room_name("slow")])
+    );
 }
 
 #[test]
@@ -272,13 +279,16 @@ fn a_refused_resubscribe_after_a_reconnect_is_reported() {
     table.answer_waiters();
     let refusals = table.take_refusals();
     assert_eq!(refusals.len(), 1);
-    assert_eq!(refusals[0].room, room("b"));
+    assert_eq!(refusals[0].topic, room("b"));
     assert!(
         refusals[0].unheard,
         "nobody waited: the engine must hear it"
     );
     let reported = table.take_reconnected(later);
-    assert_eq!(reported, Some((vec![room("a")], Duration::from_secs(1))));
+    assert_eq!(
+        reported,
+        Some((vec![room_name("a")], Duration::from_secs(1)))
+    );
 }
 
 #[test]
@@ -306,7 +316,7 @@ fn reconnect_with_churn_reports_only_rooms_still_wanted() {
     table.answer_waiters();
     assert_eq!(answered(&mut joined), Some(true));
     let reported = table.take_reconnected(later).map(|(rooms, _)| rooms);
-    assert_eq!(reported, Some(vec![room("a"), room("c")]));
+    assert_eq!(reported, Some(vec![room_name("a"), room_name("c")]));
     assert_eq!(table.live(), 3);
     assert!(!table.tracks(&room("b")));
 }
@@ -346,13 +356,13 @@ fn redis_dropping_a_channel_resubscribes_it_and_reports_it() {
         shard: shard(),
         generation,
         kind: OpKind::Subscribe,
-        rooms: rooms.clone(),
+        topics: rooms.clone(),
     };
     assert!(actions.contains(&op), "{actions:?}");
     table.op_done(&shard(), generation, OpKind::Subscribe, rooms, done(1), now);
     table.answer_waiters();
     let reported = table.take_reconnected(now).map(|(rooms, _)| rooms);
-    assert_eq!(reported, Some(vec![room("a")]));
+    assert_eq!(reported, Some(vec![room_name("a")]));
 }
 
 #[test]

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use rooms_adapter::Error;
 use rooms_adapter::adapter::{AdapterCounters, AdapterEvent, SinkOutcome};
-use rooms_adapter::{Error, RoomName, wire};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -20,6 +20,7 @@ use super::Command;
 use super::link::{Inbound, Link, Notice, ShardConnection};
 use super::slot::{ShardId, SlotMap, Topology};
 use super::table::{Ack, Action, OpKind, Table};
+use super::topic::Topic;
 use crate::config::RedisConfig;
 use crate::error::timeout;
 
@@ -39,7 +40,7 @@ enum Done {
         shard: ShardId,
         generation: u64,
         kind: OpKind,
-        rooms: Vec<RoomName>,
+        topics: Vec<Topic>,
         result: Result<Vec<Ack>, String>,
     },
     Ping {
@@ -142,15 +143,15 @@ impl Task {
     fn command(&mut self, command: Command) {
         let now = Instant::now();
         match command {
-            Command::Subscribe { room, reply } => {
+            Command::Subscribe { topic, reply } => {
                 // Delivering before the table may answer: a message published
                 // after `subscribe` returns is never skipped.
-                self.inbound.set_wanted(room.clone(), true);
-                self.table.subscribe(room, reply, now);
+                self.inbound.set_wanted(topic.clone(), true);
+                self.table.subscribe(topic, reply, now);
                 self.apply_delivery();
             }
-            Command::Unsubscribe { room, reply } => {
-                self.table.unsubscribe(&room, now);
+            Command::Unsubscribe { topic, reply } => {
+                self.table.unsubscribe(&topic, now);
                 self.apply_delivery();
                 let _ = reply.send(());
             }
@@ -163,8 +164,8 @@ impl Task {
             Notice::Unsubscribed {
                 shard,
                 generation,
-                room,
-            } => self.table.unsubscribed(&shard, generation, &room, now),
+                topic,
+            } => self.table.unsubscribed(&shard, generation, &topic, now),
             Notice::Disconnected { shard, generation } => {
                 self.table
                     .lost(&shard, generation, "connection closed", now);
@@ -200,12 +201,18 @@ impl Task {
             events.push(AdapterEvent::MediumLost { reason });
         }
         for refusal in self.table.take_refusals() {
-            tracing::warn!(medium = self.link.medium(), room = refusal.room.as_str(), reason = %refusal.reason, "redis refused a room's subscription");
-            if refusal.unheard {
-                events.push(AdapterEvent::SubscriptionLost {
-                    room: refusal.room,
-                    reason: refusal.reason,
-                });
+            tracing::warn!(medium = self.link.medium(), topic = %refusal.topic, reason = %refusal.reason, "redis refused a subscription");
+            match refusal.topic {
+                Topic::Room(room) if refusal.unheard => {
+                    events.push(AdapterEvent::SubscriptionLost {
+                        room,
+                        reason: refusal.reason,
+                    });
+                }
+                // A control channel refused after a reconnect (an ACL
+                // changed): the engine hears no control frame until the
+                // adapter is connected again; the warning above says why.
+                _ => {}
             }
         }
         if let Some((rooms, outage)) = self.table.take_reconnected(Instant::now()) {
@@ -272,19 +279,17 @@ impl Task {
                 shard,
                 generation,
                 kind,
-                rooms,
+                topics,
             } => {
                 let Some(connection) = self.connection(&shard, generation) else {
                     let result = Err("no connection".to_owned());
                     self.table
-                        .op_done(&shard, generation, kind, rooms, result, Instant::now());
+                        .op_done(&shard, generation, kind, topics, result, Instant::now());
                     return;
                 };
                 let prefix = &self.config.channel_prefix;
-                let channels: Vec<String> = rooms
-                    .iter()
-                    .map(|room| wire::channel_name(prefix, room.as_str()))
-                    .collect();
+                let channels: Vec<String> =
+                    topics.iter().map(|topic| topic.channel(prefix)).collect();
                 let limit = self.config.subscribe_timeout;
                 self.futures.push(Box::pin(async move {
                     let result = match tokio::time::timeout(
@@ -303,7 +308,7 @@ impl Task {
                         shard,
                         generation,
                         kind,
-                        rooms,
+                        topics,
                         result,
                     }
                 }));
@@ -367,11 +372,11 @@ impl Task {
                 shard,
                 generation,
                 kind,
-                rooms,
+                topics,
                 result,
             } => self
                 .table
-                .op_done(&shard, generation, kind, rooms, result, now),
+                .op_done(&shard, generation, kind, topics, result, now),
             Done::Ping {
                 shard,
                 generation,
