@@ -431,3 +431,107 @@ fn a_lost_connection_is_reported_once_and_its_return_even_with_no_rooms() {
     );
     assert_eq!(table.take_reconnected(retry), None, "reported once");
 }
+
+fn control(name: &str) -> Topic {
+    Topic::control(format!("rooms-control:sse:room:{name}"))
+}
+
+#[test]
+fn control_channels_are_subscribed_like_rooms_but_never_counted() {
+    let now = Instant::now();
+    let (mut table, generation) = connected(now);
+    let (tx, mut all) = waiter();
+    table.subscribe(control("all"), tx, now);
+    let (tx, mut inbox) = waiter();
+    table.subscribe(control("node:b"), tx, now);
+    let (tx, _room) = waiter();
+    table.subscribe(room("all"), tx, now);
+    let mut delivery = table.take_delivery();
+    delivery.sort();
+    assert_eq!(
+        delivery,
+        vec![
+            (room("all"), true),
+            (control("all"), true),
+            (control("node:b"), true)
+        ]
+    );
+    let (kind, _, topics) = one_op(&mut table, now);
+    assert_eq!(topics, vec![room("all"), control("all"), control("node:b")]);
+    // A room and a control channel of the same name are different channels.
+    assert_eq!(
+        topics
+            .iter()
+            .map(|topic| topic.channel("sse:room:"))
+            .collect::<Vec<_>>(),
+        [
+            "sse:room:all",
+            "rooms-control:sse:room:all",
+            "rooms-control:sse:room:node:b"
+        ]
+    );
+    table.op_done(&shard(), generation, kind, topics, done(3), now);
+    table.answer_waiters();
+    assert_eq!(answered(&mut all), Some(true));
+    assert_eq!(answered(&mut inbox), Some(true));
+    assert_eq!(table.live(), 1, "only the room counts");
+    assert!(table.on_redis(&control("all")));
+}
+
+#[test]
+fn control_channels_come_back_after_a_reconnect_and_are_not_reported() {
+    let now = Instant::now();
+    let (mut table, generation) = connected(now);
+    let (tx, _all) = waiter();
+    table.subscribe(control("all"), tx, now);
+    let (kind, _, topics) = one_op(&mut table, now);
+    table.op_done(&shard(), generation, kind, topics, done(1), now);
+    subscribed(&mut table, generation, "a", now);
+    table.answer_waiters();
+    table.lost(&shard(), generation, "reset", now);
+    assert!(table.take_medium_lost().is_some());
+    let later = now + Duration::from_secs(1);
+    let Some(Action::Connect { generation, .. }) = table.actions(later).into_iter().next() else {
+        panic!("reconnects");
+    };
+    table.connected(&shard(), generation, true, later);
+    let (kind, _, topics) = one_op(&mut table, later);
+    assert_eq!(topics, vec![room("a"), control("all")], "both come back");
+    assert_eq!(
+        table.take_reconnected(later),
+        None,
+        "not before the control channel is back too"
+    );
+    table.op_done(&shard(), generation, kind, topics, done(2), later);
+    table.answer_waiters();
+    assert_eq!(
+        table.take_reconnected(later),
+        Some((vec![room_name("a")], Duration::from_secs(1))),
+        "only rooms are listed"
+    );
+    assert_eq!(table.live(), 1);
+    assert!(table.on_redis(&control("all")));
+}
+
+#[test]
+fn a_control_channel_dropped_by_redis_is_resubscribed_silently() {
+    let now = Instant::now();
+    let (mut table, generation) = connected(now);
+    let (tx, _all) = waiter();
+    table.subscribe(control("all"), tx, now);
+    let (kind, _, topics) = one_op(&mut table, now);
+    table.op_done(&shard(), generation, kind, topics, done(1), now);
+    // Its slot moved: Redis says it is no longer subscribed.
+    table.unsubscribed(&shard(), generation, &control("all"), now);
+    assert!(!table.on_redis(&control("all")));
+    let later = now + Duration::from_millis(10);
+    let (kind, _, topics) = one_op(&mut table, later);
+    assert_eq!(
+        (kind, topics.clone()),
+        (OpKind::Subscribe, vec![control("all")])
+    );
+    table.op_done(&shard(), generation, kind, topics, done(1), later);
+    assert!(table.on_redis(&control("all")));
+    assert_eq!(table.take_reconnected(later), None, "no room to report");
+    assert_eq!(table.live(), 0);
+}
