@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use rooms_adapter::Error;
 use rooms_adapter::adapter::{AdapterCounters, AdapterEvent, SinkOutcome};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::Command;
@@ -61,6 +61,9 @@ pub(crate) struct Task {
     pub(crate) subscriptions: Arc<AtomicU64>,
     pub(crate) slots: Arc<SlotMap>,
     pub(crate) connections: HashMap<ShardId, (u64, Arc<dyn ShardConnection>)>,
+    /// Unsubscribes done, answered once the counters are published (so a
+    /// caller that sees its unsubscribe return also sees it uncounted).
+    unsubscribed: Vec<oneshot::Sender<()>>,
     futures: FuturesUnordered<BoxFuture<Done>>,
 }
 
@@ -83,6 +86,7 @@ impl Task {
             subscriptions,
             slots,
             connections: HashMap::new(),
+            unsubscribed: Vec::new(),
             futures: FuturesUnordered::new(),
         }
     }
@@ -138,6 +142,9 @@ impl Task {
         self.table.close();
         self.connections.clear();
         self.subscriptions.store(0, Ordering::Relaxed);
+        for reply in self.unsubscribed.drain(..) {
+            let _ = reply.send(());
+        }
     }
 
     fn command(&mut self, command: Command) {
@@ -153,7 +160,7 @@ impl Task {
             Command::Unsubscribe { topic, reply } => {
                 self.table.unsubscribe(&topic, now);
                 self.apply_delivery();
-                let _ = reply.send(());
+                self.unsubscribed.push(reply);
             }
         }
     }
@@ -183,7 +190,7 @@ impl Task {
     }
 
     /// Brings delivery, connections and counters in line with the table,
-    /// then answers the waiters whose subscription settled.
+    /// then answers the waiters whose subscription settled and the unsubscribes.
     fn sync(&mut self) {
         self.apply_delivery();
         let table = &self.table;
@@ -192,6 +199,9 @@ impl Task {
         self.subscriptions
             .store(table.live() as u64, Ordering::Relaxed);
         self.table.answer_waiters();
+        for reply in self.unsubscribed.drain(..) {
+            let _ = reply.send(());
+        }
     }
 
     /// Sends what the table has to report; `false` when the engine is gone.
