@@ -364,7 +364,8 @@ impl RoomAdapter for RedisAdapter {
     /// connected again.
     ///
     /// With the control capability on, it also subscribes the node's two
-    /// control channels and returns only once Redis has acknowledged them
+    /// control channels (on a cluster, connecting the masters that serve
+    /// them) and returns only once Redis has acknowledged them
     /// (within the subscribe timeout): a control frame published after
     /// `connect` returns is delivered. A control channel Redis refuses (an
     /// ACL) fails the connect with a non-retryable error; turn control off

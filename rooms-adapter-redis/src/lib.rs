@@ -58,7 +58,10 @@
 //! Frames are published with `PUBLISH` (`SPUBLISH` on a cluster) and handed
 //! over undecoded; the channels are re-subscribed after reconnects,
 //! failovers and slot moves like rooms, but are never counted as
-//! subscriptions nor listed in `Reconnected`. See
+//! subscriptions nor listed in `Reconnected`. Control frames are not
+//! envelopes: they are not counted in the `published`, `publish_errors` and
+//! `received` stats; an inbound frame over the payload limit is skipped and
+//! counted as a `TooLarge` decode error. See
 //! [`RedisAdapterBuilder::control_prefix`] and
 //! [`RedisAdapterBuilder::control`].
 //!
