@@ -187,8 +187,19 @@ async fn two_people_on_two_nodes_over_redis() {
         .await
         .expect("a throwaway redis-server");
     let redis_url = redis.url();
-    let node_a = ChatServer::start("node-a", &["--redis-url", &redis_url]).await;
-    let node_b = ChatServer::start("node-b", &["--redis-url", &redis_url]).await;
+    // Fast heartbeats, and a node silent for 6 s is gone: long enough to
+    // see the page mark an incomplete count after node B is killed.
+    let timing = ["--heartbeat-interval-ms", "200", "--node-expiry-ms", "6000"];
+    let node_a = ChatServer::start(
+        "node-a",
+        &[&["--redis-url", &redis_url][..], &timing].concat(),
+    )
+    .await;
+    let mut node_b = ChatServer::start(
+        "node-b",
+        &[&["--redis-url", &redis_url][..], &timing].concat(),
+    )
+    .await;
     let http = http();
     let alice = chrome.session().await;
     let bob = chrome.session().await;
@@ -233,6 +244,25 @@ async fn two_people_on_two_nodes_over_redis() {
         bob.clone().close().await.unwrap();
         node_b.wait_members(&http, "orders", 0).await;
         assert_eq!(node_a.members(&http, "orders").await, 1);
+        browser::wait_text(&alice, "#room-meta", "1 member on 2 nodes").await;
+
+        // Node B dies without a word: until it expires, node A's count lacks
+        // its answer, and the page says so; then node B is gone.
+        node_b.kill_hard().await;
+        browser::wait_text(&alice, "#room-meta", "1 member on 1 of 2 nodes (incomplete)").await;
+        assert_eq!(
+            alice
+                .find(Locator::Id("room-meta"))
+                .await
+                .unwrap()
+                .attr("class")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("meta partial")
+        );
+        browser::screenshot(&alice, "chat-redis-node-a-incomplete-count").await;
+        browser::wait_text(&alice, "#room-meta", "1 member on 1 node").await;
     })
     .catch_unwind()
     .await;
