@@ -23,6 +23,7 @@
 //! - [`join`]: join latency of new rooms while redis-server is frozen.
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod codec;
 pub mod common;
 pub mod cross;

@@ -10,7 +10,7 @@ use rooms_adapter::engine::DEFAULT_CONNECTION_QUEUE;
 use rooms_adapter::wire::Codec;
 use rooms_bench::common::{cpu_seconds, emit};
 use rooms_bench::cross::{self, Load, ReceiveSpec};
-use rooms_bench::{codec, fanout, join, memory, memory_traffic, receive_path};
+use rooms_bench::{cluster, codec, fanout, join, memory, memory_traffic, receive_path};
 
 #[derive(Parser)]
 #[command(about = "rooms benchmarks (run them all with `cargo xtask bench`)")]
@@ -171,6 +171,24 @@ enum Command {
         timeout_ms: u64,
         #[arg(long, default_value_t = 30)]
         recovery_deadline_s: u64,
+    },
+    /// Cross-node queries and node expiry (cluster awareness).
+    Cluster {
+        /// Redis URL; without it, a memory bus.
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        nodes: usize,
+        #[arg(long, default_value_t = 50)]
+        rooms: usize,
+        #[arg(long, default_value_t = 4)]
+        members: usize,
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        #[arg(long, default_value_t = 200)]
+        heartbeat_ms: u64,
+        #[arg(long, default_value_t = 1000)]
+        expiry_ms: u64,
     },
     /// Codec encode/decode on the golden vectors.
     Codec {
@@ -338,6 +356,26 @@ fn main() -> Result<()> {
                 rooms,
                 timeout: Duration::from_millis(timeout_ms),
                 recovery_deadline: Duration::from_secs(recovery_deadline_s),
+            })
+            .await
+        })?,
+        Command::Cluster {
+            url,
+            nodes,
+            rooms,
+            members,
+            queries,
+            heartbeat_ms,
+            expiry_ms,
+        } => run_spawned(RuntimeArg::Multi, async move {
+            cluster::run(cluster::ClusterSpec {
+                redis_url: url,
+                nodes,
+                rooms,
+                members,
+                queries,
+                heartbeat: Duration::from_millis(heartbeat_ms),
+                expiry: Duration::from_millis(expiry_ms),
             })
             .await
         })?,

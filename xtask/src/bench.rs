@@ -26,10 +26,11 @@ use std::time::{Duration, Instant};
 use rooms_testkit::redis_server::RedisServer;
 use serde_json::Value;
 
+mod cluster;
 mod e2e;
 mod failover;
 
-const GROUPS: [&str; 12] = [
+const GROUPS: [&str; 13] = [
     "throughput",
     "drivers",
     "latency",
@@ -42,6 +43,7 @@ const GROUPS: [&str; 12] = [
     "join",
     "e2e",
     "failover",
+    "cluster",
 ];
 
 const BEGIN: &str = "<!-- cargo xtask bench: generated section, begin -->";
@@ -175,6 +177,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "join" => bench.join()?,
             "e2e" => bench.e2e()?,
             "failover" => bench.failover()?,
+            "cluster" => bench.cluster()?,
             _ => {}
         }
         eprintln!("   {group}: {:.0?}", group_started.elapsed());
