@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rooms_adapter::adapter::{
-    AdapterCapabilities, AdapterCounters, AdapterStats, EventSink, RoomAdapter,
+    AdapterCapabilities, AdapterCounters, AdapterStats, ControlTarget, EventSink, RoomAdapter,
 };
 use rooms_adapter::{Envelope, Error, NodeId, RoomName, wire};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -15,10 +15,10 @@ use tokio::task::JoinHandle;
 
 use crate::config::RedisConfig;
 use crate::error::{closed, timeout};
-use crate::publish::publisher::{Coalescing, Publisher};
+use crate::publish::publisher::{Coalescing, Destination, Publisher};
 use crate::publish::{DriverOptions, PublishDriver, PublishItem};
 use crate::subscribe::redis_link::{RedisLink, Target};
-use crate::subscribe::{self, Command, Shared, SlotMap};
+use crate::subscribe::{self, Command, Shared, SlotMap, Topic};
 
 /// How the adapter publishes, decided by the builder.
 pub(crate) enum DriverPlan {
@@ -48,6 +48,16 @@ pub(crate) enum DriverPlan {
 /// The wire format is v1, channel `{prefix}{room}` (default prefix
 /// `sse:room:`): a Node.js node running `@opinionated-machine/sse-rooms-redis`
 /// and a Rust node can share one Redis and one room (with the JSON codec).
+///
+/// **Control channel.** The adapter declares
+/// [`AdapterCapabilities::control`] (unless turned off with
+/// [`control`](crate::RedisAdapterBuilder::control)): a node connected with
+/// [`connect`](RoomAdapter::connect) subscribes `{control_prefix}all` and
+/// `{control_prefix}node:{node_id}` (default control prefix
+/// `rooms-control:sse:room:`; see
+/// [`control_prefix`](crate::RedisAdapterBuilder::control_prefix)), keeps them
+/// through reconnects, failovers and slot moves, and hands every frame on
+/// them to the engine as [`AdapterEvent::Control`](rooms_adapter::AdapterEvent::Control).
 ///
 /// **Node id.** Unlike the TypeScript adapter, the node id is not adapter
 /// configuration: the engine owns it and hands it over in
@@ -248,7 +258,13 @@ impl RedisAdapter {
             }
             None => (None, None),
         };
-        let driver = match self.make_driver().await {
+        let ready = async {
+            if let (Some(commands), Some(prefix)) = (&commands, &self.config.control_prefix) {
+                self.subscribe_control(commands, prefix, &node).await?;
+            }
+            self.make_driver().await
+        };
+        let driver = match ready.await {
             Ok(driver) => driver,
             Err(error) => {
                 let _ = shutdown.send(true);
@@ -282,6 +298,30 @@ impl RedisAdapter {
             },
         );
         Ok(())
+    }
+
+    /// Subscribes the node's control channels and waits until Redis has
+    /// acknowledged both: a frame published once `connect` returned is heard.
+    async fn subscribe_control(
+        &self,
+        commands: &mpsc::Sender<Command>,
+        prefix: &str,
+        node: &NodeId,
+    ) -> Result<(), Error> {
+        let topics = crate::control::channels_of(prefix, node).map(Topic::control);
+        let limit = self.config.subscribe_timeout;
+        subscribe::subscribe_all(commands, topics, limit)
+            .await
+            .map_err(|error| match error {
+                Error::Timeout { .. } => timeout(
+                    format!(
+                        "subscribe to the control channels {prefix}all and {prefix}node:{node} on {}",
+                        self.medium
+                    ),
+                    limit,
+                ),
+                other => other,
+            })
     }
 
     /// Sends `command` to the subscriber loop (waiting for room in its
@@ -322,6 +362,15 @@ impl RoomAdapter for RedisAdapter {
     /// connect timeout, and starts the background tasks. Fails with a
     /// retryable error when Redis cannot be reached; the adapter can then be
     /// connected again.
+    ///
+    /// With the control capability on, it also subscribes the node's two
+    /// control channels (on a cluster, connecting the masters that serve
+    /// them) and returns only once Redis has acknowledged them
+    /// (within the subscribe timeout): a control frame published after
+    /// `connect` returns is delivered. A control channel Redis refuses (an
+    /// ACL) fails the connect with a non-retryable error; turn control off
+    /// with [`RedisAdapterBuilder::control`](crate::RedisAdapterBuilder::control)
+    /// if the node must run without it.
     async fn connect(&self, node: NodeId, sink: EventSink) -> Result<(), Error> {
         self.start(node, Some(sink)).await
     }
@@ -333,8 +382,16 @@ impl RoomAdapter for RedisAdapter {
         self.start(node, None).await
     }
 
+    /// The emitter capability always; control unless turned off (or the
+    /// channel prefix leaves no room for control channels, see
+    /// [`RedisAdapterBuilder::control_prefix`](crate::RedisAdapterBuilder::control_prefix)).
     fn capabilities(&self) -> AdapterCapabilities {
-        AdapterCapabilities::NONE.with_emitter()
+        let capabilities = AdapterCapabilities::NONE.with_emitter();
+        if self.config.control_prefix.is_some() {
+            capabilities.with_control()
+        } else {
+            capabilities
+        }
     }
 
     /// Stops both background tasks (and waits for them), drops the
@@ -368,7 +425,7 @@ impl RoomAdapter for RedisAdapter {
     /// non-retryable error.
     async fn subscribe(&self, room: &RoomName) -> Result<(), Error> {
         let command = |reply| Command::Subscribe {
-            room: room.clone(),
+            topic: Topic::Room(room.clone()),
             reply,
         };
         self.ask(command, self.config.subscribe_timeout, || {
@@ -386,7 +443,7 @@ impl RoomAdapter for RedisAdapter {
     /// until Redis confirms it (or the connection that held it is gone).
     async fn unsubscribe(&self, room: &RoomName) -> Result<(), Error> {
         let command = |reply| Command::Unsubscribe {
-            room: room.clone(),
+            topic: Topic::Room(room.clone()),
             reply,
         };
         self.ask(command, self.config.subscribe_timeout, || {
@@ -413,7 +470,10 @@ impl RoomAdapter for RedisAdapter {
                 channel: wire::channel_name(&self.config.channel_prefix, room.as_str()),
                 payload,
             };
-            running.publisher.publish(item, room.as_str()).await
+            running
+                .publisher
+                .publish(item, Destination::Room(room.as_str()))
+                .await
         }
         .await;
         match &result {
@@ -422,6 +482,52 @@ impl RoomAdapter for RedisAdapter {
                 counters.record_publish_error();
                 tracing::debug!(room = room.as_str(), %error, "{} publish failed", self.name);
             }
+        }
+        result
+    }
+
+    /// Publishes `payload` as it is on `{control_prefix}all` or
+    /// `{control_prefix}node:{id}` (`PUBLISH`; `SPUBLISH` on a cluster),
+    /// through the same publish driver and with the same limits as
+    /// envelopes: fails within the publish timeout with a retryable error
+    /// while Redis is down, and with [`Error::PayloadTooLarge`] over the
+    /// payload limit. Works on an adapter connected with
+    /// [`connect_publisher`](RoomAdapter::connect_publisher) too (it sends,
+    /// it hears nothing). Control frames are not counted in the `published`
+    /// and `publish_errors` stats, which count envelopes. Answers
+    /// [`Error::Unsupported`] when control is off.
+    async fn publish_control(&self, target: &ControlTarget, payload: &[u8]) -> Result<(), Error> {
+        let unsupported = |capability| Error::Unsupported {
+            adapter: self.name.to_owned(),
+            capability,
+        };
+        let Some(prefix) = self.config.control_prefix.as_deref() else {
+            return Err(unsupported(
+                "control frames (turned off in the builder, or the channel prefix leaves no room for control channels)",
+            ));
+        };
+        let Some(channel) = crate::control::target_channel(prefix, target) else {
+            return Err(unsupported("this control target"));
+        };
+        let running = self.running()?;
+        let limit = self.config.max_payload_bytes;
+        if payload.len() > limit {
+            return Err(Error::PayloadTooLarge {
+                room: channel,
+                size: payload.len(),
+                limit,
+            });
+        }
+        let item = PublishItem {
+            channel: channel.clone(),
+            payload: bytes::Bytes::copy_from_slice(payload),
+        };
+        let result = running
+            .publisher
+            .publish(item, Destination::Control(&channel))
+            .await;
+        if let Err(error) = &result {
+            tracing::debug!(channel, %error, "{} control publish failed", self.name);
         }
         result
     }

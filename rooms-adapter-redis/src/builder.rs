@@ -117,6 +117,15 @@ pub struct RedisAdapterBuilder {
     topology: Topology,
     config: RedisConfig,
     driver: DriverChoice,
+    control: ControlChoice,
+}
+
+/// The control capability asked for; resolved against the channel prefix
+/// by [`RedisAdapterBuilder::build`].
+#[derive(Debug, Clone)]
+struct ControlChoice {
+    enabled: bool,
+    prefix: Option<String>,
 }
 
 impl fmt::Debug for RedisAdapterBuilder {
@@ -125,6 +134,7 @@ impl fmt::Debug for RedisAdapterBuilder {
             .field("topology", &self.topology)
             .field("config", &self.config)
             .field("driver", &self.driver)
+            .field("control", &self.control)
             .finish()
     }
 }
@@ -227,6 +237,10 @@ impl RedisAdapterBuilder {
             topology,
             config: RedisConfig::default(),
             driver: DriverChoice::Default,
+            control: ControlChoice {
+                enabled: true,
+                prefix: None,
+            },
         }
     }
 
@@ -234,6 +248,68 @@ impl RedisAdapterBuilder {
     /// separator is added: room `chat` is channel `{prefix}chat`. May be empty.
     pub fn channel_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.config.channel_prefix = prefix.into();
+        self
+    }
+
+    /// Whether the adapter offers the control capability (default `true`):
+    /// a node connected with [`connect`](rooms_adapter::RoomAdapter::connect)
+    /// subscribes its two control channels (see
+    /// [`control_prefix`](Self::control_prefix)) and hands their frames to
+    /// the engine as [`AdapterEvent::Control`](rooms_adapter::AdapterEvent::Control);
+    /// [`publish_control`](rooms_adapter::RoomAdapter::publish_control)
+    /// sends frames. With `false`, no control channel is subscribed,
+    /// `capabilities().control` is `false` and `publish_control` answers
+    /// [`Error::Unsupported`].
+    pub fn control(mut self, enabled: bool) -> Self {
+        self.control.enabled = enabled;
+        self
+    }
+
+    /// Prefix of the control channels (default `rooms-control:{channel_prefix}`,
+    /// i.e. `rooms-control:sse:room:` with the default channel prefix). No
+    /// separator is added. The channels, a wire contract shared with nodes
+    /// written in other languages:
+    ///
+    /// - `{control_prefix}all`: frames for every node (`ControlTarget::All`);
+    ///   every connected node subscribes it.
+    /// - `{control_prefix}node:{node_id}`: frames for one node
+    ///   (`ControlTarget::Node`); only that node subscribes it.
+    ///
+    /// A control channel must never be a room channel (`{channel_prefix}{room}`).
+    /// When one could be (the prefixes start with one another, e.g. with an
+    /// empty channel prefix), `build` fails with [`Error::Config`] naming both
+    /// prefixes if you set this prefix yourself; if the default prefix
+    /// collides (an empty channel prefix, or one that starts
+    /// `rooms-control:`), the adapter simply does not offer the control
+    /// capability.
+    ///
+    /// ```
+    /// use rooms_adapter::RoomAdapter;
+    /// use rooms_adapter_redis::RedisAdapter;
+    ///
+    /// let adapter = RedisAdapter::builder("redis://127.0.0.1").build()?;
+    /// assert_eq!(adapter.config().control_prefix(), Some("rooms-control:sse:room:"));
+    /// assert!(adapter.capabilities().control);
+    ///
+    /// let adapter = RedisAdapter::builder("redis://127.0.0.1")
+    ///     .control_prefix("app:control:")
+    ///     .build()?;
+    /// assert_eq!(adapter.config().control_prefix(), Some("app:control:"));
+    ///
+    /// // The default of an empty channel prefix would collide: no control.
+    /// let adapter = RedisAdapter::builder("redis://127.0.0.1").channel_prefix("").build()?;
+    /// assert!(!adapter.capabilities().control);
+    ///
+    /// // An explicit prefix that collides is an error.
+    /// let error = RedisAdapter::builder("redis://127.0.0.1")
+    ///     .control_prefix("sse:room:control:")
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(error.to_string().contains("sse:room:control:"));
+    /// # Ok::<(), rooms_adapter::Error>(())
+    /// ```
+    pub fn control_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.control.prefix = Some(prefix.into());
         self
     }
 
@@ -380,14 +456,21 @@ impl RedisAdapterBuilder {
     /// Errors are [`Error::Config`] naming the bad value: an unparsable URL
     /// (with the password masked), a zero duration, a backoff whose minimum is
     /// above its maximum, a zero size, a pool driver on a topology it cannot
-    /// follow.
+    /// follow, a [`control_prefix`](Self::control_prefix) that collides with
+    /// the channel prefix.
     pub fn build(self) -> Result<RedisAdapter, Error> {
         self.config.validate()?;
         let Self {
             topology,
-            config,
+            mut config,
             driver,
+            control,
         } = self;
+        config.control_prefix = crate::control::resolve(
+            control.enabled,
+            control.prefix.as_deref(),
+            &config.channel_prefix,
+        )?;
         driver.validate()?;
         let adapter = match topology {
             Topology::Url(url) => single(parse_url(&url)?, driver, config)?,

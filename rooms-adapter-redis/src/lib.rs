@@ -40,6 +40,31 @@
 //! lost (pub/sub has no history), so tell clients to resync. A subscription
 //! that dies silently is caught by a periodic PING.
 //!
+//! ## Control channel
+//!
+//! The adapter offers the engine's control capability
+//! ([`AdapterCapabilities::control`](rooms_adapter::AdapterCapabilities::control)):
+//! node heartbeats and cross-node queries travel as opaque frames on two
+//! channels per node, next to the room channels. This naming is wire
+//! contract, for nodes written in other languages:
+//!
+//! | channel | subscribed by | [`ControlTarget`](rooms_adapter::ControlTarget) |
+//! |---|---|---|
+//! | `{control_prefix}all` | every node connected with `connect` | `All` |
+//! | `{control_prefix}node:{node_id}` | node `node_id` | `Node(node_id)` |
+//!
+//! The control prefix defaults to `rooms-control:{channel_prefix}`
+//! (`rooms-control:sse:room:` by default; [`default_control_prefix`]).
+//! Frames are published with `PUBLISH` (`SPUBLISH` on a cluster) and handed
+//! over undecoded; the channels are re-subscribed after reconnects,
+//! failovers and slot moves like rooms, but are never counted as
+//! subscriptions nor listed in `Reconnected`. Control frames are not
+//! envelopes: they are not counted in the `published`, `publish_errors` and
+//! `received` stats; an inbound frame over the payload limit is skipped and
+//! counted as a `TooLarge` decode error. See
+//! [`RedisAdapterBuilder::control_prefix`] and
+//! [`RedisAdapterBuilder::control`].
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use std::time::Duration;
@@ -59,6 +84,7 @@
 mod adapter;
 mod builder;
 mod config;
+mod control;
 pub mod error;
 mod publish;
 mod sequence;
@@ -73,6 +99,7 @@ pub use config::{
     DEFAULT_PUBLISH_BATCH, DEFAULT_PUBLISH_QUEUE, DEFAULT_PUBLISH_TIMEOUT, DEFAULT_SUBSCRIBE_BATCH,
     DEFAULT_SUBSCRIBE_TIMEOUT, DEFAULT_UNSUBSCRIBE_DELAY, MAX_DURATION, MAX_POOL_SIZE, RedisConfig,
 };
+pub use control::{CONTROL_PREFIX_BASE, default_control_prefix};
 #[cfg(feature = "cluster")]
 pub use publish::ClusterDriver;
 #[cfg(feature = "deadpool")]

@@ -42,13 +42,14 @@ async fn room_on(cluster: &RedisCluster, index: usize, tag: &str) -> String {
     unreachable!()
 }
 
+/// The room channels (control channels left out) subscribed on master `index`.
 async fn shard_channels(cluster: &RedisCluster, index: usize) -> BTreeSet<String> {
     cli(cluster.port(index), &["PUBSUB", "SHARDCHANNELS"])
         .await
         .unwrap()
         .lines()
+        .filter(|line| line.starts_with(wire::DEFAULT_CHANNEL_PREFIX))
         .map(str::to_owned)
-        .filter(|line| !line.is_empty())
         .collect()
 }
 

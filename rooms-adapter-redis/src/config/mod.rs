@@ -47,6 +47,9 @@ pub const DEFAULT_POOL_SIZE: usize = 8;
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     pub(crate) channel_prefix: String,
+    /// The control channels' prefix; `None` when the control capability is
+    /// off (resolved by the builder, see [`crate::control`]).
+    pub(crate) control_prefix: Option<String>,
     pub(crate) codec: Codec,
     pub(crate) max_payload_bytes: usize,
     pub(crate) connect_timeout: Duration,
@@ -71,6 +74,9 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             channel_prefix: DEFAULT_CHANNEL_PREFIX.to_owned(),
+            control_prefix: Some(crate::control::default_control_prefix(
+                DEFAULT_CHANNEL_PREFIX,
+            )),
             codec: Codec::Json,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -159,6 +165,11 @@ impl RedisConfig {
     /// The channel prefix: room `chat` is channel `{prefix}chat`.
     pub fn channel_prefix(&self) -> &str {
         &self.channel_prefix
+    }
+    /// The control channels' prefix, or `None` when the control capability
+    /// is off: frames go to `{prefix}all` and `{prefix}node:{node_id}`.
+    pub fn control_prefix(&self) -> Option<&str> {
+        self.control_prefix.as_deref()
     }
     /// The codec used to publish (decoding always auto-detects).
     pub fn codec(&self) -> Codec {

@@ -54,6 +54,24 @@ impl Drop for Busy<'_> {
     }
 }
 
+/// What a publish is for, to name it in errors (formatted only on failure).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Destination<'a> {
+    /// A room, by name.
+    Room(&'a str),
+    /// A control channel, by its full name.
+    Control(&'a str),
+}
+
+impl std::fmt::Display for Destination<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Room(room) => write!(f, "room {room:?}"),
+            Destination::Control(channel) => write!(f, "control channel {channel:?}"),
+        }
+    }
+}
+
 /// Settings of the coalescing task.
 pub(crate) struct Coalescing {
     pub(crate) batch: usize,
@@ -108,9 +126,13 @@ impl Publisher {
     }
 
     /// Publishes one item, within the publish timeout.
-    pub(crate) async fn publish(&self, item: PublishItem, room: &str) -> Result<(), Error> {
+    pub(crate) async fn publish(
+        &self,
+        item: PublishItem,
+        destination: Destination<'_>,
+    ) -> Result<(), Error> {
         let limit = self.timeout;
-        let timed_out = || timeout(format!("publish to room {room:?}"), limit);
+        let timed_out = || timeout(format!("publish to {destination}"), limit);
         let Some(queue) = &self.queue else {
             return self.direct(&item, limit, timed_out).await;
         };

@@ -6,7 +6,8 @@
 //! as one pipeline and answers pings. Messages never travel through the loop:
 //! a connection hands every push to [`Inbound`] *on its read path*, which
 //! decodes and delivers it to the engine's sink without waiting (a full queue
-//! is a counted drop). So the socket is read only as fast as messages are
+//! is a counted drop). A frame on a control channel is handed over as it
+//! came, never decoded. So the socket is read only as fast as messages are
 //! decoded: no queue between the socket and the decoder, and a stalled
 //! consumer backs up into TCP and Redis's output-buffer limit.
 
@@ -15,12 +16,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use rooms_adapter::adapter::{AdapterCounters, AdapterEvent, EventSink, SinkOutcome};
+use rooms_adapter::wire::DecodeError;
 use rooms_adapter::{Error, RoomName, wire};
 use tokio::sync::mpsc;
 
 use super::slot::{ShardId, Topology};
 use super::table::{Ack, OpKind};
+use super::topic::Topic;
 
 /// A medium's way to reach its shards.
 #[async_trait]
@@ -75,7 +79,7 @@ pub(crate) enum Notice {
     Unsubscribed {
         shard: ShardId,
         generation: u64,
-        room: RoomName,
+        topic: Topic,
     },
     Disconnected {
         shard: ShardId,
@@ -89,9 +93,9 @@ pub(crate) struct Inbound {
     max_payload: usize,
     counters: Arc<AdapterCounters>,
     sink: EventSink,
-    /// Rooms whose messages are delivered. Written only by the subscriber
+    /// Topics whose messages are delivered. Written only by the subscriber
     /// loop (never across an await), read per message.
-    wanted: RwLock<HashSet<RoomName>>,
+    wanted: RwLock<Wanted>,
     closed: AtomicBool,
     /// Pushes seen so far: a liveness probe stuck behind a backlog of
     /// messages is no sign of a dead connection.
@@ -112,7 +116,7 @@ impl Inbound {
             max_payload,
             counters,
             sink,
-            wanted: RwLock::new(HashSet::new()),
+            wanted: RwLock::new(Wanted::default()),
             closed: AtomicBool::new(false),
             pushes: AtomicU64::new(0),
             notices,
@@ -128,11 +132,11 @@ impl Inbound {
         match push {
             Push::Message { channel, payload } => self.deliver(channel, payload),
             Push::Unsubscribed { channel } => {
-                if let Some(room) = self.room_of(channel) {
+                if let Some(topic) = self.topic_of(channel) {
                     let _ = self.notices.send(Notice::Unsubscribed {
                         shard: Arc::clone(shard),
                         generation,
-                        room: RoomName::from(room),
+                        topic,
                     });
                 }
             }
@@ -151,15 +155,31 @@ impl Inbound {
             .and_then(|room| std::str::from_utf8(room).ok())
     }
 
+    /// The topic of `channel`: a wanted control channel, or a room (the
+    /// builder keeps the two kinds of channel apart).
+    fn topic_of(&self, channel: &[u8]) -> Option<Topic> {
+        let wanted = self.wanted.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(control) = wanted.control_of(channel) {
+            return Some(Topic::Control(Arc::clone(control)));
+        }
+        drop(wanted);
+        self.room_of(channel).map(Topic::from)
+    }
+
     fn deliver(&self, channel: &[u8], payload: &[u8]) {
-        let Some(room) = self.room_of(channel) else {
-            return;
-        };
-        // Only rooms wanted now: an unsubscribed room is silent at once, even
-        // while its UNSUBSCRIBE waits for the delay.
+        // Only topics wanted now: an unsubscribed room is silent at once,
+        // even while its UNSUBSCRIBE waits for the delay.
         let room = {
             let wanted = self.wanted.read().unwrap_or_else(PoisonError::into_inner);
-            match wanted.get(room) {
+            if let Some(control) = wanted.control_of(channel) {
+                let control = Arc::clone(control);
+                drop(wanted);
+                return self.deliver_control(&control, payload);
+            }
+            let Some(room) = self.room_of(channel) else {
+                return;
+            };
+            match wanted.rooms.get(room) {
                 Some(room) => room.clone(),
                 None => return,
             }
@@ -175,18 +195,45 @@ impl Inbound {
         }
     }
 
+    /// Hands a control frame over as it came (opaque to the adapter).
+    fn deliver_control(&self, channel: &str, payload: &[u8]) {
+        if payload.len() > self.max_payload {
+            let error = DecodeError::TooLarge {
+                size: payload.len(),
+                limit: self.max_payload,
+            };
+            self.counters.record_decode_error(channel, &error);
+            return;
+        }
+        let event = AdapterEvent::Control {
+            payload: Bytes::copy_from_slice(payload),
+        };
+        if self.sink.send(event) == SinkOutcome::Closed {
+            self.closed.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// How many pushes arrived so far.
     pub(crate) fn pushes(&self) -> u64 {
         self.pushes.load(Ordering::Relaxed)
     }
 
-    /// Starts or stops delivering `room`.
-    pub(crate) fn set_wanted(&self, room: RoomName, wanted: bool) {
+    /// Starts or stops delivering `topic`.
+    pub(crate) fn set_wanted(&self, topic: Topic, wanted: bool) {
         let mut set = self.wanted.write().unwrap_or_else(PoisonError::into_inner);
-        if wanted {
-            set.insert(room);
-        } else {
-            set.remove(&room);
+        match (topic, wanted) {
+            (Topic::Room(room), true) => {
+                set.rooms.insert(room);
+            }
+            (Topic::Room(room), false) => {
+                set.rooms.remove(&room);
+            }
+            (Topic::Control(channel), true) => {
+                if !set.control.contains(&channel) {
+                    set.control.push(channel);
+                }
+            }
+            (Topic::Control(channel), false) => set.control.retain(|c| *c != channel),
         }
     }
 
@@ -201,5 +248,21 @@ impl Inbound {
 
     pub(crate) fn sink(&self) -> &EventSink {
         &self.sink
+    }
+}
+
+/// What [`Inbound`] delivers.
+#[derive(Default)]
+struct Wanted {
+    rooms: HashSet<RoomName>,
+    /// A node's control channels: two at most, compared as they come.
+    control: Vec<Arc<str>>,
+}
+
+impl Wanted {
+    fn control_of(&self, channel: &[u8]) -> Option<&Arc<str>> {
+        self.control
+            .iter()
+            .find(|control| control.as_bytes() == channel)
     }
 }

@@ -1,5 +1,6 @@
-//! Subscribing: one [`Table`](table::Table) of rooms, a [`Link`](link::Link)
-//! to the medium's shards, and one loop ([`task`]) between them.
+//! Subscribing: one [`Table`](table::Table) of rooms and control channels
+//! ([`Topic`]s), a [`Link`](link::Link) to the medium's shards, and one loop
+//! ([`task`]) between them.
 //!
 //! The same rules serve a single server, Sentinel and Cluster; only the link
 //! differs (see [`redis_link`]).
@@ -15,12 +16,13 @@ mod slot;
 mod stub;
 mod table;
 mod task;
+mod topic;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use rooms_adapter::Error;
 use rooms_adapter::adapter::{AdapterCounters, EventSink};
-use rooms_adapter::{Error, RoomName};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -32,6 +34,7 @@ pub(crate) use self::slot::SlotMap;
 pub use self::slot::{SLOT_COUNT, key_slot};
 use self::table::{Settings, Table};
 use self::task::Task;
+pub(crate) use self::topic::Topic;
 use crate::config::RedisConfig;
 use crate::error::timeout;
 
@@ -40,14 +43,14 @@ const COMMAND_QUEUE: usize = 16_384;
 
 /// A request from the adapter to the subscriber loop.
 pub(crate) enum Command {
-    /// Want `room`; reply once Redis acknowledged it.
+    /// Want `topic`; reply once Redis acknowledged it.
     Subscribe {
-        room: RoomName,
+        topic: Topic,
         reply: oneshot::Sender<Result<(), Error>>,
     },
-    /// Stop wanting `room`; reply once its messages are no longer delivered.
+    /// Stop wanting `topic`; reply once its messages are no longer delivered.
     Unsubscribe {
-        room: RoomName,
+        topic: Topic,
         reply: oneshot::Sender<()>,
     },
 }
@@ -55,7 +58,7 @@ pub(crate) enum Command {
 /// What the adapter shares with its subscriber.
 pub(crate) struct Shared {
     pub(crate) counters: Arc<AdapterCounters>,
-    /// Rooms wanted and acknowledged by Redis now.
+    /// Rooms (not control channels) wanted and acknowledged by Redis now.
     pub(crate) subscriptions: Arc<AtomicU64>,
     /// The topology, for a publish driver that routes by slot.
     pub(crate) slots: Arc<SlotMap>,
@@ -127,4 +130,34 @@ pub(crate) async fn start(
     let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     let handle = tokio::spawn(task.run(commands_rx, notices, shutdown));
     Ok((commands, handle))
+}
+
+/// Subscribes every one of `topics` through the loop's queue (so the loop
+/// keeps them, re-subscribing them after reconnects and slot moves) and
+/// returns once Redis acknowledged them all, or fails after `limit`.
+pub(crate) async fn subscribe_all(
+    commands: &mpsc::Sender<Command>,
+    topics: impl IntoIterator<Item = Topic>,
+    limit: std::time::Duration,
+) -> Result<(), Error> {
+    let mut answers = Vec::new();
+    for topic in topics {
+        let (reply, answer) = oneshot::channel();
+        commands
+            .send(Command::Subscribe { topic, reply })
+            .await
+            .map_err(|_| crate::error::closed())?;
+        answers.push(answer);
+    }
+    let count = answers.len();
+    let all = async {
+        for answer in answers {
+            answer.await.map_err(|_| crate::error::closed())??;
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(limit, all).await {
+        Ok(result) => result,
+        Err(_) => Err(timeout(format!("subscribe to {count} channels"), limit)),
+    }
 }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use super::link::{Inbound, Link, Push, ShardConnection};
 use super::slot::{ShardId, SlotMap, Topology};
 use super::table::{Ack, OpKind};
-use super::{Command, Shared};
+use super::{Command, Shared, Topic};
 use crate::config::{Backoff, RedisConfig};
 
 /// The medium: which channels the live connection holds, and faults.
@@ -136,6 +136,7 @@ struct Harness {
     commands: mpsc::Sender<Command>,
     events: EventStream,
     subscriptions: Arc<AtomicU64>,
+    counters: Arc<AdapterCounters>,
     _shutdown: watch::Sender<bool>,
 }
 
@@ -163,6 +164,7 @@ async fn harness(unsubscribe_delay: Duration) -> Result<Harness, Error> {
         commands,
         events,
         subscriptions: shared.subscriptions,
+        counters: shared.counters,
         _shutdown: shutdown,
     })
 }
@@ -171,7 +173,13 @@ impl Harness {
     async fn subscribe(&self, room: &str) -> Result<(), Error> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let room = RoomName::from(room);
-        let _ = self.commands.send(Command::Subscribe { room, reply }).await;
+        let _ = self
+            .commands
+            .send(Command::Subscribe {
+                topic: room.into(),
+                reply,
+            })
+            .await;
         tokio::time::timeout(DEADLINE, answer)
             .await
             .map_err(|_| crate::error::timeout("stub subscribe", DEADLINE))?
@@ -183,7 +191,10 @@ impl Harness {
         let room = RoomName::from(room);
         let _ = self
             .commands
-            .send(Command::Unsubscribe { room, reply })
+            .send(Command::Unsubscribe {
+                topic: room.into(),
+                reply,
+            })
             .await;
         let _ = tokio::time::timeout(DEADLINE, answer).await;
     }
@@ -286,7 +297,13 @@ async fn a_subscribe_while_down_times_out_then_is_reported_when_back() -> Result
     // The caller's own deadline (the adapter's subscribe timeout) runs out.
     let (reply, answer) = tokio::sync::oneshot::channel();
     let room = RoomName::from("late");
-    let _ = h.commands.send(Command::Subscribe { room, reply }).await;
+    let _ = h
+        .commands
+        .send(Command::Subscribe {
+            topic: room.into(),
+            reply,
+        })
+        .await;
     assert!(
         tokio::time::timeout(Duration::from_millis(300), answer)
             .await
@@ -316,7 +333,13 @@ async fn an_unsubscribe_reaches_the_medium_even_when_the_caller_stops_waiting() 
     // Fire and forget: nobody awaits the reply.
     let (reply, _) = tokio::sync::oneshot::channel();
     let room = RoomName::from("a");
-    let _ = h.commands.send(Command::Unsubscribe { room, reply }).await;
+    let _ = h
+        .commands
+        .send(Command::Unsubscribe {
+            topic: room.into(),
+            reply,
+        })
+        .await;
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while h.publish("a") {
         assert!(
@@ -335,7 +358,13 @@ async fn a_hung_batch_drops_the_connection_and_recovers() -> Result<(), Error> {
     h.medium.frozen.store(true, Ordering::Relaxed);
     let (reply, _answer) = tokio::sync::oneshot::channel();
     let room = RoomName::from("b");
-    let _ = h.commands.send(Command::Subscribe { room, reply }).await;
+    let _ = h
+        .commands
+        .send(Command::Subscribe {
+            topic: room.into(),
+            reply,
+        })
+        .await;
     // The batch times out (300 ms): the connection is replaced.
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while h.medium.connects.load(Ordering::Relaxed) < 2 {
@@ -375,5 +404,112 @@ async fn losing_the_medium_is_reported_once_even_with_no_rooms() -> Result<(), E
         panic!("expected Reconnected, got {event:?}");
     };
     assert!(rooms.is_empty(), "{rooms:?}");
+    Ok(())
+}
+
+const CONTROL_ALL: &str = "rooms-control:sse:room:all";
+const CONTROL_INBOX: &str = "rooms-control:sse:room:node:b";
+
+/// A harness whose node also holds its two control channels.
+async fn control_harness() -> Result<Harness, Error> {
+    let h = harness(Duration::from_millis(10)).await?;
+    let topics = [CONTROL_ALL, CONTROL_INBOX].map(Topic::control);
+    super::subscribe_all(&h.commands, topics, DEADLINE).await?;
+    Ok(h)
+}
+
+impl Harness {
+    /// The next event that is not a lifecycle event, within the deadline.
+    async fn frame(&mut self) -> Option<AdapterEvent> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(AdapterEvent::MediumLost { .. } | AdapterEvent::Reconnected { .. })) => {
+                    continue;
+                }
+                Ok(event) => return event,
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn control_frames_are_handed_over_undecoded() -> Result<(), Error> {
+    let mut h = control_harness().await?;
+    assert!(h.medium.publish(CONTROL_ALL, b"not an envelope"));
+    let event = h.frame().await;
+    let Some(AdapterEvent::Control { payload }) = event else {
+        panic!("expected Control, got {event:?}");
+    };
+    assert_eq!(&payload[..], b"not an envelope");
+    assert!(h.medium.publish(CONTROL_INBOX, br#"{"v":1}"#));
+    let event = h.frame().await;
+    assert!(
+        matches!(&event, Some(AdapterEvent::Control { payload }) if &payload[..] == br#"{"v":1}"#),
+        "{event:?}"
+    );
+    // Never decoded, never counted as envelopes.
+    let stats = h.counters.snapshot(0, None);
+    assert_eq!((stats.received, stats.decode_errors_total()), (0, 0));
+    assert_eq!(h.subscriptions.load(Ordering::Relaxed), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_oversized_control_frame_is_skipped_and_counted() -> Result<(), Error> {
+    let mut h = control_harness().await?;
+    let limit = RedisConfig::default().max_payload_bytes;
+    assert!(h.medium.publish(CONTROL_ALL, &vec![b'x'; limit + 1]));
+    assert!(h.medium.publish(CONTROL_ALL, b"small"));
+    let event = h.frame().await;
+    assert!(
+        matches!(&event, Some(AdapterEvent::Control { payload }) if &payload[..] == b"small"),
+        "{event:?}"
+    );
+    let stats = h.counters.snapshot(0, None);
+    assert_eq!(
+        stats.decode_errors.get(&wire::DecodeErrorKind::TooLarge),
+        Some(&1)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_room_named_like_a_control_channel_stays_a_room() -> Result<(), Error> {
+    let mut h = control_harness().await?;
+    h.subscribe(CONTROL_ALL).await?;
+    h.subscribe("all").await?;
+    assert_eq!(h.subscriptions.load(Ordering::Relaxed), 2);
+    for room in [CONTROL_ALL, "all"] {
+        assert!(h.publish(room));
+        let event = h.frame().await;
+        assert!(
+            matches!(&event, Some(AdapterEvent::Message { room: heard, .. }) if heard.as_str() == room),
+            "{event:?}"
+        );
+    }
+    assert!(h.medium.publish(CONTROL_ALL, b"frame"));
+    let event = h.frame().await;
+    assert!(
+        matches!(event, Some(AdapterEvent::Control { .. })),
+        "{event:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn control_channels_come_back_after_a_restart_unreported() -> Result<(), Error> {
+    let mut h = control_harness().await?;
+    h.subscribe("a").await?;
+    h.medium.kill();
+    let event = h.lifecycle().await;
+    let Some(AdapterEvent::Reconnected { rooms, .. }) = event else {
+        panic!("expected Reconnected, got {event:?}");
+    };
+    assert_eq!(rooms, vec![RoomName::from("a")], "rooms only");
+    assert!(h.medium.publish(CONTROL_ALL, b"again"));
+    assert!(h.medium.publish(CONTROL_INBOX, b"again"));
+    assert_eq!(h.subscriptions.load(Ordering::Relaxed), 1);
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! The subscription table: which rooms this node wants, where each one is
+//! The subscription table: which rooms (and control channels: every rule
+//! below holds for any [`Topic`]) this node wants, where each one is
 //! subscribed, and what the subscriber must do next. Pure: no I/O, no clock
 //! (every call that cares about time takes `now`), so every rule is unit-tested
 //! without a Redis.
@@ -20,16 +21,20 @@
 //! - A room that Redis refuses (an ACL forbids the channel) stops being
 //!   wanted; when nobody was waiting to hear it, it is reported as *refused*
 //!   so the engine forgets it rather than believing it subscribed.
+//! - Only rooms count: [`live`](Table::live) and `Reconnected` leave control
+//!   channels out (a lost control channel still delays `Reconnected` until it
+//!   is back, like a room).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rooms_adapter::{Error, RoomName, wire};
+use rooms_adapter::{Error, RoomName};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::slot::{ShardId, Topology, key_slot};
+pub(crate) use super::topic::Topic;
 use crate::config::Backoff;
 
 /// Whoever waits for a room's subscription.
@@ -71,7 +76,7 @@ pub(crate) enum Action {
         shard: ShardId,
         generation: u64,
         kind: OpKind,
-        rooms: Vec<RoomName>,
+        topics: Vec<Topic>,
     },
     /// Probe the shard's connection.
     Ping { shard: ShardId, generation: u64 },
@@ -79,10 +84,10 @@ pub(crate) enum Action {
     Discover,
 }
 
-/// A room Redis refused to subscribe.
+/// A topic Redis refused to subscribe.
 #[derive(Debug)]
 pub(crate) struct Refusal {
-    pub(crate) room: RoomName,
+    pub(crate) topic: Topic,
     pub(crate) reason: String,
     /// Nobody heard the error from a `subscribe` call: report it as an event.
     pub(crate) unheard: bool,
@@ -142,13 +147,13 @@ struct Shard {
     attempt: u32,
     retry_at: Option<Instant>,
     /// Rooms subscribed on the current connection.
-    rooms: HashSet<RoomName>,
+    rooms: HashSet<Topic>,
     /// A batch is in flight.
     busy: bool,
     pinging: bool,
     /// Unsubscribe confirmations this table asked for: any other is Redis
     /// dropping the channel itself.
-    expected: HashMap<RoomName, u32>,
+    expected: HashMap<Topic, u32>,
 }
 
 impl Shard {
@@ -187,14 +192,14 @@ fn connect_when_due(
 /// The subscription table. See the module docs.
 pub(crate) struct Table {
     settings: Settings,
-    rooms: HashMap<RoomName, Room>,
+    rooms: HashMap<Topic, Room>,
     /// Wanted, not subscribed, nothing in flight: to route to a shard.
-    pending: HashSet<RoomName>,
+    pending: HashSet<Topic>,
     /// Answered `Moved`: routed again after the next discovery.
-    parked: HashSet<RoomName>,
+    parked: HashSet<Topic>,
     /// Not wanted, subscribed, nothing in flight, delay over.
-    unsub_ready: HashSet<RoomName>,
-    leave_queue: VecDeque<(Instant, RoomName, u64)>,
+    unsub_ready: HashSet<Topic>,
+    leave_queue: VecDeque<(Instant, Topic, u64)>,
     leave_generation: u64,
     shards: HashMap<ShardId, Shard>,
     topology: Option<Topology>,
@@ -204,7 +209,7 @@ pub(crate) struct Table {
     discover_at: Option<Instant>,
     next_ping: Instant,
     next_connect: Option<Instant>,
-    recovered: Vec<RoomName>,
+    recovered: Vec<Topic>,
     recovered_since: Option<Instant>,
     first_recovery: Option<Instant>,
     refusals: Vec<Refusal>,
@@ -216,7 +221,7 @@ pub(crate) struct Table {
     /// A `MediumLost` to report (its reason).
     lost_report: Option<String>,
     /// Rooms whose delivery starts or stops: (room, wanted).
-    delivery: Vec<(RoomName, bool)>,
+    delivery: Vec<(Topic, bool)>,
     /// Answers held back until the loop has published its counters, so a
     /// caller that sees its subscribe return also sees it counted.
     answers: Vec<(Waiter, Result<(), Error>)>,
@@ -256,8 +261,8 @@ impl Table {
     // ---- requests -------------------------------------------------------
 
     /// Wants `name`; `waiter` hears when it is subscribed.
-    pub(crate) fn subscribe(&mut self, name: RoomName, waiter: Waiter, now: Instant) {
-        let slot = key_slot(wire::channel_name(&self.settings.prefix, name.as_str()).as_bytes());
+    pub(crate) fn subscribe(&mut self, name: Topic, waiter: Waiter, now: Instant) {
+        let slot = key_slot(name.channel(&self.settings.prefix).as_bytes());
         let room = self.rooms.entry(name.clone()).or_insert_with(|| Room {
             slot,
             ..Room::default()
@@ -281,7 +286,7 @@ impl Table {
     }
 
     /// No longer wants `name`: silent at once, unsubscribed after the delay.
-    pub(crate) fn unsubscribe(&mut self, name: &RoomName, now: Instant) {
+    pub(crate) fn unsubscribe(&mut self, name: &Topic, now: Instant) {
         let delay = self.settings.unsubscribe_delay;
         let Some(room) = self.rooms.get_mut(name) else {
             return;
@@ -392,7 +397,7 @@ impl Table {
             return;
         }
         let batch_size = self.settings.batch;
-        let mut batches: HashMap<ShardId, Vec<RoomName>> = HashMap::new();
+        let mut batches: HashMap<ShardId, Vec<Topic>> = HashMap::new();
         let mut unroutable = false;
         for name in &self.pending {
             let Some(room) = self.rooms.get(name) else {
@@ -441,7 +446,7 @@ impl Table {
             return;
         }
         let batch_size = self.settings.batch;
-        let mut batches: HashMap<ShardId, Vec<RoomName>> = HashMap::new();
+        let mut batches: HashMap<ShardId, Vec<Topic>> = HashMap::new();
         for name in &self.unsub_ready {
             let Some((id, generation)) = self.rooms.get(name).and_then(|room| room.on.clone())
             else {
@@ -467,7 +472,7 @@ impl Table {
         &mut self,
         id: &ShardId,
         kind: OpKind,
-        rooms: Vec<RoomName>,
+        rooms: Vec<Topic>,
         actions: &mut Vec<Action>,
     ) {
         let Some(shard) = self.shards.get_mut(id) else {
@@ -488,7 +493,7 @@ impl Table {
             shard: Arc::clone(id),
             generation: shard.generation,
             kind,
-            rooms,
+            topics: rooms,
         });
     }
 
@@ -523,8 +528,11 @@ impl Table {
         if medium_back {
             self.medium_lost = None;
         }
-        let mut rooms = std::mem::take(&mut self.recovered);
-        rooms.retain(|name| self.rooms.get(name).is_some_and(|room| room.wanted));
+        let mut rooms: Vec<RoomName> = std::mem::take(&mut self.recovered)
+            .into_iter()
+            .filter(|name| self.rooms.get(name).is_some_and(|room| room.wanted))
+            .filter_map(|name| name.room().cloned())
+            .collect();
         rooms.sort_unstable();
         rooms.dedup();
         if rooms.is_empty() && !medium_back {
@@ -544,7 +552,7 @@ impl Table {
     }
 
     /// Rooms whose delivery starts (`true`) or stops since the last call.
-    pub(crate) fn take_delivery(&mut self) -> Vec<(RoomName, bool)> {
+    pub(crate) fn take_delivery(&mut self) -> Vec<(Topic, bool)> {
         std::mem::take(&mut self.delivery)
     }
 
@@ -556,23 +564,23 @@ impl Table {
         }
     }
 
-    /// Rooms wanted and subscribed now.
+    /// Rooms (not control channels) wanted and subscribed now.
     pub(crate) fn live(&self) -> usize {
         self.rooms
-            .values()
-            .filter(|room| room.wanted && room.on.is_some())
+            .iter()
+            .filter(|(name, room)| name.is_room() && room.wanted && room.on.is_some())
             .count()
     }
 
     /// Whether `name` is subscribed on Redis now (wanted or not).
     #[cfg(test)]
-    pub(crate) fn on_redis(&self, name: &RoomName) -> bool {
+    pub(crate) fn on_redis(&self, name: &Topic) -> bool {
         self.rooms.get(name).is_some_and(|room| room.on.is_some())
     }
 
     /// Whether the table still tracks `name`.
     #[cfg(test)]
-    pub(crate) fn tracks(&self, name: &RoomName) -> bool {
+    pub(crate) fn tracks(&self, name: &Topic) -> bool {
         self.rooms.contains_key(name)
     }
 
@@ -585,7 +593,7 @@ impl Table {
         }
     }
 
-    fn forget_if_idle(&mut self, name: &RoomName) {
+    fn forget_if_idle(&mut self, name: &Topic) {
         if self.rooms.get(name).is_some_and(Room::idle) {
             self.rooms.remove(name);
         }

@@ -4,10 +4,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use rooms_adapter::{Error, RoomName};
+use rooms_adapter::Error;
 use tokio::time::Instant;
 
-use super::{Ack, MAX_DISCOVER_DELAY, OpKind, Refusal, Table};
+use super::{Ack, MAX_DISCOVER_DELAY, OpKind, Refusal, Table, Topic};
 use crate::subscribe::slot::{ShardId, Topology};
 
 impl Table {
@@ -57,7 +57,7 @@ impl Table {
         id: &ShardId,
         generation: u64,
         kind: OpKind,
-        rooms: Vec<RoomName>,
+        rooms: Vec<Topic>,
         acks: Result<Vec<Ack>, String>,
         now: Instant,
     ) {
@@ -112,7 +112,7 @@ impl Table {
         &mut self,
         id: &ShardId,
         kind: OpKind,
-        rooms: Vec<RoomName>,
+        rooms: Vec<Topic>,
         lost: Option<&str>,
         now: Instant,
     ) {
@@ -126,7 +126,7 @@ impl Table {
         }
     }
 
-    fn unexpect(&mut self, id: &ShardId, kind: OpKind, name: &RoomName) {
+    fn unexpect(&mut self, id: &ShardId, kind: OpKind, name: &Topic) {
         if kind != OpKind::Unsubscribe {
             return;
         }
@@ -140,7 +140,7 @@ impl Table {
         }
     }
 
-    fn sub_confirmed(&mut self, id: &ShardId, generation: u64, name: &RoomName, now: Instant) {
+    fn sub_confirmed(&mut self, id: &ShardId, generation: u64, name: &Topic, now: Instant) {
         let timeout = self.settings.subscribe_timeout;
         let Some(room) = self.rooms.get_mut(name) else {
             return;
@@ -169,7 +169,7 @@ impl Table {
         }
     }
 
-    fn unsub_confirmed(&mut self, id: &ShardId, name: &RoomName) {
+    fn unsub_confirmed(&mut self, id: &ShardId, name: &Topic) {
         if let Some(shard) = self.shards.get_mut(id) {
             shard.rooms.remove(name);
         }
@@ -185,7 +185,7 @@ impl Table {
     }
 
     /// The batch did not happen for this room: back to where it was.
-    fn abandoned(&mut self, name: &RoomName, kind: OpKind) {
+    fn abandoned(&mut self, name: &Topic, kind: OpKind) {
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
@@ -215,7 +215,7 @@ impl Table {
 
     /// The slot is served elsewhere (or nowhere right now): retried after
     /// the next discovery, which backs off (no storm while a cluster is down).
-    fn moved(&mut self, name: &RoomName, kind: OpKind) {
+    fn moved(&mut self, name: &Topic, kind: OpKind) {
         self.stale = true;
         let Some(room) = self.rooms.get_mut(name) else {
             return;
@@ -236,7 +236,7 @@ impl Table {
         self.forget_if_idle(name);
     }
 
-    fn refused(&mut self, name: &RoomName, reason: String) {
+    fn refused(&mut self, name: &Topic, reason: String) {
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
@@ -255,7 +255,7 @@ impl Table {
         let mut heard = false;
         for waiter in room.waiters.drain(..) {
             let error = Error::Backend {
-                context: format!("subscribe to room {:?}", name.as_str()),
+                context: format!("subscribe to {name}"),
                 retryable: false,
                 source: Box::new(crate::error::Message(reason.clone())),
             };
@@ -263,7 +263,7 @@ impl Table {
             self.answers.push((waiter, Err(error)));
         }
         self.refusals.push(Refusal {
-            room: name.clone(),
+            topic: name.clone(),
             reason,
             unheard: !heard,
         });
@@ -296,7 +296,7 @@ impl Table {
         &mut self,
         id: &ShardId,
         generation: u64,
-        name: &RoomName,
+        name: &Topic,
         now: Instant,
     ) {
         let Some(shard) = self.shards.get_mut(id) else {
@@ -313,7 +313,7 @@ impl Table {
             return;
         }
         // Redis dropped the channel itself: its slot moved.
-        tracing::info!(shard = %id, room = name.as_str(), "redis dropped a room's channel (slot moved); re-subscribing");
+        tracing::info!(shard = %id, topic = %name, "redis dropped a channel (slot moved); re-subscribing");
         shard.rooms.remove(name);
         self.stale = true;
         self.discover_at = None;
@@ -363,7 +363,7 @@ impl Table {
         shard.pinging = false;
         shard.expected.clear();
         shard.retry_at = Some(now + backoff.delay(0));
-        let rooms: Vec<RoomName> = shard.rooms.drain().collect();
+        let rooms: Vec<Topic> = shard.rooms.drain().collect();
         for name in rooms {
             let Some(room) = self.rooms.get_mut(&name) else {
                 continue;
@@ -425,7 +425,7 @@ impl Table {
             tracing::debug!(?topology, "redis topology");
             // Rooms subscribed on a shard that no longer serves their slot
             // will not hear from it again: subscribe them on the new one.
-            let moved: Vec<RoomName> = self
+            let moved: Vec<Topic> = self
                 .rooms
                 .iter()
                 .filter(|(_, room)| {

@@ -22,7 +22,11 @@ fn settings() -> Settings {
     }
 }
 
-fn room(name: &str) -> RoomName {
+fn room(name: &str) -> Topic {
+    Topic::from(name)
+}
+
+fn room_name(name: &str) -> RoomName {
     RoomName::from(name)
 }
 
@@ -45,7 +49,7 @@ fn waiter() -> (Waiter, oneshot::Receiver<Result<(), Error>>) {
 }
 
 /// The one batch `actions` starts, with its rooms sorted.
-fn one_op(table: &mut Table, now: Instant) -> (OpKind, u64, Vec<RoomName>) {
+fn one_op(table: &mut Table, now: Instant) -> (OpKind, u64, Vec<Topic>) {
     let actions = table.actions(now);
     let ops: Vec<_> = actions
         .into_iter()
@@ -53,7 +57,7 @@ fn one_op(table: &mut Table, now: Instant) -> (OpKind, u64, Vec<RoomName>) {
             Action::Op {
                 kind,
                 generation,
-                mut rooms,
+                topics: mut rooms,
                 ..
             } => {
                 rooms.sort();
@@ -223,7 +227,10 @@ fn a_subscribe_confirmed_after_its_timeout_is_reported_as_reconnected() {
     table.op_done(&shard(), generation, kind, rooms, done(1), later);
     table.answer_waiters();
     let reported = table.take_reconnected(later);
-    assert_eq!(reported.map(|(rooms, _)| rooms), Some(vec![room("slow")]));
+    assert_eq!(
+        reported.map(|(rooms, _)| rooms),
+        Some(vec![room_name("slow")])
+    );
 }
 
 #[test]
@@ -272,13 +279,16 @@ fn a_refused_resubscribe_after_a_reconnect_is_reported() {
     table.answer_waiters();
     let refusals = table.take_refusals();
     assert_eq!(refusals.len(), 1);
-    assert_eq!(refusals[0].room, room("b"));
+    assert_eq!(refusals[0].topic, room("b"));
     assert!(
         refusals[0].unheard,
         "nobody waited: the engine must hear it"
     );
     let reported = table.take_reconnected(later);
-    assert_eq!(reported, Some((vec![room("a")], Duration::from_secs(1))));
+    assert_eq!(
+        reported,
+        Some((vec![room_name("a")], Duration::from_secs(1)))
+    );
 }
 
 #[test]
@@ -306,7 +316,7 @@ fn reconnect_with_churn_reports_only_rooms_still_wanted() {
     table.answer_waiters();
     assert_eq!(answered(&mut joined), Some(true));
     let reported = table.take_reconnected(later).map(|(rooms, _)| rooms);
-    assert_eq!(reported, Some(vec![room("a"), room("c")]));
+    assert_eq!(reported, Some(vec![room_name("a"), room_name("c")]));
     assert_eq!(table.live(), 3);
     assert!(!table.tracks(&room("b")));
 }
@@ -346,13 +356,13 @@ fn redis_dropping_a_channel_resubscribes_it_and_reports_it() {
         shard: shard(),
         generation,
         kind: OpKind::Subscribe,
-        rooms: rooms.clone(),
+        topics: rooms.clone(),
     };
     assert!(actions.contains(&op), "{actions:?}");
     table.op_done(&shard(), generation, OpKind::Subscribe, rooms, done(1), now);
     table.answer_waiters();
     let reported = table.take_reconnected(now).map(|(rooms, _)| rooms);
-    assert_eq!(reported, Some(vec![room("a")]));
+    assert_eq!(reported, Some(vec![room_name("a")]));
 }
 
 #[test]
@@ -420,4 +430,108 @@ fn a_lost_connection_is_reported_once_and_its_return_even_with_no_rooms() {
         Some((Vec::new(), retry.duration_since(now)))
     );
     assert_eq!(table.take_reconnected(retry), None, "reported once");
+}
+
+fn control(name: &str) -> Topic {
+    Topic::control(format!("rooms-control:sse:room:{name}"))
+}
+
+#[test]
+fn control_channels_are_subscribed_like_rooms_but_never_counted() {
+    let now = Instant::now();
+    let (mut table, generation) = connected(now);
+    let (tx, mut all) = waiter();
+    table.subscribe(control("all"), tx, now);
+    let (tx, mut inbox) = waiter();
+    table.subscribe(control("node:b"), tx, now);
+    let (tx, _room) = waiter();
+    table.subscribe(room("all"), tx, now);
+    let mut delivery = table.take_delivery();
+    delivery.sort();
+    assert_eq!(
+        delivery,
+        vec![
+            (room("all"), true),
+            (control("all"), true),
+            (control("node:b"), true)
+        ]
+    );
+    let (kind, _, topics) = one_op(&mut table, now);
+    assert_eq!(topics, vec![room("all"), control("all"), control("node:b")]);
+    // A room and a control channel of the same name are different channels.
+    assert_eq!(
+        topics
+            .iter()
+            .map(|topic| topic.channel("sse:room:"))
+            .collect::<Vec<_>>(),
+        [
+            "sse:room:all",
+            "rooms-control:sse:room:all",
+            "rooms-control:sse:room:node:b"
+        ]
+    );
+    table.op_done(&shard(), generation, kind, topics, done(3), now);
+    table.answer_waiters();
+    assert_eq!(answered(&mut all), Some(true));
+    assert_eq!(answered(&mut inbox), Some(true));
+    assert_eq!(table.live(), 1, "only the room counts");
+    assert!(table.on_redis(&control("all")));
+}
+
+#[test]
+fn control_channels_come_back_after_a_reconnect_and_are_not_reported() {
+    let now = Instant::now();
+    let (mut table, generation) = connected(now);
+    let (tx, _all) = waiter();
+    table.subscribe(control("all"), tx, now);
+    let (kind, _, topics) = one_op(&mut table, now);
+    table.op_done(&shard(), generation, kind, topics, done(1), now);
+    subscribed(&mut table, generation, "a", now);
+    table.answer_waiters();
+    table.lost(&shard(), generation, "reset", now);
+    assert!(table.take_medium_lost().is_some());
+    let later = now + Duration::from_secs(1);
+    let Some(Action::Connect { generation, .. }) = table.actions(later).into_iter().next() else {
+        panic!("reconnects");
+    };
+    table.connected(&shard(), generation, true, later);
+    let (kind, _, topics) = one_op(&mut table, later);
+    assert_eq!(topics, vec![room("a"), control("all")], "both come back");
+    assert_eq!(
+        table.take_reconnected(later),
+        None,
+        "not before the control channel is back too"
+    );
+    table.op_done(&shard(), generation, kind, topics, done(2), later);
+    table.answer_waiters();
+    assert_eq!(
+        table.take_reconnected(later),
+        Some((vec![room_name("a")], Duration::from_secs(1))),
+        "only rooms are listed"
+    );
+    assert_eq!(table.live(), 1);
+    assert!(table.on_redis(&control("all")));
+}
+
+#[test]
+fn a_control_channel_dropped_by_redis_is_resubscribed_silently() {
+    let now = Instant::now();
+    let (mut table, generation) = connected(now);
+    let (tx, _all) = waiter();
+    table.subscribe(control("all"), tx, now);
+    let (kind, _, topics) = one_op(&mut table, now);
+    table.op_done(&shard(), generation, kind, topics, done(1), now);
+    // Its slot moved: Redis says it is no longer subscribed.
+    table.unsubscribed(&shard(), generation, &control("all"), now);
+    assert!(!table.on_redis(&control("all")));
+    let later = now + Duration::from_millis(10);
+    let (kind, _, topics) = one_op(&mut table, later);
+    assert_eq!(
+        (kind, topics.clone()),
+        (OpKind::Subscribe, vec![control("all")])
+    );
+    table.op_done(&shard(), generation, kind, topics, done(1), later);
+    assert!(table.on_redis(&control("all")));
+    assert_eq!(table.take_reconnected(later), None, "no room to report");
+    assert_eq!(table.live(), 0);
 }

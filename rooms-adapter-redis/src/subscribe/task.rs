@@ -11,15 +11,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use rooms_adapter::Error;
 use rooms_adapter::adapter::{AdapterCounters, AdapterEvent, SinkOutcome};
-use rooms_adapter::{Error, RoomName, wire};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::Command;
 use super::link::{Inbound, Link, Notice, ShardConnection};
 use super::slot::{ShardId, SlotMap, Topology};
 use super::table::{Ack, Action, OpKind, Table};
+use super::topic::Topic;
 use crate::config::RedisConfig;
 use crate::error::timeout;
 
@@ -39,7 +40,7 @@ enum Done {
         shard: ShardId,
         generation: u64,
         kind: OpKind,
-        rooms: Vec<RoomName>,
+        topics: Vec<Topic>,
         result: Result<Vec<Ack>, String>,
     },
     Ping {
@@ -60,6 +61,9 @@ pub(crate) struct Task {
     pub(crate) subscriptions: Arc<AtomicU64>,
     pub(crate) slots: Arc<SlotMap>,
     pub(crate) connections: HashMap<ShardId, (u64, Arc<dyn ShardConnection>)>,
+    /// Unsubscribes done, answered once the counters are published (so a
+    /// caller that sees its unsubscribe return also sees it uncounted).
+    unsubscribed: Vec<oneshot::Sender<()>>,
     futures: FuturesUnordered<BoxFuture<Done>>,
 }
 
@@ -82,6 +86,7 @@ impl Task {
             subscriptions,
             slots,
             connections: HashMap::new(),
+            unsubscribed: Vec::new(),
             futures: FuturesUnordered::new(),
         }
     }
@@ -137,22 +142,25 @@ impl Task {
         self.table.close();
         self.connections.clear();
         self.subscriptions.store(0, Ordering::Relaxed);
+        for reply in self.unsubscribed.drain(..) {
+            let _ = reply.send(());
+        }
     }
 
     fn command(&mut self, command: Command) {
         let now = Instant::now();
         match command {
-            Command::Subscribe { room, reply } => {
+            Command::Subscribe { topic, reply } => {
                 // Delivering before the table may answer: a message published
                 // after `subscribe` returns is never skipped.
-                self.inbound.set_wanted(room.clone(), true);
-                self.table.subscribe(room, reply, now);
+                self.inbound.set_wanted(topic.clone(), true);
+                self.table.subscribe(topic, reply, now);
                 self.apply_delivery();
             }
-            Command::Unsubscribe { room, reply } => {
-                self.table.unsubscribe(&room, now);
+            Command::Unsubscribe { topic, reply } => {
+                self.table.unsubscribe(&topic, now);
                 self.apply_delivery();
-                let _ = reply.send(());
+                self.unsubscribed.push(reply);
             }
         }
     }
@@ -163,8 +171,8 @@ impl Task {
             Notice::Unsubscribed {
                 shard,
                 generation,
-                room,
-            } => self.table.unsubscribed(&shard, generation, &room, now),
+                topic,
+            } => self.table.unsubscribed(&shard, generation, &topic, now),
             Notice::Disconnected { shard, generation } => {
                 self.table
                     .lost(&shard, generation, "connection closed", now);
@@ -182,7 +190,7 @@ impl Task {
     }
 
     /// Brings delivery, connections and counters in line with the table,
-    /// then answers the waiters whose subscription settled.
+    /// then answers the waiters whose subscription settled and the unsubscribes.
     fn sync(&mut self) {
         self.apply_delivery();
         let table = &self.table;
@@ -191,6 +199,9 @@ impl Task {
         self.subscriptions
             .store(table.live() as u64, Ordering::Relaxed);
         self.table.answer_waiters();
+        for reply in self.unsubscribed.drain(..) {
+            let _ = reply.send(());
+        }
     }
 
     /// Sends what the table has to report; `false` when the engine is gone.
@@ -200,12 +211,18 @@ impl Task {
             events.push(AdapterEvent::MediumLost { reason });
         }
         for refusal in self.table.take_refusals() {
-            tracing::warn!(medium = self.link.medium(), room = refusal.room.as_str(), reason = %refusal.reason, "redis refused a room's subscription");
-            if refusal.unheard {
-                events.push(AdapterEvent::SubscriptionLost {
-                    room: refusal.room,
-                    reason: refusal.reason,
-                });
+            tracing::warn!(medium = self.link.medium(), topic = %refusal.topic, reason = %refusal.reason, "redis refused a subscription");
+            match refusal.topic {
+                Topic::Room(room) if refusal.unheard => {
+                    events.push(AdapterEvent::SubscriptionLost {
+                        room,
+                        reason: refusal.reason,
+                    });
+                }
+                // A control channel refused after a reconnect (an ACL
+                // changed): the engine hears no control frame until the
+                // adapter is connected again; the warning above says why.
+                _ => {}
             }
         }
         if let Some((rooms, outage)) = self.table.take_reconnected(Instant::now()) {
@@ -272,19 +289,17 @@ impl Task {
                 shard,
                 generation,
                 kind,
-                rooms,
+                topics,
             } => {
                 let Some(connection) = self.connection(&shard, generation) else {
                     let result = Err("no connection".to_owned());
                     self.table
-                        .op_done(&shard, generation, kind, rooms, result, Instant::now());
+                        .op_done(&shard, generation, kind, topics, result, Instant::now());
                     return;
                 };
                 let prefix = &self.config.channel_prefix;
-                let channels: Vec<String> = rooms
-                    .iter()
-                    .map(|room| wire::channel_name(prefix, room.as_str()))
-                    .collect();
+                let channels: Vec<String> =
+                    topics.iter().map(|topic| topic.channel(prefix)).collect();
                 let limit = self.config.subscribe_timeout;
                 self.futures.push(Box::pin(async move {
                     let result = match tokio::time::timeout(
@@ -303,7 +318,7 @@ impl Task {
                         shard,
                         generation,
                         kind,
-                        rooms,
+                        topics,
                         result,
                     }
                 }));
@@ -367,11 +382,11 @@ impl Task {
                 shard,
                 generation,
                 kind,
-                rooms,
+                topics,
                 result,
             } => self
                 .table
-                .op_done(&shard, generation, kind, rooms, result, now),
+                .op_done(&shard, generation, kind, topics, result, now),
             Done::Ping {
                 shard,
                 generation,
