@@ -191,6 +191,20 @@ impl AdapterCapabilities {
 ///   the room. While the medium is down it fails within a bounded time.
 /// - Inbound payloads that cannot be decoded are skipped and counted
 ///   ([`AdapterCounters::record_decode_error`]), never a panic.
+///
+/// # Control channel (optional)
+/// An adapter that declares [`AdapterCapabilities::control`] also carries
+/// opaque control frames between nodes, apart from every room:
+/// - while connected it listens on a broadcast control channel and on an
+///   inbox of its own node (the id given to [`connect`](Self::connect)), and
+///   hands each frame to the sink as [`AdapterEvent::Control`] with
+///   [`EventSink::send`] (bounded: a flood of control frames is dropped and
+///   counted like room messages); `connect` returns once both are listened to;
+/// - [`publish_control`](Self::publish_control) sends a frame to every node
+///   or to one node's inbox, and fails fast while the medium is down;
+/// - control channels never collide with a room's channel, whatever the room
+///   name, and nodes that do not speak the control protocol (such as TS
+///   nodes on the same Redis) never see control frames.
 #[async_trait]
 pub trait RoomAdapter: Send + Sync + 'static {
     /// A short name for logs and metrics, e.g. `memory` or `redis`.
