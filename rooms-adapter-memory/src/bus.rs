@@ -5,12 +5,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use rooms_adapter::adapter::{
     AdapterCapabilities, AdapterCounters, AdapterEvent, AdapterStats, ControlTarget, EventSink,
     RoomAdapter,
 };
+use rooms_adapter::history::{HistoryPage, HistoryPolicy, Position};
 use rooms_adapter::wire::{self, Codec, DEFAULT_MAX_PAYLOAD_BYTES};
 use rooms_adapter::{Envelope, Error, NodeId, RoomName};
+
+use crate::history::Histories;
 
 /// An in-process bus shared by many nodes. Cheap to clone; clones are the same
 /// bus.
@@ -37,6 +41,9 @@ struct BusInner {
 struct BusState {
     next_node: u64,
     nodes: HashMap<u64, NodeState>,
+    /// Rooms' histories, written under the same lock as deliveries: the
+    /// history's order is the order every node receives.
+    histories: Histories,
 }
 
 #[derive(Debug)]
@@ -203,6 +210,22 @@ impl BusInner {
         });
     }
 
+    /// Hands one published envelope (or its encoding) to every node.
+    fn deliver_all(
+        &self,
+        state: &BusState,
+        room: &RoomName,
+        envelope: &Envelope,
+        encoded: Option<&Bytes>,
+    ) {
+        for node in state.nodes.values() {
+            match encoded {
+                Some(bytes) => self.deliver_bytes(node, room, bytes),
+                None => self.deliver_envelope(node, room, envelope),
+            }
+        }
+    }
+
     async fn restore(&self, id: u64) {
         let reconnected = {
             let mut state = self.lock();
@@ -258,6 +281,26 @@ impl MemoryBusAdapter {
     }
 }
 
+impl MemoryBusAdapter {
+    /// Whether this node may publish now; counts the attempt.
+    fn publishing(&self, state: &BusState) -> Result<(), Error> {
+        let me = match state.nodes.get(&self.id) {
+            Some(node) if !node.closed => node,
+            _ => {
+                return Err(Error::Closed {
+                    what: "memory bus adapter",
+                });
+            }
+        };
+        if me.cut_since.is_some() {
+            me.counters.record_publish_error();
+            return Err(unavailable());
+        }
+        me.counters.record_published();
+        Ok(())
+    }
+}
+
 fn unavailable() -> Error {
     Error::Unavailable {
         medium: "memory bus".into(),
@@ -302,7 +345,10 @@ impl RoomAdapter for MemoryBusAdapter {
     }
 
     fn capabilities(&self) -> AdapterCapabilities {
-        AdapterCapabilities::NONE.with_emitter().with_control()
+        AdapterCapabilities::NONE
+            .with_emitter()
+            .with_control()
+            .with_history()
     }
 
     /// Hands the frame to every connected node that is not cut off (or to
@@ -380,26 +426,48 @@ impl RoomAdapter for MemoryBusAdapter {
             None => None,
         };
         let state = self.bus.lock();
-        let me = match state.nodes.get(&self.id) {
-            Some(node) if !node.closed => node,
+        self.publishing(&state)?;
+        self.bus
+            .deliver_all(&state, room, envelope, encoded.as_ref());
+        Ok(())
+    }
+
+    async fn publish_with_history(
+        &self,
+        room: &RoomName,
+        envelope: &Envelope,
+        policy: &HistoryPolicy,
+    ) -> Result<Position, Error> {
+        let mut state = self.bus.lock();
+        self.publishing(&state)?;
+        let (position, stored) = state
+            .histories
+            .append(room, envelope, policy, Instant::now())?;
+        let encoded = match self.bus.codec {
+            Some(codec) => Some(stored.encode(codec)?),
+            None => None,
+        };
+        self.bus
+            .deliver_all(&state, room, &stored, encoded.as_ref());
+        Ok(position)
+    }
+
+    async fn read_history(
+        &self,
+        room: &RoomName,
+        after: Option<u64>,
+    ) -> Result<HistoryPage, Error> {
+        let mut state = self.bus.lock();
+        match state.nodes.get(&self.id) {
+            Some(node) if !node.closed && node.cut_since.is_none() => {}
+            Some(node) if !node.closed => return Err(unavailable()),
             _ => {
                 return Err(Error::Closed {
                     what: "memory bus adapter",
                 });
             }
-        };
-        if me.cut_since.is_some() {
-            me.counters.record_publish_error();
-            return Err(unavailable());
         }
-        me.counters.record_published();
-        for node in state.nodes.values() {
-            match &encoded {
-                Some(bytes) => self.bus.deliver_bytes(node, room, bytes),
-                None => self.bus.deliver_envelope(node, room, envelope),
-            }
-        }
-        Ok(())
+        Ok(state.histories.read(room, after, Instant::now()))
     }
 
     fn stats(&self) -> AdapterStats {

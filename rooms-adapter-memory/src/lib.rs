@@ -33,6 +33,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bus;
+mod history;
 mod single;
 
 pub use bus::{MemoryBus, MemoryBusAdapter, MemoryBusBuilder};

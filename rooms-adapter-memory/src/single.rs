@@ -2,12 +2,16 @@
 
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use rooms_adapter::adapter::{
     AdapterCapabilities, AdapterCounters, AdapterStats, ControlTarget, EventSink, RoomAdapter,
 };
+use rooms_adapter::history::{HistoryPage, HistoryPolicy, Position};
 use rooms_adapter::{Envelope, Error, NodeId, RoomName};
+
+use crate::history::Histories;
 
 /// The medium for a single node: there is no other node, so publishing only
 /// counts. Subscriptions are tracked so [`AdapterStats::subscriptions`] is
@@ -28,6 +32,7 @@ use rooms_adapter::{Envelope, Error, NodeId, RoomName};
 pub struct MemoryAdapter {
     subscriptions: Mutex<HashSet<RoomName>>,
     counters: AdapterCounters,
+    histories: Mutex<Histories>,
 }
 
 impl MemoryAdapter {
@@ -80,7 +85,34 @@ impl RoomAdapter for MemoryAdapter {
     /// One node and no medium: the cluster is this node alone, and cluster
     /// queries answer at once from it.
     fn capabilities(&self) -> AdapterCapabilities {
-        AdapterCapabilities::NONE.with_control()
+        AdapterCapabilities::NONE.with_control().with_history()
+    }
+
+    async fn publish_with_history(
+        &self,
+        room: &RoomName,
+        envelope: &Envelope,
+        policy: &HistoryPolicy,
+    ) -> Result<Position, Error> {
+        let (position, _) = self
+            .histories
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .append(room, envelope, policy, Instant::now())?;
+        self.counters.record_published();
+        Ok(position)
+    }
+
+    async fn read_history(
+        &self,
+        room: &RoomName,
+        after: Option<u64>,
+    ) -> Result<HistoryPage, Error> {
+        Ok(self
+            .histories
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .read(room, after, Instant::now()))
     }
 
     /// Nobody else to hear it: accepted and dropped.

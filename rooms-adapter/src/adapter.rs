@@ -65,6 +65,7 @@ use tokio::sync::mpsc;
 
 use crate::error::Error;
 use crate::gap::GapBoard;
+use crate::history::{HistoryPage, HistoryPolicy, Position};
 use crate::ids::{NodeId, RoomName};
 use crate::wire::{DecodeError, DecodeErrorKind, Envelope};
 
@@ -143,6 +144,10 @@ pub struct AdapterCapabilities {
     /// ([`Rooms::cluster_member_count`](crate::Rooms::cluster_member_count))
     /// on it.
     pub control: bool,
+    /// [`RoomAdapter::publish_with_history`] and
+    /// [`RoomAdapter::read_history`] work: rooms can keep a bounded history
+    /// that every node reads ([`history`](crate::history)).
+    pub history: bool,
 }
 
 impl AdapterCapabilities {
@@ -150,6 +155,7 @@ impl AdapterCapabilities {
     pub const NONE: AdapterCapabilities = AdapterCapabilities {
         emitter: false,
         control: false,
+        history: false,
     };
 
     /// With the emitter capability.
@@ -163,6 +169,13 @@ impl AdapterCapabilities {
     #[must_use]
     pub const fn with_control(mut self) -> Self {
         self.control = true;
+        self
+    }
+
+    /// With the history capability.
+    #[must_use]
+    pub const fn with_history(mut self) -> Self {
+        self.history = true;
         self
     }
 }
@@ -205,6 +218,21 @@ impl AdapterCapabilities {
 /// - control channels never collide with a room's channel, whatever the room
 ///   name, and nodes that do not speak the control protocol (such as TS
 ///   nodes on the same Redis) never see control frames.
+///
+/// # History (optional)
+/// An adapter that declares [`AdapterCapabilities::history`] keeps a bounded
+/// history per room where every node can read it:
+/// - [`publish_with_history`](Self::publish_with_history) gives the envelope
+///   the room's next offset, stores it and publishes it, as one atomic step:
+///   the order of the history is the order every node receives the room's
+///   messages in. A message without an id gets its [`Position`]'s
+///   [`to_id`](Position::to_id) as its id, in the history and on every node.
+///   The history keeps at most the policy's `max_len` messages and is
+///   dropped `ttl` after the room's last message; a new history starts a new
+///   epoch.
+/// - [`read_history`](Self::read_history) returns the entries kept after an
+///   offset, oldest first, with the epoch, the latest offset and the oldest
+///   offset still kept.
 #[async_trait]
 pub trait RoomAdapter: Send + Sync + 'static {
     /// A short name for logs and metrics, e.g. `memory` or `redis`.
@@ -256,6 +284,36 @@ pub trait RoomAdapter: Send + Sync + 'static {
         Err(Error::Unsupported {
             adapter: self.name().to_owned(),
             capability: "control frames (node liveness, cross-node queries)",
+        })
+    }
+
+    /// Stores the envelope in the room's history and publishes it (adapters
+    /// that declare [`AdapterCapabilities::history`]; see the contract above).
+    /// Returns its position. The default answers [`Error::Unsupported`].
+    async fn publish_with_history(
+        &self,
+        room: &RoomName,
+        envelope: &Envelope,
+        policy: &HistoryPolicy,
+    ) -> Result<Position, Error> {
+        let _ = (room, envelope, policy);
+        Err(Error::Unsupported {
+            adapter: self.name().to_owned(),
+            capability: "history",
+        })
+    }
+
+    /// The room's history after offset `after` (all of it for `None`). The
+    /// default answers [`Error::Unsupported`].
+    async fn read_history(
+        &self,
+        room: &RoomName,
+        after: Option<u64>,
+    ) -> Result<HistoryPage, Error> {
+        let _ = (room, after);
+        Err(Error::Unsupported {
+            adapter: self.name().to_owned(),
+            capability: "history",
         })
     }
 }

@@ -61,7 +61,7 @@ impl BroadcastOptions {
 }
 
 /// What a broadcast did on this node.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BroadcastReport {
     /// Local connections that got the message queued.
@@ -72,6 +72,10 @@ pub struct BroadcastReport {
     pub dropped: usize,
     /// Rooms the envelope was published to (0 for a local-only broadcast).
     pub published: usize,
+    /// With history on: the message's SSE id (its application id, or its
+    /// history position; for several rooms, the last room's), which a client
+    /// can resume from.
+    pub id: Option<String>,
 }
 
 /// Decides, before delivery, whether a connection gets a message: `(connection,

@@ -7,8 +7,8 @@
 //!   [`heartbeat_interval`](RoomsBuilder::heartbeat_interval); a node is live
 //!   from its first heartbeat until [`node_expiry`](RoomsBuilder::node_expiry)
 //!   after its last one (or until it says it leaves, on
-//!   [`Rooms::shutdown`]). [`RoomsEvent::NodeJoined`] and
-//!   [`RoomsEvent::NodeLeft`] report the changes. A newcomer gets a heartbeat
+//!   [`Rooms::shutdown`]). [`RoomsEvent::NodeJoined`](crate::RoomsEvent::NodeJoined) and
+//!   [`RoomsEvent::NodeLeft`](crate::RoomsEvent::NodeLeft) report the changes. A newcomer gets a heartbeat
 //!   from every node that hears it, so it knows the cluster within a round
 //!   trip.
 //! - A query goes to every node; each answers from its local registry into
@@ -118,7 +118,7 @@ impl<T> ClusterAnswer<T> {
     }
 }
 
-/// Why a node stopped being live, in [`RoomsEvent::NodeLeft`].
+/// Why a node stopped being live, in [`RoomsEvent::NodeLeft`](crate::RoomsEvent::NodeLeft).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum NodeDeparture {

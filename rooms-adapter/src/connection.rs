@@ -2,6 +2,7 @@
 //! transport (an SSE stream, a WebSocket task, ...) drains through a
 //! [`ConnectionReceiver`].
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
@@ -12,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::dedup::{Fingerprint, IdRing};
 use crate::engine::Inner;
-use crate::ids::ConnectionId;
+use crate::ids::{ConnectionId, RoomName};
 use crate::message::SseMessage;
 
 /// One message on its way to local connections, shared by reference count: the
@@ -141,6 +142,34 @@ pub(crate) struct ConnectionEntry {
     ring: Mutex<Option<IdRing>>,
     ring_capacity: usize,
     closed: AtomicBool,
+    /// Set while rooms of this connection are recovered from history: their
+    /// live deliveries wait in `recovery` until the replay is queued.
+    recovering: AtomicBool,
+    recovery: Mutex<Recovery>,
+}
+
+/// Live deliveries held while rooms are recovered from history.
+#[derive(Debug, Default)]
+struct Recovery {
+    rooms: HashSet<RoomName>,
+    held: Vec<(RoomName, Arc<Delivery>)>,
+    /// Rooms whose held deliveries overflowed (more than the queue holds).
+    overflowed: HashSet<RoomName>,
+}
+
+/// What [`ConnectionEntry::finish_recovery`] queued.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    /// Replayed and held deliveries queued.
+    pub(crate) queued: usize,
+    /// Held deliveries that repeated a replayed id.
+    pub(crate) duplicates: usize,
+    /// Deliveries that did not fit the queue.
+    pub(crate) full: usize,
+    /// Live deliveries were lost while held (a gap event was queued).
+    pub(crate) overflowed: bool,
+    /// The connection is closed.
+    pub(crate) closed: bool,
 }
 
 /// How much is queued for one connection, shared by the engine (which adds)
@@ -185,7 +214,100 @@ impl ConnectionEntry {
             ring: Mutex::new(None),
             ring_capacity,
             closed: AtomicBool::new(false),
+            recovering: AtomicBool::new(false),
+            recovery: Mutex::new(Recovery::default()),
         }
+    }
+
+    fn recovery(&self) -> std::sync::MutexGuard<'_, Recovery> {
+        self.recovery.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts holding live deliveries of `room` (before the connection joins
+    /// it), until [`finish_recovery`](Self::finish_recovery).
+    pub(crate) fn begin_recovery(&self, room: &RoomName) {
+        let mut recovery = self.recovery();
+        recovery.rooms.insert(room.clone());
+        self.recovering.store(true, Ordering::Release);
+    }
+
+    /// Holds a live delivery of a room under recovery; false if the room is
+    /// not under recovery (queue it as usual). One atomic load when no room
+    /// is.
+    pub(crate) fn hold(&self, room: &RoomName, delivery: &Arc<Delivery>) -> bool {
+        if !self.recovering.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut recovery = self.recovery();
+        if !recovery.rooms.contains(room) {
+            return false;
+        }
+        if recovery.held.len() >= self.queue_capacity {
+            recovery.overflowed.insert(room.clone());
+        } else {
+            recovery.held.push((room.clone(), Arc::clone(delivery)));
+        }
+        true
+    }
+
+    /// Ends the recovery of `room`: queues `gap` (if any), then `replay` in
+    /// order, then the live deliveries held meanwhile that the replay did not
+    /// already contain (by message id), then a gap event if held deliveries
+    /// were lost. Deliveries arriving meanwhile wait for the lock, so they
+    /// queue after all of these.
+    pub(crate) fn finish_recovery(
+        &self,
+        room: &RoomName,
+        gap: Option<&Arc<Delivery>>,
+        replay: &[Arc<Delivery>],
+        overflow_gap: impl FnOnce() -> Option<Arc<Delivery>>,
+    ) -> Recovered {
+        let mut recovery = self.recovery();
+        let mut outcome = Recovered::default();
+        let queue = |delivery: &Arc<Delivery>, outcome: &mut Recovered| match self.push(delivery) {
+            Push::Queued => outcome.queued += 1,
+            Push::Duplicate => outcome.duplicates += 1,
+            Push::Full => outcome.full += 1,
+            Push::Closed => outcome.closed = true,
+        };
+        if let Some(gap) = gap {
+            queue(gap, &mut outcome);
+        }
+        let replayed: HashSet<&str> = replay
+            .iter()
+            .filter_map(|delivery| delivery.message().id.as_deref())
+            .collect();
+        for delivery in replay {
+            queue(delivery, &mut outcome);
+        }
+        let held = std::mem::take(&mut recovery.held);
+        for (held_room, delivery) in held {
+            if held_room != *room {
+                recovery.held.push((held_room, delivery));
+                continue;
+            }
+            if delivery
+                .message()
+                .id
+                .as_deref()
+                .is_some_and(|id| replayed.contains(id))
+            {
+                outcome.duplicates += 1;
+                continue;
+            }
+            queue(&delivery, &mut outcome);
+        }
+        if recovery.overflowed.remove(room) {
+            outcome.overflowed = true;
+            if let Some(gap) = overflow_gap() {
+                queue(&gap, &mut outcome);
+            }
+        }
+        recovery.rooms.remove(room);
+        if recovery.rooms.is_empty() {
+            self.recovering.store(false, Ordering::Release);
+        }
+        outcome
     }
 
     pub(crate) fn info(&self) -> ConnectionInfo<'_> {

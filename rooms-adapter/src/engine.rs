@@ -19,6 +19,7 @@ use crate::connection::{
 use crate::dedup::{Fingerprinter, RecentIds};
 use crate::error::Error;
 use crate::gap::{GapBoard, GapScope};
+use crate::history::HistoryPolicy;
 use crate::ids::{ConnectionId, NodeId, RoomName};
 use crate::message::SseMessage;
 use crate::registry::Registry;
@@ -49,7 +50,10 @@ pub const DEFAULT_INBOUND_QUEUE: usize = 65_536;
 /// Largest hand-off queue capacity accepted.
 pub const MAX_INBOUND_QUEUE: usize = 1 << 22;
 
+mod recovery;
 mod subscription;
+
+pub use self::recovery::Resume;
 
 /// Most inbound events the dispatcher handles per wake-up before it looks
 /// at its other duties (gap notices) again.
@@ -204,6 +208,9 @@ pub struct EngineStats {
     pub control_unsent: u64,
     /// Cross-node queries this node answered for others.
     pub queries_answered: u64,
+    /// Joins that resumed from a `Last-Event-ID` ([`Rooms::join_from`]),
+    /// with a replay or a gap event.
+    pub resumes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -222,6 +229,7 @@ struct Counters {
     subscription_errors: AtomicU64,
     deferred_subscriptions: AtomicU64,
     gaps_signalled: AtomicU64,
+    replayed: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -240,6 +248,7 @@ pub struct RoomsBuilder {
     policy: SlowConsumerPolicy,
     filter: Option<DeliveryFilter>,
     pub(crate) cluster: ClusterSettings,
+    history: Option<HistoryPolicy>,
 }
 
 fn check_range(name: &str, value: usize, min: usize, max: usize) -> Result<(), Error> {
@@ -322,6 +331,17 @@ impl RoomsBuilder {
         self
     }
 
+    /// Keeps a history of every room in the medium, bounded by `policy`, so a
+    /// client that reconnects with `Last-Event-ID` gets what it missed
+    /// ([`Rooms::join_from`]); see [`history`](crate::history). Needs an
+    /// adapter with the history capability ([`Error::Unsupported`] from
+    /// [`build`](Self::build) otherwise).
+    #[must_use]
+    pub fn history(mut self, policy: HistoryPolicy) -> Self {
+        self.history = Some(policy);
+        self
+    }
+
     /// Validates the settings, connects the adapter and starts delivering.
     pub async fn build(self) -> Result<Rooms, Error> {
         check_range(
@@ -355,6 +375,12 @@ impl RoomsBuilder {
             return Err(Error::Config("node_id must not be empty".into()));
         }
         self.cluster.validate()?;
+        if self.history.is_some() && !self.adapter.capabilities().history {
+            return Err(Error::Unsupported {
+                adapter: self.adapter.name().to_owned(),
+                capability: "history",
+            });
+        }
         let node = self.node.unwrap_or_else(NodeId::random);
         let (sink, stream) = EventSink::bounded(self.inbound_queue);
         let control = self
@@ -391,6 +417,7 @@ impl RoomsBuilder {
             dispatcher: Mutex::new(None),
             control,
             control_task: Mutex::new(None),
+            history: self.history,
         });
         inner.adapter.connect(node, sink).await?;
         let dispatcher = tokio::spawn(dispatch(
@@ -508,6 +535,8 @@ pub(crate) struct Inner {
     /// capability).
     pub(crate) control: Option<Arc<Control>>,
     control_task: Mutex<Option<JoinHandle<()>>>,
+    /// Every room keeps this much history ([`RoomsBuilder::history`]).
+    history: Option<HistoryPolicy>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -623,6 +652,10 @@ impl Inner {
             bump(&self.counters.filtered);
             return Outcome::Filtered;
         }
+        if entry.hold(room, delivery) {
+            // Queued after the room's replay (`Rooms::join_from`).
+            return Outcome::Delivered;
+        }
         match entry.push(delivery) {
             Push::Queued => {
                 bump(&self.counters.deliveries);
@@ -656,6 +689,68 @@ impl Inner {
                 Outcome::Dropped
             }
         }
+    }
+
+    /// Delivers a broadcast to the local members of `rooms` (once per
+    /// connection), adding to `report`.
+    fn deliver_locally(
+        self: &Arc<Self>,
+        rooms: &[RoomName],
+        message: &Arc<SseMessage>,
+        options: &BroadcastOptions,
+        report: &mut BroadcastReport,
+    ) -> Result<(), Error> {
+        let mut gone = Vec::new();
+        {
+            let registry = self.read();
+            let except = options.except.as_ref();
+            // Rooms with local members where this message id is new.
+            let mut local: Vec<RoomName> = Vec::new();
+            for room in rooms {
+                if registry.has_recipients(std::slice::from_ref(room), except)
+                    && self.first_in_room(room, message)
+                {
+                    local.push(room.clone());
+                }
+            }
+            if !local.is_empty() {
+                let delivery = self.frame(Arc::clone(message))?;
+                registry.for_each_recipient(&local, except, |entry, room| {
+                    match self.deliver(entry, &delivery, options.metadata.as_ref(), room, &mut gone)
+                    {
+                        Outcome::Delivered => report.delivered += 1,
+                        Outcome::Filtered => report.filtered += 1,
+                        Outcome::Dropped => report.dropped += 1,
+                        Outcome::Duplicate => {}
+                    }
+                });
+            }
+        }
+        if report.dropped > 0 {
+            self.gap_notify.notify_one();
+        }
+        self.remove_gone(gone);
+        Ok(())
+    }
+
+    /// A replay that did not fit the connection's queue: the slow-consumer
+    /// policy applies, as for any full queue.
+    pub(crate) fn lagging_after_replay(self: &Arc<Self>, entry: &ConnectionEntry, room: &RoomName) {
+        let mut gone = Vec::new();
+        match self.policy {
+            SlowConsumerPolicy::DropNewest => {
+                bump(&self.counters.lagging_drops);
+                self.gaps
+                    .record(|gaps| gaps.connection_dropped(room, &entry.id));
+            }
+            SlowConsumerPolicy::Disconnect => {
+                if entry.close() {
+                    bump(&self.counters.lagging_disconnects);
+                }
+                gone.push(entry.id.clone());
+            }
+        }
+        self.remove_gone(gone);
     }
 
     fn remove_gone(self: &Arc<Self>, gone: Vec<ConnectionId>) {
@@ -828,6 +923,7 @@ impl Rooms {
             policy: SlowConsumerPolicy::default(),
             filter: None,
             cluster: ClusterSettings::default(),
+            history: None,
         }
     }
 
@@ -989,42 +1085,16 @@ impl Rooms {
         }
         bump(&self.inner.counters.broadcasts);
 
-        let mut report = BroadcastReport::default();
-        let mut gone = Vec::new();
+        if let Some(policy) = self.inner.history
+            && !options.local_only
         {
-            let registry = self.inner.read();
-            let except = options.except.as_ref();
-            // Rooms with local members where this message id is new.
-            let mut local: Vec<RoomName> = Vec::new();
-            for room in &rooms {
-                if registry.has_recipients(std::slice::from_ref(room), except)
-                    && self.inner.first_in_room(room, &message)
-                {
-                    local.push(room.clone());
-                }
-            }
-            if !local.is_empty() {
-                let delivery = self.inner.frame(Arc::clone(&message))?;
-                registry.for_each_recipient(&local, except, |entry, room| {
-                    match self.inner.deliver(
-                        entry,
-                        &delivery,
-                        options.metadata.as_ref(),
-                        room,
-                        &mut gone,
-                    ) {
-                        Outcome::Delivered => report.delivered += 1,
-                        Outcome::Filtered => report.filtered += 1,
-                        Outcome::Dropped => report.dropped += 1,
-                        Outcome::Duplicate => {}
-                    }
-                });
-            }
+            return self
+                .broadcast_with_history(&rooms, message, options, &policy)
+                .await;
         }
-        if report.dropped > 0 {
-            self.inner.gap_notify.notify_one();
-        }
-        self.inner.remove_gone(gone);
+        let mut report = BroadcastReport::default();
+        self.inner
+            .deliver_locally(&rooms, &message, &options, &mut report)?;
 
         if options.local_only {
             return Ok(report);
@@ -1193,6 +1263,7 @@ impl Rooms {
             control_rejected: control.map_or(0, |c| load(&c.rejected)),
             control_unsent: control.map_or(0, |c| load(&c.unsent)),
             queries_answered: control.map_or(0, |c| load(&c.answered)),
+            resumes: load(&c.replayed),
         }
     }
 

@@ -30,6 +30,7 @@ pub mod emitter;
 pub mod engine;
 pub mod error;
 pub mod gap;
+pub mod history;
 pub mod ids;
 mod json_text;
 pub mod message;
@@ -45,7 +46,7 @@ pub use broadcast::{BroadcastOptions, BroadcastReport, DeliveryFilter};
 pub use connection::{
     ConnectOptions, ConnectionInfo, ConnectionReceiver, Delivery, SlowConsumerPolicy,
 };
-pub use engine::{EngineStats, MediumStatus, Rooms, RoomsBuilder, RoomsEvent};
+pub use engine::{EngineStats, MediumStatus, Resume, Rooms, RoomsBuilder, RoomsEvent};
 pub use error::{Error, Result};
 pub use gap::GapScope;
 pub use ids::{ConnectionId, NodeId, RoomName};

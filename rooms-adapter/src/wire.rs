@@ -145,6 +145,21 @@ impl Envelope {
         self
     }
 
+    /// The same envelope with its message's id set to `id` (for a medium
+    /// that gives a stored message its history position as id).
+    #[must_use]
+    pub fn with_message_id(&self, id: impl Into<String>) -> Self {
+        let mut message = SseMessage::clone(&self.message);
+        message.id = Some(id.into());
+        Self {
+            message: Arc::new(message),
+            except: self.except.clone(),
+            node: self.node.clone(),
+            meta: self.meta.clone(),
+            encoded: Default::default(),
+        }
+    }
+
     /// The message.
     pub fn message(&self) -> &SseMessage {
         &self.message

@@ -35,9 +35,9 @@ impl Inner {
         self.medium_down.load(Ordering::Acquire)
     }
 
-    pub(super) fn medium_result(&self, result: &Result<(), Error>) {
+    pub(super) fn medium_result<T>(&self, result: &Result<T, Error>) {
         match result {
-            Ok(()) => {
+            Ok(_) => {
                 if self.medium_down.load(Ordering::Relaxed) {
                     self.set_medium_up();
                 }

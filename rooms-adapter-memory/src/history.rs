@@ -1,0 +1,154 @@
+//! Room histories kept in memory: a ring per room, shared by every node of a
+//! [`MemoryBus`](crate::MemoryBus) (or owned by one
+//! [`MemoryAdapter`](crate::MemoryAdapter)). Pure: the time is passed in.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rooms_adapter::history::{HistoryEntry, HistoryPage, HistoryPolicy, Position, new_epoch};
+use rooms_adapter::{Envelope, Error, RoomName};
+
+/// Appends between two sweeps of expired rooms.
+const SWEEP_EVERY: u64 = 1_024;
+
+#[derive(Debug)]
+struct Ring {
+    epoch: String,
+    latest: u64,
+    entries: VecDeque<HistoryEntry>,
+    last_write: Instant,
+    ttl: Duration,
+}
+
+impl Ring {
+    fn expired(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_write) >= self.ttl
+    }
+}
+
+/// Every room's history.
+#[derive(Debug, Default)]
+pub(crate) struct Histories {
+    rooms: HashMap<RoomName, Ring>,
+    appends: u64,
+}
+
+impl Histories {
+    /// Stores `envelope` as the room's next message (its id set to the
+    /// position if it has none); returns the position and the stored envelope.
+    pub(crate) fn append(
+        &mut self,
+        room: &RoomName,
+        envelope: &Envelope,
+        policy: &HistoryPolicy,
+        now: Instant,
+    ) -> Result<(Position, Envelope), Error> {
+        self.appends += 1;
+        if self.appends.is_multiple_of(SWEEP_EVERY) {
+            self.rooms.retain(|_, ring| !ring.expired(now));
+        }
+        if self.rooms.get(room).is_some_and(|ring| ring.expired(now)) {
+            self.rooms.remove(room);
+        }
+        let ring = self.rooms.entry(room.clone()).or_insert_with(|| Ring {
+            epoch: new_epoch(),
+            latest: 0,
+            entries: VecDeque::new(),
+            last_write: now,
+            ttl: policy.ttl(),
+        });
+        ring.latest += 1;
+        ring.last_write = now;
+        ring.ttl = policy.ttl();
+        let position = Position::new(&ring.epoch, ring.latest)
+            .ok_or_else(|| Error::Config(format!("history epoch {:?} is not valid", ring.epoch)))?;
+        let stored = match envelope.message().id {
+            Some(_) => envelope.clone(),
+            None => envelope.with_message_id(position.to_id()),
+        };
+        ring.entries.push_back(HistoryEntry {
+            offset: ring.latest,
+            envelope: stored.clone(),
+        });
+        while ring.entries.len() > policy.max_len() {
+            ring.entries.pop_front();
+        }
+        Ok((position, stored))
+    }
+
+    /// The room's entries after `after` (all for `None`).
+    pub(crate) fn read(
+        &mut self,
+        room: &RoomName,
+        after: Option<u64>,
+        now: Instant,
+    ) -> HistoryPage {
+        if self.rooms.get(room).is_some_and(|ring| ring.expired(now)) {
+            self.rooms.remove(room);
+        }
+        match self.rooms.get(room) {
+            None => HistoryPage {
+                epoch: new_epoch(),
+                latest: 0,
+                entries: Vec::new(),
+                first: 1,
+            },
+            Some(ring) => HistoryPage {
+                epoch: ring.epoch.clone(),
+                latest: ring.latest,
+                first: ring
+                    .entries
+                    .front()
+                    .map_or(ring.latest + 1, |entry| entry.offset),
+                entries: ring
+                    .entries
+                    .iter()
+                    .filter(|entry| after.is_none_or(|after| entry.offset > after))
+                    .cloned()
+                    .collect(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rooms_adapter::{NodeId, SseMessage};
+
+    fn envelope(data: &str) -> Envelope {
+        Envelope::new(NodeId::from("n"), SseMessage::new(data))
+    }
+
+    #[test]
+    fn appends_number_trim_and_expire() -> Result<(), Error> {
+        let policy = HistoryPolicy::new(3, Duration::from_secs(10))?;
+        let mut histories = Histories::default();
+        let room = RoomName::from("r");
+        let start = Instant::now();
+        let mut epoch = String::new();
+        for n in 1..=5u64 {
+            let (position, stored) = histories.append(&room, &envelope("x"), &policy, start)?;
+            assert_eq!(position.offset(), n);
+            assert_eq!(
+                stored.message().id.as_deref(),
+                Some(position.to_id().as_str())
+            );
+            epoch = position.epoch().to_owned();
+        }
+        let page = histories.read(&room, None, start);
+        assert_eq!((page.first, page.latest, page.entries.len()), (3, 5, 3));
+        assert_eq!(histories.read(&room, Some(4), start).entries.len(), 1);
+        let with_id = Envelope::new(NodeId::from("n"), SseMessage::new("y").with_id("app"));
+        let (_, stored) = histories.append(&room, &with_id, &policy, start)?;
+        assert_eq!(stored.message().id.as_deref(), Some("app"));
+
+        let later = start + Duration::from_secs(10);
+        let expired = histories.read(&room, None, later);
+        assert!(expired.entries.is_empty() && expired.latest == 0);
+        let (position, _) = histories.append(&room, &envelope("z"), &policy, later)?;
+        assert_eq!(position.offset(), 1);
+        assert_ne!(position.epoch(), epoch);
+        Ok(())
+    }
+}
