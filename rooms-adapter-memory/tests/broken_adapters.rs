@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use rooms_adapter::adapter::{
     AdapterCapabilities, AdapterEvent, AdapterStats, ControlTarget, EventSink, RoomAdapter,
 };
+use rooms_adapter::history::{HistoryPage, HistoryPolicy, Position};
 use rooms_adapter::{Envelope, Error, NodeId, RoomName};
 use rooms_adapter_memory::{MemoryBus, MemoryBusAdapter};
 use rooms_conformance::{Capabilities, CaseReport, Harness, cases, run_case};
@@ -22,6 +23,7 @@ const LOSES_EVERY_100TH: u8 = 3;
 const KEEPS_DELIVERING_AFTER_DISCONNECT: u8 = 4;
 const HIDES_MEDIUM_LOSS: u8 = 5;
 const DROPS_INBOX_FRAMES: u8 = 6;
+const LOSES_A_HISTORY_ENTRY: u8 = 7;
 
 /// The memory bus adapter with one fault.
 struct Broken<const FAULT: u8> {
@@ -112,6 +114,30 @@ impl<const FAULT: u8> RoomAdapter for Broken<FAULT> {
             return Ok(());
         }
         self.inner.publish_control(target, payload).await
+    }
+
+    async fn publish_with_history(
+        &self,
+        room: &RoomName,
+        envelope: &Envelope,
+        policy: &HistoryPolicy,
+    ) -> Result<Position, Error> {
+        self.inner
+            .publish_with_history(room, envelope, policy)
+            .await
+    }
+
+    async fn read_history(
+        &self,
+        room: &RoomName,
+        after: Option<u64>,
+    ) -> Result<HistoryPage, Error> {
+        let mut page = self.inner.read_history(room, after).await?;
+        if FAULT == LOSES_A_HISTORY_ENTRY && !page.entries.is_empty() {
+            // The oldest entry asked for goes missing.
+            page.entries.remove(0);
+        }
+        Ok(page)
     }
 }
 
@@ -216,4 +242,9 @@ caught!(
     losing_answers_is_caught,
     DROPS_INBOX_FRAMES,
     cluster_queries_sum_every_node
+);
+caught!(
+    losing_a_history_entry_is_caught,
+    LOSES_A_HISTORY_ENTRY,
+    history_replays_after_a_position
 );

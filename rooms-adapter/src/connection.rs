@@ -2,7 +2,7 @@
 //! transport (an SSE stream, a WebSocket task, ...) drains through a
 //! [`ConnectionReceiver`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::dedup::{Fingerprint, IdRing};
 use crate::engine::Inner;
+use crate::history::Position;
 use crate::ids::{ConnectionId, RoomName};
 use crate::message::SseMessage;
 
@@ -151,10 +152,48 @@ pub(crate) struct ConnectionEntry {
 /// Live deliveries held while rooms are recovered from history.
 #[derive(Debug, Default)]
 struct Recovery {
-    rooms: HashSet<RoomName>,
+    rooms: HashMap<RoomName, RoomRecovery>,
     held: Vec<(RoomName, Arc<Delivery>)>,
     /// Rooms whose held deliveries overflowed (more than the queue holds).
     overflowed: HashSet<RoomName>,
+}
+
+/// Where one room's recovery is.
+#[derive(Debug)]
+enum RoomRecovery {
+    /// Live deliveries are held.
+    Holding,
+    /// The replay is queued; live deliveries still in flight that the read
+    /// already covered (positions of `epoch` up to `latest`) are dropped,
+    /// until the first later one arrives.
+    Floor { epoch: String, latest: u64 },
+}
+
+/// What the history read covered, for [`ConnectionEntry::finish_recovery`].
+#[derive(Debug, Default)]
+pub(crate) struct Covered {
+    /// The epoch and latest offset of the read (positions up to it are
+    /// covered).
+    pub(crate) floor: Option<(String, u64)>,
+    /// Ids of every entry read (covers application ids).
+    pub(crate) ids: HashSet<String>,
+}
+
+impl Covered {
+    fn covers(&self, delivery: &Delivery) -> bool {
+        let Some(id) = delivery.message().id.as_deref() else {
+            return false;
+        };
+        if self.ids.contains(id) {
+            return true;
+        }
+        match (&self.floor, Position::parse(id)) {
+            (Some((epoch, latest)), Some(position)) => {
+                position.epoch() == epoch && position.offset() <= *latest
+            }
+            _ => false,
+        }
+    }
 }
 
 /// What [`ConnectionEntry::finish_recovery`] queued.
@@ -227,7 +266,7 @@ impl ConnectionEntry {
     /// it), until [`finish_recovery`](Self::finish_recovery).
     pub(crate) fn begin_recovery(&self, room: &RoomName) {
         let mut recovery = self.recovery();
-        recovery.rooms.insert(room.clone());
+        recovery.rooms.insert(room.clone(), RoomRecovery::Holding);
         self.recovering.store(true, Ordering::Release);
     }
 
@@ -239,8 +278,25 @@ impl ConnectionEntry {
             return false;
         }
         let mut recovery = self.recovery();
-        if !recovery.rooms.contains(room) {
-            return false;
+        match recovery.rooms.get(room) {
+            None => return false,
+            Some(RoomRecovery::Floor { epoch, latest }) => {
+                let covered = delivery
+                    .message()
+                    .id
+                    .as_deref()
+                    .and_then(Position::parse)
+                    .is_some_and(|p| p.epoch() == epoch && p.offset() <= *latest);
+                if !covered {
+                    // Past the replay: the room is live again.
+                    recovery.rooms.remove(room);
+                    if recovery.rooms.is_empty() {
+                        self.recovering.store(false, Ordering::Release);
+                    }
+                }
+                return covered;
+            }
+            Some(RoomRecovery::Holding) => {}
         }
         if recovery.held.len() >= self.queue_capacity {
             recovery.overflowed.insert(room.clone());
@@ -251,15 +307,17 @@ impl ConnectionEntry {
     }
 
     /// Ends the recovery of `room`: queues `gap` (if any), then `replay` in
-    /// order, then the live deliveries held meanwhile that the replay did not
-    /// already contain (by message id), then a gap event if held deliveries
-    /// were lost. Deliveries arriving meanwhile wait for the lock, so they
-    /// queue after all of these.
+    /// order, then the live deliveries held meanwhile that the read did not
+    /// already cover, then a gap event if held deliveries were lost.
+    /// Deliveries arriving meanwhile wait for the lock, so they queue after
+    /// all of these; those the read covered (in flight during the read) are
+    /// dropped until the first later one.
     pub(crate) fn finish_recovery(
         &self,
         room: &RoomName,
         gap: Option<&Arc<Delivery>>,
         replay: &[Arc<Delivery>],
+        covered: Covered,
         overflow_gap: impl FnOnce() -> Option<Arc<Delivery>>,
     ) -> Recovered {
         let mut recovery = self.recovery();
@@ -273,10 +331,6 @@ impl ConnectionEntry {
         if let Some(gap) = gap {
             queue(gap, &mut outcome);
         }
-        let replayed: HashSet<&str> = replay
-            .iter()
-            .filter_map(|delivery| delivery.message().id.as_deref())
-            .collect();
         for delivery in replay {
             queue(delivery, &mut outcome);
         }
@@ -286,12 +340,7 @@ impl ConnectionEntry {
                 recovery.held.push((held_room, delivery));
                 continue;
             }
-            if delivery
-                .message()
-                .id
-                .as_deref()
-                .is_some_and(|id| replayed.contains(id))
-            {
+            if covered.covers(&delivery) {
                 outcome.duplicates += 1;
                 continue;
             }
@@ -303,9 +352,18 @@ impl ConnectionEntry {
                 queue(&gap, &mut outcome);
             }
         }
-        recovery.rooms.remove(room);
-        if recovery.rooms.is_empty() {
-            self.recovering.store(false, Ordering::Release);
+        match covered.floor {
+            Some((epoch, latest)) => {
+                recovery
+                    .rooms
+                    .insert(room.clone(), RoomRecovery::Floor { epoch, latest });
+            }
+            None => {
+                recovery.rooms.remove(room);
+                if recovery.rooms.is_empty() {
+                    self.recovering.store(false, Ordering::Release);
+                }
+            }
         }
         outcome
     }

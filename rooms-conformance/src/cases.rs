@@ -18,8 +18,10 @@ use crate::harness::Harness;
 use crate::support::*;
 
 mod cluster;
+mod history;
 
 pub use self::cluster::*;
+pub use self::history::*;
 
 const GOLDEN_VECTORS: &str = include_str!("../../rooms-adapter/tests/fixtures/ts-v1-vectors.json");
 

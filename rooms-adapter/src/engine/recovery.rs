@@ -10,9 +10,12 @@
 //!    one step, in one order, so any message is in the read, or published
 //!    after it (then held), or both (held and read);
 //! 4. the replay (after the client's position) is queued, then the held
-//!    messages the replay did not contain (by id), in arrival order, and the
-//!    room's deliveries go straight to the queue again. A delivery arriving
-//!    meanwhile waits on the connection's recovery lock, so it queues last.
+//!    messages the read did not cover (positions up to the read's latest
+//!    offset, or ids it contained), in arrival order. A delivery arriving
+//!    meanwhile waits on the connection's recovery lock and queues after
+//!    them; one the read already covered (in flight during the read) is
+//!    dropped, until the first later message puts the room back on the
+//!    direct path.
 
 use std::sync::Arc;
 
@@ -20,7 +23,7 @@ use serde_json::json;
 
 use super::{Inner, Rooms, bump};
 use crate::broadcast::{BroadcastOptions, BroadcastReport};
-use crate::connection::Delivery;
+use crate::connection::{Covered, Delivery};
 use crate::error::Error;
 use crate::history::{GapReason, HistoryPolicy, Position, ResumePlan, plan_resume};
 use crate::ids::{ConnectionId, RoomName};
@@ -113,7 +116,7 @@ impl Rooms {
             .ok_or_else(|| Error::UnknownConnection(connection.clone()))?;
         entry.begin_recovery(&room);
         if let Err(error) = self.join(connection, room.clone()).await {
-            entry.finish_recovery(&room, None, &[], || None);
+            entry.finish_recovery(&room, None, &[], Covered::default(), || None);
             return Err(error);
         }
         let after = Position::parse(last).map(|position| position.offset());
@@ -140,8 +143,16 @@ impl Rooms {
         };
         let (page, plan) = plan;
         let mut replay: Vec<Arc<Delivery>> = Vec::new();
+        let mut covered = Covered::default();
         let (gap, resume) = match plan {
             ResumePlan::Replay { from } => {
+                // Everything the read saw is replayed or was seen already.
+                covered.floor = Some((page.epoch.clone(), page.latest));
+                covered.ids = page
+                    .entries
+                    .iter()
+                    .filter_map(|stored| stored.envelope.message().id.clone())
+                    .collect();
                 for stored in page.entries.get(from..).unwrap_or_default() {
                     if let Some(delivery) = self.inner.replayable(&entry.info(), &stored.envelope) {
                         replay.push(delivery);
@@ -167,7 +178,7 @@ impl Rooms {
                 .frame(Arc::new(gap_message(&room, "overflow")))
                 .ok()
         };
-        let outcome = entry.finish_recovery(&room, gap.as_ref(), &replay, overflow_gap);
+        let outcome = entry.finish_recovery(&room, gap.as_ref(), &replay, covered, overflow_gap);
         bump(&self.inner.counters.replayed);
         if outcome.full > 0 || outcome.closed {
             // More than the queue holds: the connection lags, as any other.
