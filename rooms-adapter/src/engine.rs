@@ -931,6 +931,11 @@ impl Rooms {
         &self.inner
     }
 
+    /// The history every room keeps, if on ([`RoomsBuilder::history`]).
+    pub fn history_policy(&self) -> Option<HistoryPolicy> {
+        self.inner.history
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> &NodeId {
         &self.inner.node

@@ -18,6 +18,7 @@ pub async fn build(args: &Args) -> Result<Rooms, String> {
             (adapter, Some(context))
         }
     };
+    let adapter_has_history = adapter.capabilities().history;
     let mut builder = Rooms::builder(adapter)
         .heartbeat_interval(timing.heartbeat_interval)
         .query_timeout(timing.query_timeout);
@@ -26,6 +27,16 @@ pub async fn build(args: &Args) -> Result<Rooms, String> {
     }
     if let Some(node) = &args.node_id {
         builder = builder.node_id(node.as_str());
+    }
+    if let Some(policy) = args.history()? {
+        if adapter_has_history {
+            builder = builder.history(policy);
+        } else {
+            tracing::warn!(
+                "--history-len is ignored: this backend keeps no history, so clients that \
+                 reconnect are told they may have missed messages"
+            );
+        }
     }
     builder.build().await.map_err(|error| match &context {
         Some(context) => format!("cannot connect to {context}: {error}"),

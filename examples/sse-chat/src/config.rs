@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::{ArgGroup, Parser};
+use rooms_adapter::history::HistoryPolicy;
 
 use crate::{server, validation};
 
@@ -145,6 +146,18 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(1..=MAX_QUERY_TIMEOUT_MS))]
     pub query_timeout_ms: u64,
 
+    /// Messages each room keeps in the medium's history, so a client that
+    /// reconnects (with `Last-Event-ID`) gets what it missed; 0 turns history
+    /// off. Ignored, with a warning, on a backend without history.
+    #[arg(long, env = "SSE_CHAT_HISTORY_LEN", hide_env_values = true, default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_HISTORY_LEN))]
+    pub history_len: u64,
+
+    /// Seconds a room's history is kept after its last message.
+    #[arg(long, env = "SSE_CHAT_HISTORY_TTL_SECS", hide_env_values = true, default_value_t = 3_600,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_HISTORY_TTL_SECS))]
+    pub history_ttl_secs: u64,
+
     /// Seconds to wait for open requests to finish after Ctrl-C or SIGTERM.
     #[arg(long, default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
@@ -224,6 +237,11 @@ pub struct ClusterTiming {
     /// How long a cluster-wide query waits for answers.
     pub query_timeout: Duration,
 }
+
+/// Upper bound of `--history-len` (the library's limit).
+pub const MAX_HISTORY_LEN: u64 = rooms_adapter::history::MAX_HISTORY_LEN as u64;
+/// Upper bound of `--history-ttl-secs` (the library's limit, 30 days).
+pub const MAX_HISTORY_TTL_SECS: u64 = rooms_adapter::history::MAX_HISTORY_TTL.as_secs();
 
 /// Upper bound of `--max-connections` and `--max-sockets`.
 pub const MAX_SOCKETS_LIMIT: u64 = 1 << 20;
@@ -326,6 +344,18 @@ impl Args {
             node_expiry: self.node_expiry_ms.map(Duration::from_millis),
             query_timeout: Duration::from_millis(self.query_timeout_ms),
         })
+    }
+
+    /// The history each room keeps, or `None` with `--history-len 0`.
+    pub fn history(&self) -> Result<Option<HistoryPolicy>, String> {
+        if self.history_len == 0 {
+            return Ok(None);
+        }
+        let len = usize::try_from(self.history_len)
+            .map_err(|_| format!("--history-len {} is too large here", self.history_len))?;
+        HistoryPolicy::new(len, Duration::from_secs(self.history_ttl_secs))
+            .map(Some)
+            .map_err(|error| format!("--history-len / --history-ttl-secs: {error}"))
     }
 
     /// The Redis deployment asked for, if any, with its URL lists split and

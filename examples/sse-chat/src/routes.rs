@@ -25,7 +25,9 @@ use axum::{Json, Router};
 use futures_util::StreamExt as _;
 use rooms_adapter::cluster::ClusterAnswer;
 use rooms_adapter::sse::axum::{LastEventId, SseResponse};
-use rooms_adapter::{BroadcastOptions, ConnectOptions, Error, MediumStatus, RoomName, SseMessage};
+use rooms_adapter::{
+    BroadcastOptions, ConnectOptions, Error, MediumStatus, Resume, RoomName, SseMessage,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
@@ -100,13 +102,44 @@ fn engine_error(error: &Error) -> ApiError {
     }
 }
 
-/// `GET /rooms/{room}/events`: joins the room and streams it.
+/// `?lastEventId=` on the events URL: a page that reloads (a new
+/// `EventSource`, which sends no `Last-Event-ID`) resumes from the id it saw
+/// last.
+#[derive(Debug, Deserialize)]
+struct ResumeQuery {
+    #[serde(rename = "lastEventId")]
+    last_event_id: Option<String>,
+}
+
+/// `GET /rooms/{room}/events`: joins the room (replaying what a returning
+/// client missed, from history) and streams it.
 async fn events(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-    LastEventId(last_event_id): LastEventId,
+    LastEventId(header_id): LastEventId,
+    query: Result<Query<ResumeQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let room = room_from(path)?;
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "lastEventId",
+            rejection.body_text(),
+        )
+    })?;
+    let last_event_id = header_id.or(query.last_event_id);
+    if let Some(id) = &last_event_id
+        && id.len() > rooms_adapter::message::MAX_ID_BYTES
+    {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "lastEventId",
+            format!(
+                "Last-Event-ID must be at most {} bytes",
+                rooms_adapter::message::MAX_ID_BYTES
+            ),
+        ));
+    }
     let rooms = &state.rooms;
     // Taken before connecting, held by the response body until the stream
     // ends: concurrent requests cannot overshoot the cap.
@@ -125,24 +158,35 @@ async fn events(
         .await
         .map_err(|error| engine_error(&error))?;
     let connection = receiver.id().clone();
-    if let Err(error) = rooms.join(&connection, room.clone()).await {
-        if error.is_retryable() {
+    // With history, what the client missed since Last-Event-ID is queued
+    // first (or one `event: gap` when history cannot cover it).
+    let resume = match rooms
+        .join_from(&connection, room.clone(), last_event_id.as_deref())
+        .await
+    {
+        Ok(resume) => resume,
+        Err(error) if error.is_retryable() => {
             // Local delivery works; the adapter subscribes once the medium is back.
             tracing::warn!(%room, %connection, %error, "joined locally; the medium is unavailable");
-        } else {
-            return Err(engine_error(&error));
+            Resume::Live
         }
-    }
-    tracing::info!(%room, %connection, last_event_id = last_event_id.as_deref(), "client joined");
+        Err(error) => return Err(engine_error(&error)),
+    };
+    tracing::info!(%room, %connection, last_event_id = last_event_id.as_deref(), ?resume, "client joined");
 
-    // The application decides what Last-Event-ID means. This chat keeps no
-    // history, so it tells a returning client that it may have missed messages.
+    let resume = match resume {
+        Resume::Replayed { messages } => json!({"kind": "replayed", "messages": messages}),
+        Resume::Gap { reason } => json!({"kind": "gap", "reason": reason.name()}),
+        _ => json!({"kind": "live"}),
+    };
     let ready = SseMessage::new(json!({
         "room": room.as_str(),
         "node": rooms.node_id().as_str(),
         "backend": rooms.adapter_name(),
         "connection": connection.as_str(),
         "lastEventId": last_event_id,
+        "history": rooms.history_policy().is_some(),
+        "resume": resume,
     }))
     .with_event("ready");
     let response = SseResponse::new(receiver)
@@ -240,7 +284,6 @@ async fn accept_message(
     })?;
     let input = validation::chat_message(&value)?;
 
-    let id = uuid::Uuid::new_v4().to_string();
     let sent_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| {
@@ -252,8 +295,15 @@ async fn accept_message(
         "room": room.as_str(),
         "node": state.rooms.node_id().as_str(),
         "sentAt": sent_at,
-    }))
-    .with_id(id.clone());
+    }));
+    // With history, the medium gives the message its position as id (which
+    // a reconnecting client resumes from); without, a random id lets clients
+    // drop duplicates.
+    let message = match state.rooms.history_policy() {
+        Some(_) => message,
+        None => message.with_id(uuid::Uuid::new_v4().to_string()),
+    };
+    let id = message.id.clone();
 
     match state
         .rooms
@@ -262,6 +312,7 @@ async fn accept_message(
     {
         Ok(report) => {
             AppCounters::bump(&state.counters.messages_posted);
+            let id = report.id.clone().or(id);
             Ok((
                 StatusCode::ACCEPTED,
                 Json(json!({"id": id, "room": room.as_str(), "delivered": report.delivered})),
