@@ -100,7 +100,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
-use crate::connection::{ConnectionReceiver, Delivery};
+use crate::connection::{ConnectOptions, ConnectionReceiver, Delivery};
+use crate::engine::{Resume, Rooms};
+use crate::ids::RoomName;
 use crate::error::Error;
 use crate::message::SseMessage;
 use crate::sse;
@@ -186,6 +188,68 @@ impl SseResponse {
             keep_alive_text: "keep-alive".to_owned(),
             prelude: VecDeque::new(),
         }
+    }
+
+    /// The whole `GET /rooms/{room}/events` handler in one call: connects
+    /// a new connection with `options`, joins `room` resuming after the
+    /// client's [`LastEventId`] (what it missed is replayed from history, or
+    /// one `event: gap` says history cannot cover it; see
+    /// [`Rooms::join_from`]), and streams it. Returns the response and how
+    /// the join resumed. On an error the connection is gone again.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use axum::{Router, extract::{Path, State}, http::{Request, StatusCode}};
+    /// use axum::response::{IntoResponse, Response};
+    /// use axum::routing::get;
+    /// use futures_util::StreamExt;
+    /// use rooms_adapter::history::HistoryPolicy;
+    /// use rooms_adapter::sse::axum::{LastEventId, SseResponse};
+    /// use rooms_adapter::{BroadcastOptions, ConnectOptions, Rooms, SseMessage};
+    /// use rooms_adapter_memory::MemoryAdapter;
+    /// use tower::ServiceExt;
+    ///
+    /// async fn events(
+    ///     State(rooms): State<Rooms>,
+    ///     Path(room): Path<String>,
+    ///     last_event_id: LastEventId,
+    /// ) -> Response {
+    ///     match SseResponse::join(&rooms, room, &last_event_id, ConnectOptions::new()).await {
+    ///         Ok((response, _resume)) => response.into_response(),
+    ///         Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let rooms = Rooms::builder(Arc::new(MemoryAdapter::new()))
+    ///     .history(HistoryPolicy::new(100, Duration::from_secs(60))?)
+    ///     .build()
+    ///     .await?;
+    /// let first = rooms.broadcast("news", SseMessage::new("one"), BroadcastOptions::new()).await?;
+    /// rooms.broadcast("news", SseMessage::new("two"), BroadcastOptions::new()).await?;
+    ///
+    /// let app = Router::new().route("/rooms/{room}/events", get(events)).with_state(rooms);
+    /// let request = Request::get("/rooms/news/events")
+    ///     .header("last-event-id", first.id.expect("a position"))
+    ///     .body(axum::body::Body::empty())?;
+    /// let mut body = app.oneshot(request).await?.into_body().into_data_stream();
+    /// let frame = body.next().await.expect("the missed message")?;
+    /// assert!(frame.ends_with(b"data: two\n\n"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn join(
+        rooms: &Rooms,
+        room: impl Into<RoomName>,
+        last_event_id: &LastEventId,
+        options: ConnectOptions,
+    ) -> Result<(SseResponse, Resume), Error> {
+        let receiver = rooms.connect(options).await?;
+        let resume = rooms
+            .join_from(receiver.id(), room, last_event_id.0.as_deref())
+            .await?;
+        Ok((SseResponse::new(receiver), resume))
     }
 
     /// Sends a keep-alive comment after `interval` without any other output
