@@ -173,7 +173,7 @@ async fn room_survives_the_loss_of_its_master() {
     );
 
     let event = next_reconnected(&mut lifecycle).await;
-    let Some(RoomsEvent::Reconnected { rooms, outage }) = event else {
+    let Some(RoomsEvent::Reconnected { rooms, outage, .. }) = event else {
         panic!("no Reconnected event: {event:?}");
     };
     let rooms: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();

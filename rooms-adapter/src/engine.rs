@@ -75,6 +75,11 @@ pub enum RoomsEvent {
         rooms: Vec<RoomName>,
         /// How long the medium was gone.
         outage: Duration,
+        /// With history on: the rooms whose missed messages were replayed
+        /// to their local members from history before this event (in order,
+        /// ahead of newer live messages), so their clients need no resync.
+        /// Rooms listed in `rooms` but not here may have missed messages.
+        recovered: Vec<RoomName>,
     },
     /// Messages for this room were dropped on this node under pressure: the
     /// engine's inbound queue was full ([`GapScope::AllMembers`]), or some
@@ -887,10 +892,18 @@ impl Inner {
                 bump(&self.counters.reconnects);
                 self.set_medium_up();
                 tracing::info!(rooms = rooms.len(), ?outage, "medium reconnected");
-                // No receiver is fine: nobody listens for lifecycle events.
-                let _ = self
-                    .lifecycle
-                    .send(RoomsEvent::Reconnected { rooms, outage });
+                if self.history.is_some() {
+                    // What the rooms missed is replayed from history first.
+                    let engine = Arc::clone(self);
+                    tokio::spawn(async move { engine.recover_after_outage(rooms, outage).await });
+                } else {
+                    // No receiver is fine: nobody listens for lifecycle events.
+                    let _ = self.lifecycle.send(RoomsEvent::Reconnected {
+                        rooms,
+                        outage,
+                        recovered: Vec::new(),
+                    });
+                }
             }
             AdapterEvent::Control { payload } => {
                 if let Some(control) = &self.control {

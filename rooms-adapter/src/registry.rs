@@ -153,6 +153,14 @@ impl Registry {
         self.rooms.keys().cloned().collect()
     }
 
+    /// The entries of a room's local members.
+    pub(crate) fn member_entries(&self, room: &RoomName) -> Vec<Arc<ConnectionEntry>> {
+        self.rooms
+            .get(room)
+            .map(|members| members.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Every room with its number of local members.
     pub(crate) fn room_counts(&self) -> Vec<(RoomName, usize)> {
         self.rooms

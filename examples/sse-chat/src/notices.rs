@@ -17,22 +17,40 @@ pub async fn relay(rooms: Rooms) {
             Ok(RoomsEvent::Reconnected {
                 rooms: affected,
                 outage,
+                recovered,
             }) => {
                 let outage_ms = u64::try_from(outage.as_millis()).unwrap_or(u64::MAX);
-                let notice = SseMessage::new(json!({
-                    "kind": "reconnected",
-                    "text": format!(
-                        "The link to the other servers was down for {:.1} s; messages sent meanwhile on other servers may be missing.",
-                        outage.as_secs_f64()
+                let (recovered, unsure): (Vec<_>, Vec<_>) = affected
+                    .into_iter()
+                    .partition(|room| recovered.contains(room));
+                for (targets, text) in [
+                    (
+                        unsure,
+                        "messages sent meanwhile on other servers may be missing.",
                     ),
-                    "outageMs": outage_ms,
-                }))
-                .with_event("notice");
-                if let Err(error) = rooms
-                    .broadcast_to(affected, notice, BroadcastOptions::new().local_only())
-                    .await
-                {
-                    tracing::debug!(%error, "cannot relay a reconnect notice");
+                    (
+                        recovered,
+                        "what was sent meanwhile on other servers was replayed from history.",
+                    ),
+                ] {
+                    if targets.is_empty() {
+                        continue;
+                    }
+                    let notice = SseMessage::new(json!({
+                        "kind": "reconnected",
+                        "text": format!(
+                            "The link to the other servers was down for {:.1} s; {text}",
+                            outage.as_secs_f64()
+                        ),
+                        "outageMs": outage_ms,
+                    }))
+                    .with_event("notice");
+                    if let Err(error) = rooms
+                        .broadcast_to(targets, notice, BroadcastOptions::new().local_only())
+                        .await
+                    {
+                        tracing::debug!(%error, "cannot relay a reconnect notice");
+                    }
                 }
             }
             Ok(RoomsEvent::Gap {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{Inner, Rooms, bump};
+use super::{Inner, Rooms, RoomsEvent, bump};
 use crate::broadcast::{BroadcastOptions, BroadcastReport};
 use crate::connection::{Covered, Delivery};
 use crate::error::Error;
@@ -232,6 +232,89 @@ impl Rooms {
 }
 
 impl Inner {
+    /// After an outage: replays to each reconnected room's local members what
+    /// the room's history holds that this node never delivered (by the
+    /// room's recent-id window), ahead of live messages that arrived
+    /// meanwhile (held, as for [`Rooms::join_from`]); then announces
+    /// `Reconnected`, listing the rooms fully recovered.
+    pub(super) async fn recover_after_outage(
+        self: Arc<Self>,
+        rooms: Vec<RoomName>,
+        outage: std::time::Duration,
+    ) {
+        let mut recovered = Vec::new();
+        for room in &rooms {
+            let members = self.read().member_entries(room);
+            if members.is_empty() {
+                continue;
+            }
+            for member in &members {
+                member.begin_recovery(room);
+            }
+            let page = match self.adapter.read_history(room, None).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::debug!(%room, %error, "history unavailable after an outage");
+                    for member in &members {
+                        member.finish_recovery(room, None, &[], Covered::default(), || None);
+                    }
+                    continue;
+                }
+            };
+            // Entries this node has not delivered (marks them delivered).
+            let mut missed: Vec<(&Envelope, Arc<Delivery>)> = Vec::new();
+            let mut saw_oldest = false;
+            for (index, stored) in page.entries.iter().enumerate() {
+                if !self.first_in_room(room, stored.envelope.message()) {
+                    saw_oldest |= index == 0;
+                    continue;
+                }
+                if let Ok(delivery) = self.frame(Arc::clone(stored.envelope.shared_message())) {
+                    missed.push((&stored.envelope, delivery));
+                }
+            }
+            let ids: std::collections::HashSet<String> = missed
+                .iter()
+                .filter_map(|(envelope, _)| envelope.message().id.clone())
+                .collect();
+            for member in &members {
+                let info = member.info();
+                let replay: Vec<Arc<Delivery>> = missed
+                    .iter()
+                    .filter(|(envelope, _)| {
+                        envelope.except() != Some(info.id)
+                            && self.filter.as_ref().is_none_or(|filter| {
+                                filter(&info, envelope.message(), envelope.meta())
+                            })
+                    })
+                    .map(|(_, delivery)| Arc::clone(delivery))
+                    .collect();
+                let covered = Covered {
+                    floor: None,
+                    ids: ids.clone(),
+                };
+                let outcome = member.finish_recovery(room, None, &replay, covered, || None);
+                if outcome.full > 0 || outcome.closed {
+                    self.lagging_after_replay(member, room);
+                }
+            }
+            // Complete unless older entries may have been trimmed unseen.
+            if saw_oldest || page.first <= 1 || page.entries.is_empty() {
+                recovered.push(room.clone());
+            }
+        }
+        tracing::info!(
+            rooms = rooms.len(),
+            recovered = recovered.len(),
+            "rooms recovered from history"
+        );
+        let _ = self.lifecycle.send(RoomsEvent::Reconnected {
+            rooms,
+            outage,
+            recovered,
+        });
+    }
+
     /// A stored message as a delivery for one connection, unless `except`
     /// or the filter skips it or it cannot be framed.
     fn replayable(

@@ -102,8 +102,8 @@ use tokio::time::{Instant, Sleep};
 
 use crate::connection::{ConnectOptions, ConnectionReceiver, Delivery};
 use crate::engine::{Resume, Rooms};
-use crate::ids::RoomName;
 use crate::error::Error;
+use crate::ids::RoomName;
 use crate::message::SseMessage;
 use crate::sse;
 
