@@ -28,6 +28,7 @@ pub mod codec;
 pub mod common;
 pub mod cross;
 pub mod fanout;
+pub mod history;
 pub mod join;
 pub mod memory;
 pub mod memory_traffic;

@@ -10,7 +10,7 @@ use rooms_adapter::engine::DEFAULT_CONNECTION_QUEUE;
 use rooms_adapter::wire::Codec;
 use rooms_bench::common::{cpu_seconds, emit};
 use rooms_bench::cross::{self, Load, ReceiveSpec};
-use rooms_bench::{cluster, codec, fanout, join, memory, memory_traffic, receive_path};
+use rooms_bench::{cluster, codec, fanout, history, join, memory, memory_traffic, receive_path};
 
 #[derive(Parser)]
 #[command(about = "rooms benchmarks (run them all with `cargo xtask bench`)")]
@@ -189,6 +189,16 @@ enum Command {
         heartbeat_ms: u64,
         #[arg(long, default_value_t = 1000)]
         expiry_ms: u64,
+    },
+    /// Broadcast throughput with history off and on, and the replay rate.
+    History {
+        /// Redis URL; without it, a memory bus.
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, default_value_t = 10_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
     },
     /// Codec encode/decode on the golden vectors.
     Codec {
@@ -376,6 +386,18 @@ fn main() -> Result<()> {
                 queries,
                 heartbeat: Duration::from_millis(heartbeat_ms),
                 expiry: Duration::from_millis(expiry_ms),
+            })
+            .await
+        })?,
+        Command::History {
+            url,
+            messages,
+            reps,
+        } => run_spawned(RuntimeArg::Multi, async move {
+            history::run(history::HistorySpec {
+                redis_url: url,
+                messages,
+                reps,
             })
             .await
         })?,
