@@ -86,6 +86,7 @@ mod builder;
 mod config;
 mod control;
 pub mod error;
+mod history;
 mod publish;
 mod sequence;
 mod subscribe;
@@ -108,7 +109,7 @@ pub use publish::DeadpoolDriver;
 pub use publish::RedisDriver;
 #[cfg(feature = "bb8")]
 pub use publish::{Bb8Driver, Bb8Pool};
-pub use publish::{DriverOptions, PublishDriver, PublishItem};
+pub use publish::{DriverOptions, PublishDriver, PublishItem, ScriptCall, run_script_on};
 pub use sequence::RedisEventIdSequence;
 pub use subscribe::{SLOT_COUNT, key_slot};
 
