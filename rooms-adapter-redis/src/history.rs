@@ -92,13 +92,21 @@ pub(crate) fn keys_of(channel: &str) -> (String, String) {
 /// message has an id of its own), a fresh epoch, max_len, ttl in ms, the
 /// publish command (`PUBLISH` or `SPUBLISH`). Returns `{epoch, offset}`.
 pub(crate) const PUBLISH_SCRIPT: &str = r#"
-local epoch = redis.call('HGET', KEYS[2], 'e')
-if (not epoch) or #epoch ~= 12 or (not string.match(epoch, '^[0-9a-f]+$')) then
-  epoch = ARGV[4]
-  redis.call('DEL', KEYS[1], KEYS[2])
-  redis.call('HSET', KEYS[2], 'e', epoch, 'o', 0)
+local epoch = redis.pcall('HGET', KEYS[2], 'e')
+local offset = nil
+if type(epoch) == 'string' and #epoch == 12 and string.match(epoch, '^[0-9a-f]+$') then
+  offset = redis.pcall('HINCRBY', KEYS[2], 'o', 1)
+  if type(offset) ~= 'number' or offset < 1 then
+    offset = nil
+  end
 end
-local offset = redis.call('HINCRBY', KEYS[2], 'o', 1)
+if not offset then
+  -- No history (or a meta hash that is not ours): a new epoch.
+  epoch = ARGV[4]
+  offset = 1
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('HSET', KEYS[2], 'e', epoch, 'o', offset)
+end
 local payload = ARGV[2]
 if ARGV[3] ~= '' then
   local s, e = string.find(payload, ARGV[3], 1, true)
@@ -107,7 +115,13 @@ if ARGV[3] ~= '' then
   end
   payload = string.sub(payload, 1, s - 1) .. string.format('h1.%s.%016x', epoch, offset) .. string.sub(payload, e + 1)
 end
-redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[5], string.format('%d-0', offset), 'd', payload)
+local id = string.format('%d-0', offset)
+local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', ARGV[5], id, 'd', payload)
+if type(added) == 'table' and added.err then
+  -- Not a stream, or entries beyond our offset: not ours, dropped.
+  redis.call('DEL', KEYS[1])
+  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[5], id, 'd', payload)
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call(ARGV[7], ARGV[1], payload)
@@ -118,19 +132,22 @@ return {epoch, offset}
 ///
 /// KEYS: stream, meta. ARGV: the first entry id wanted (`{n}-0`, or `-`),
 /// or `` to read no entries. Returns `{epoch or '', latest, oldest entry id
-/// or '', entries}`.
+/// or '', entries}`. Keys of another type read as no history.
 pub(crate) const READ_SCRIPT: &str = r#"
-local meta = redis.call('HMGET', KEYS[2], 'e', 'o')
-if not meta[1] then
+local meta = redis.pcall('HMGET', KEYS[2], 'e', 'o')
+if meta.err or not meta[1] then
   return {'', 0, '', {}}
 end
-local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local oldest = redis.pcall('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if oldest.err then
+  oldest = {}
+end
 local first = ''
 if #oldest > 0 then
   first = oldest[1][1]
 end
 local entries = {}
-if ARGV[1] ~= '' then
+if ARGV[1] ~= '' and #oldest > 0 then
   entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+')
 end
 return {meta[1], tonumber(meta[2]) or 0, first, entries}

@@ -225,6 +225,54 @@ async fn lost_keys_start_a_new_epoch() {
         .unwrap();
     assert_eq!(fourth.offset(), 1);
     assert_ne!(fourth.epoch(), third.epoch());
+
+    // Foreign values of the wrong type or shape: a new epoch, never stuck.
+    let (stream, _) = keys_of("sse:room:lost");
+    let _: () = query(&url, redis::cmd("HSET").arg(&meta).arg("o").arg("x")).await;
+    let fifth = a
+        .publish_with_history(&room, &message("seven"), &policy(10))
+        .await
+        .unwrap();
+    assert_eq!(fifth.offset(), 1);
+    assert_ne!(fifth.epoch(), fourth.epoch());
+    let _: () = query(&url, redis::cmd("SET").arg(&meta).arg("a string")).await;
+    let page = read(&a, &room, None).await;
+    assert_eq!((page.latest, page.entries.len()), (0, 0));
+    let sixth = a
+        .publish_with_history(&room, &message("eight"), &policy(10))
+        .await
+        .unwrap();
+    assert_eq!(sixth.offset(), 1);
+    let _: () = query(&url, redis::cmd("SET").arg(&stream).arg("a string")).await;
+    let page = read(&a, &room, None).await;
+    assert_eq!((page.first, page.latest, page.entries.len()), (2, 1, 0));
+    let seventh = a
+        .publish_with_history(&room, &message("nine"), &policy(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        (seventh.epoch(), seventh.offset()),
+        (sixth.epoch(), 2),
+        "a stream of another type is replaced, the epoch kept"
+    );
+    // Entries beyond the offset (a foreign writer): the stream is replaced.
+    let _: String = query(
+        &url,
+        redis::cmd("XADD")
+            .arg(&stream)
+            .arg("99-0")
+            .arg("d")
+            .arg("x"),
+    )
+    .await;
+    let eighth = a
+        .publish_with_history(&room, &message("ten"), &policy(10))
+        .await
+        .unwrap();
+    assert_eq!(eighth.offset(), 3);
+    let page = read(&a, &room, None).await;
+    assert_eq!((page.first, page.latest), (3, 3));
+    assert_eq!(offsets(&page), vec![3]);
     a.disconnect().await.unwrap();
 }
 
