@@ -376,6 +376,7 @@ mod tests {
             assert_eq!(key_slot(tag.as_bytes()), slot);
         }
         assert_eq!(slot_tag(key_slot(b"0")), "0");
+        assert_eq!(slot_tag(277), "03bg");
         assert_eq!(base36(37, 2), "11");
     }
 

@@ -39,6 +39,13 @@ pub struct PublishItem {
 /// cannot be reached (retryable), [`Error::Backend`] otherwise. The adapter
 /// bounds every call with its publish timeout, so a driver need not.
 ///
+/// For room history the adapter also runs Lua scripts through the driver:
+/// implement [`runs_scripts`](PublishDriver::runs_scripts) and
+/// [`run_script`](PublishDriver::run_script) (with redis-rs,
+/// [`run_script_on`] does it on any connection). A driver without them
+/// still publishes; the adapter then does not declare the history
+/// capability.
+///
 /// ```
 /// use std::sync::Mutex;
 /// use async_trait::async_trait;
