@@ -531,3 +531,77 @@ async fn cluster_keys_live_on_the_channel_slot() {
     a.disconnect().await.unwrap();
     b.disconnect().await.unwrap();
 }
+
+/// A rough measurement (ignored by default): publishes per second into one
+/// room with and without history, in the same run, 64 concurrent
+/// publishers, one subscriber node counting arrivals.
+///
+/// ```text
+/// cargo test --release -p rooms-adapter-redis --test history -- --ignored --nocapture
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run with --release --ignored --nocapture"]
+async fn publish_rate_with_and_without_history() {
+    use std::sync::Arc;
+
+    const MESSAGES: usize = 64_000;
+    const PUBLISHERS: usize = 64;
+    let server = server().await;
+    let url = server.url();
+    let (subscriber, mut events) = connected(&url, "sub", |b| b).await;
+    let (publisher, _) =
+        connected(&url, "pub", |b| b.publish_timeout(Duration::from_secs(10))).await;
+    let publisher = Arc::new(publisher);
+    let envelope = Envelope::new(
+        NodeId::from("node-publisher-0001"),
+        SseMessage::new(serde_json::json!({"text": "x".repeat(70), "user": "alice"}))
+            .with_event("chat"),
+    );
+    for history in [false, true, false, true] {
+        let room = RoomName::from(format!("bench-{history}"));
+        subscriber.subscribe(&room).await.expect("subscribe");
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..PUBLISHERS {
+            let (publisher, envelope, room) =
+                (Arc::clone(&publisher), envelope.clone(), room.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..MESSAGES / PUBLISHERS {
+                    if history {
+                        publisher
+                            .publish_with_history(&room, &envelope, &policy(500))
+                            .await
+                            .expect("publish");
+                    } else {
+                        publisher.publish(&room, &envelope).await.expect("publish");
+                    }
+                }
+            }));
+        }
+        let mut received = 0;
+        while received < MESSAGES {
+            match tokio::time::timeout(DEADLINE, events.recv()).await {
+                Ok(Some(rooms_adapter::AdapterEvent::Message { .. })) => received += 1,
+                Ok(_) => {}
+                Err(_) => panic!("receive stalled at {received}"),
+            }
+        }
+        let rate = received as f64 / started.elapsed().as_secs_f64();
+        for task in tasks {
+            task.await.expect("publisher");
+        }
+        println!("history {history}: {rate:.0} messages/s");
+        subscriber.unsubscribe(&room).await.expect("unsubscribe");
+    }
+    let info: String = query(&url, redis::cmd("INFO").arg("commandstats")).await;
+    for line in info.lines() {
+        if ["evalsha", "publish", "xadd", "pexpire", "hincrby"]
+            .iter()
+            .any(|c| line.starts_with(&format!("cmdstat_{c}:")))
+        {
+            println!("{line}");
+        }
+    }
+    publisher.disconnect().await.unwrap();
+    subscriber.disconnect().await.unwrap();
+}
