@@ -9,12 +9,14 @@ use async_trait::async_trait;
 use rooms_adapter::adapter::{
     AdapterCapabilities, AdapterCounters, AdapterStats, ControlTarget, EventSink, RoomAdapter,
 };
+use rooms_adapter::history::{HistoryPage, HistoryPolicy, Position};
 use rooms_adapter::{Envelope, Error, NodeId, RoomName, wire};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::RedisConfig;
 use crate::error::{closed, timeout};
+use crate::history;
 use crate::publish::publisher::{Coalescing, Destination, Publisher};
 use crate::publish::{DriverOptions, PublishDriver, PublishItem};
 use crate::subscribe::redis_link::{RedisLink, Target};
@@ -385,13 +387,23 @@ impl RoomAdapter for RedisAdapter {
     /// The emitter capability always; control unless turned off (or the
     /// channel prefix leaves no room for control channels, see
     /// [`RedisAdapterBuilder::control_prefix`](crate::RedisAdapterBuilder::control_prefix)).
+    ///
+    /// History on every topology, unless a custom driver cannot run Lua
+    /// scripts ([`PublishDriver::runs_scripts`]).
     fn capabilities(&self) -> AdapterCapabilities {
-        let capabilities = AdapterCapabilities::NONE.with_emitter();
+        let mut capabilities = AdapterCapabilities::NONE.with_emitter();
         if self.config.control_prefix.is_some() {
-            capabilities.with_control()
-        } else {
-            capabilities
+            capabilities = capabilities.with_control();
         }
+        let scripts = match &self.driver {
+            DriverPlan::Custom(driver) => driver.runs_scripts(),
+            #[allow(unreachable_patterns)]
+            _ => true,
+        };
+        if scripts {
+            capabilities = capabilities.with_history();
+        }
+        capabilities
     }
 
     /// Stops both background tasks (and waits for them), drops the
@@ -530,6 +542,96 @@ impl RoomAdapter for RedisAdapter {
             tracing::debug!(channel, %error, "{} control publish failed", self.name);
         }
         result
+    }
+
+    /// Stores and publishes in one Lua script on the room's slot (see the
+    /// crate docs, "History"): the envelope is encoded once with a random
+    /// placeholder id of a position's length, which the script replaces with
+    /// the position it gives out (a message with an id of its own is stored
+    /// as it is); then `XADD` (trimmed to `max_len`), `PEXPIRE` of both keys
+    /// and `PUBLISH` (`SPUBLISH` on a cluster) of the same bytes, so the
+    /// history's order is the order every node receives. Same payload limit,
+    /// timeout and retryable errors as [`publish`](RoomAdapter::publish).
+    async fn publish_with_history(
+        &self,
+        room: &RoomName,
+        envelope: &Envelope,
+        policy: &HistoryPolicy,
+    ) -> Result<Position, Error> {
+        let running = self.running()?;
+        let counters = &self.shared.counters;
+        let result = async {
+            let placeholder = match envelope.message().id {
+                Some(_) => None,
+                None => Some(history::placeholder()),
+            };
+            let payload = match &placeholder {
+                Some(placeholder) => envelope
+                    .with_message_id(placeholder.clone())
+                    .encode(self.config.codec)?,
+                None => envelope.encode(self.config.codec)?,
+            };
+            if payload.len() > self.config.max_payload_bytes {
+                return Err(Error::PayloadTooLarge {
+                    room: room.as_str().to_owned(),
+                    size: payload.len(),
+                    limit: self.config.max_payload_bytes,
+                });
+            }
+            let channel = wire::channel_name(&self.config.channel_prefix, room.as_str());
+            let call = history::PublishArgs {
+                channel: &channel,
+                payload: &payload,
+                placeholder: placeholder.as_deref().unwrap_or(""),
+                max_len: policy.max_len(),
+                ttl_ms: policy.ttl().as_millis(),
+                sharded: self.link.sharded(),
+            }
+            .call();
+            let reply = running
+                .publisher
+                .run_script(&call, || {
+                    format!("publish with history to room {:?}", room.as_str())
+                })
+                .await?;
+            history::parse_position(&reply)
+        }
+        .await;
+        match &result {
+            Ok(_) => counters.record_published(),
+            Err(error) => {
+                counters.record_publish_error();
+                tracing::debug!(room = room.as_str(), %error, "{} publish with history failed", self.name);
+            }
+        }
+        result
+    }
+
+    /// One Lua script on the room's slot: the epoch and latest offset, the
+    /// oldest entry kept, and the entries after `after`. Entries that do not
+    /// decode (or exceed the payload limit) are skipped and counted as
+    /// decode errors. Fails like [`publish`](RoomAdapter::publish) while
+    /// Redis is down.
+    async fn read_history(
+        &self,
+        room: &RoomName,
+        after: Option<u64>,
+    ) -> Result<HistoryPage, Error> {
+        let running = self.running()?;
+        let channel = wire::channel_name(&self.config.channel_prefix, room.as_str());
+        let call = history::read_call(&channel, after);
+        let reply = running
+            .publisher
+            .run_script(&call, || {
+                format!("read the history of room {:?}", room.as_str())
+            })
+            .await?;
+        history::parse_page(
+            &reply,
+            room.as_str(),
+            self.config.max_payload_bytes,
+            &self.shared.counters,
+        )
     }
 
     fn stats(&self) -> AdapterStats {

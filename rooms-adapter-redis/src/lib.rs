@@ -37,8 +37,9 @@
 //! jitter, re-subscribes every wanted room in batches and emits
 //! [`AdapterEvent::Reconnected`](rooms_adapter::AdapterEvent::Reconnected) with
 //! the rooms and the length of the outage: messages published meanwhile are
-//! lost (pub/sub has no history), so tell clients to resync. A subscription
-//! that dies silently is caught by a periodic PING.
+//! lost to plain pub/sub, so tell clients to resync (or turn history on, see
+//! below: what reached the history can be replayed). A subscription that
+//! dies silently is caught by a periodic PING.
 //!
 //! ## Control channel
 //!
@@ -65,6 +66,48 @@
 //! [`RedisAdapterBuilder::control_prefix`] and
 //! [`RedisAdapterBuilder::control`].
 //!
+//! ## History
+//!
+//! The adapter offers the history capability
+//! ([`AdapterCapabilities::history`](rooms_adapter::AdapterCapabilities::history))
+//! on every topology (single server, Sentinel, Cluster) and with every
+//! bundled driver (a custom [`PublishDriver`] needs
+//! [`run_script`](PublishDriver::run_script)). Turn it on in the engine with
+//! [`RoomsBuilder::history`](rooms_adapter::RoomsBuilder::history). This
+//! layout is wire contract, for nodes written in other languages:
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `rooms-history:{T}:{channel}` | Stream | one entry per message: id `{offset}-0`, field `d` = the encoded envelope, its message id set |
+//! | `rooms-history-meta:{T}:{channel}` | Hash | `e` = the epoch (12 lowercase hex digits), `o` = the last offset given out |
+//!
+//! `channel` is the room's channel, `{prefix}{room}`. `T` is the channel's
+//! *slot tag*: the first string of `0`, `1`, .. `9`, `a`, .. `z`, `00`,
+//! `01`, .. `zz`, `000`, .. (all strings of length 1, then 2, then 3, ..,
+//! each length in base-36 counting order over `0-9a-z`; every slot has a
+//! tag of at most 4 characters, e.g. slot 277's is `03bg`) whose hash slot
+//! ([`key_slot`]) is the channel's. Both keys thus
+//! live in the channel's slot, whatever braces the room name holds, so on a
+//! cluster one script on one master touches both keys and `SPUBLISH`es on
+//! the channel. Single servers and Sentinel use the same names.
+//!
+//! A publish with history is one Lua script (`EVALSHA`, `EVAL` when the
+//! server does not know it yet): it takes the epoch from the hash (or starts
+//! a new one, dropping any stale stream, when the hash is missing or not
+//! ours), increments `o`, writes the position id
+//! `h1.{epoch}.{offset:016x}` into the encoded envelope in place of a
+//! random placeholder id of the same length (a message with an id of its
+//! own is stored as it is), `XADD`s it with `MAXLEN {max_len}` (exact),
+//! sets both keys to expire `ttl` after this message (`PEXPIRE`), and
+//! publishes the same bytes on the channel (`PUBLISH`, `SPUBLISH` on a
+//! cluster). Redis runs a script atomically, so a room's history order is
+//! the order every node receives its messages in. A read is one script too:
+//! the epoch and latest offset from the hash, the oldest entry's offset
+//! (`first`), and the entries after an offset (`XRANGE`); entries that do
+//! not decode are skipped and counted as decode errors. Publishing and
+//! reading fail within the publish timeout with a retryable error while
+//! Redis is down, like `publish`.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use std::time::Duration;
@@ -86,6 +129,7 @@ mod builder;
 mod config;
 mod control;
 pub mod error;
+mod history;
 mod publish;
 mod sequence;
 mod subscribe;
@@ -108,7 +152,7 @@ pub use publish::DeadpoolDriver;
 pub use publish::RedisDriver;
 #[cfg(feature = "bb8")]
 pub use publish::{Bb8Driver, Bb8Pool};
-pub use publish::{DriverOptions, PublishDriver, PublishItem};
+pub use publish::{DriverOptions, PublishDriver, PublishItem, ScriptCall, run_script_on};
 pub use sequence::RedisEventIdSequence;
 pub use subscribe::{SLOT_COUNT, key_slot};
 

@@ -5,7 +5,8 @@ use bb8_redis::RedisConnectionManager;
 use rooms_adapter::Error;
 
 use super::driver::{
-    DriverOptions, PublishDriver, PublishItem, medium_of, publish_cmd, publish_pipeline,
+    DriverOptions, PublishDriver, PublishItem, ScriptCall, medium_of, publish_cmd,
+    publish_pipeline, run_script_on,
 };
 use crate::error::from_redis;
 
@@ -113,5 +114,16 @@ impl PublishDriver for Bb8Driver {
             .exec_async(&mut *connection)
             .await
             .map_err(|error| from_redis("publish pipeline", &self.medium, error))
+    }
+
+    fn runs_scripts(&self) -> bool {
+        true
+    }
+
+    async fn run_script(&self, call: &ScriptCall) -> Result<redis::Value, Error> {
+        let mut connection = self.connection().await?;
+        run_script_on(&mut *connection, call)
+            .await
+            .map_err(|error| from_redis("history script", &self.medium, error))
     }
 }

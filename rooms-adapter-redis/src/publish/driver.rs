@@ -39,6 +39,13 @@ pub struct PublishItem {
 /// cannot be reached (retryable), [`Error::Backend`] otherwise. The adapter
 /// bounds every call with its publish timeout, so a driver need not.
 ///
+/// For room history the adapter also runs Lua scripts through the driver:
+/// implement [`runs_scripts`](PublishDriver::runs_scripts) and
+/// [`run_script`](PublishDriver::run_script) (with redis-rs,
+/// [`run_script_on`] does it on any connection). A driver without them
+/// still publishes; the adapter then does not declare the history
+/// capability.
+///
 /// ```
 /// use std::sync::Mutex;
 /// use async_trait::async_trait;
@@ -96,6 +103,101 @@ pub trait PublishDriver: Send + Sync + 'static {
         }
         Ok(())
     }
+
+    /// Whether [`run_script`](Self::run_script) works. The adapter declares
+    /// the history capability only with a driver that runs scripts. The
+    /// default is `false`.
+    fn runs_scripts(&self) -> bool {
+        false
+    }
+
+    /// Runs a Lua script whose keys (and channels) all live in one hash
+    /// slot ([`ScriptCall::slot`]; on a cluster, on the master serving it),
+    /// and returns its reply: `EVALSHA` ([`ScriptCall::evalsha`]), then
+    /// `EVAL` ([`ScriptCall::eval`]) when the server answers `NOSCRIPT`
+    /// ([`run_script_on`] does both on any redis-rs connection). A script
+    /// may write: a driver must not send it twice unless it cannot have
+    /// reached Redis the first time. The default answers
+    /// [`Error::Unsupported`].
+    async fn run_script(&self, call: &ScriptCall) -> Result<redis::Value, Error> {
+        let _ = call;
+        Err(Error::Unsupported {
+            adapter: self.name().to_owned(),
+            capability: "Lua scripts (room history)",
+        })
+    }
+}
+
+/// One run of a Lua script, with its keys and arguments (see
+/// [`PublishDriver::run_script`]).
+#[derive(Debug, Clone)]
+pub struct ScriptCall {
+    source: &'static str,
+    hash: &'static str,
+    slot: u16,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl ScriptCall {
+    /// A call of `script` (whose source is `source`).
+    pub(crate) fn new(
+        source: &'static str,
+        script: &'static redis::Script,
+        slot: u16,
+        keys: Vec<Vec<u8>>,
+        args: Vec<Vec<u8>>,
+    ) -> Self {
+        Self {
+            source,
+            hash: script.get_hash(),
+            slot,
+            keys,
+            args,
+        }
+    }
+
+    /// The hash slot of every key of the call.
+    pub fn slot(&self) -> u16 {
+        self.slot
+    }
+
+    /// `EVALSHA sha1 numkeys keys.. args..`.
+    pub fn evalsha(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.hash)
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        cmd
+    }
+
+    /// `EVAL source numkeys keys.. args..` (also caches the script on that
+    /// server).
+    pub fn eval(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(self.source)
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        cmd
+    }
+}
+
+/// Whether Redis answered that it does not know the script.
+pub(crate) fn no_script(error: &redis::RedisError) -> bool {
+    error.code() == Some("NOSCRIPT")
+}
+
+/// Runs `call` on `connection`: `EVALSHA`, then `EVAL` on `NOSCRIPT`.
+pub async fn run_script_on<C: redis::aio::ConnectionLike>(
+    connection: &mut C,
+    call: &ScriptCall,
+) -> Result<redis::Value, redis::RedisError> {
+    match call.evalsha().query_async(connection).await {
+        Err(error) if no_script(&error) => call.eval().query_async(connection).await,
+        other => other,
+    }
 }
 
 #[async_trait]
@@ -110,6 +212,14 @@ impl<D: PublishDriver + ?Sized> PublishDriver for std::sync::Arc<D> {
 
     async fn publish_batch(&self, batch: &[PublishItem]) -> Result<(), Error> {
         (**self).publish_batch(batch).await
+    }
+
+    fn runs_scripts(&self) -> bool {
+        (**self).runs_scripts()
+    }
+
+    async fn run_script(&self, call: &ScriptCall) -> Result<redis::Value, Error> {
+        (**self).run_script(call).await
     }
 }
 

@@ -5,7 +5,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use rooms_adapter::Error;
 
 use super::driver::{
-    DriverOptions, PublishDriver, PublishItem, medium_of, publish_cmd, publish_pipeline,
+    DriverOptions, PublishDriver, PublishItem, ScriptCall, medium_of, publish_cmd,
+    publish_pipeline, run_script_on,
 };
 use crate::error::{from_redis, timeout};
 
@@ -104,5 +105,18 @@ impl PublishDriver for RedisDriver {
             result = pipeline.exec_async(&mut connection).await;
         }
         result.map_err(|error| from_redis("publish pipeline", &self.medium, error))
+    }
+
+    fn runs_scripts(&self) -> bool {
+        true
+    }
+
+    async fn run_script(&self, call: &ScriptCall) -> Result<redis::Value, Error> {
+        let mut connection = self.connection.clone();
+        let mut result = run_script_on(&mut connection, call).await;
+        if matches!(&result, Err(error) if stale(error)) {
+            result = run_script_on(&mut connection, call).await;
+        }
+        result.map_err(|error| from_redis("history script", &self.medium, error))
     }
 }

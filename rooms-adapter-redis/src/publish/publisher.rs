@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::driver::{PublishDriver, PublishItem};
+use super::driver::{PublishDriver, PublishItem, ScriptCall};
 use crate::error::{closed, duplicate, timeout};
 
 type Reply = oneshot::Sender<Result<(), Error>>;
@@ -167,6 +167,20 @@ impl Publisher {
         }
         // The task answers by the deadline (see `Request::deadline`).
         answer.await.map_err(|_| closed())?
+    }
+
+    /// Runs a script through the driver (never queued: a script is one
+    /// command on the driver's multiplexed connection or pool), within the
+    /// publish timeout.
+    pub(crate) async fn run_script(
+        &self,
+        call: &ScriptCall,
+        what: impl FnOnce() -> String,
+    ) -> Result<redis::Value, Error> {
+        match tokio::time::timeout(self.timeout, self.driver.run_script(call)).await {
+            Ok(result) => result,
+            Err(_) => Err(timeout(what(), self.timeout)),
+        }
     }
 
     /// One publish straight through the driver, bounded by `limit`.

@@ -9,7 +9,10 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
 use rooms_adapter::Error;
 
-use super::driver::{DriverOptions, PublishDriver, PublishItem, publish_cmd, publish_pipeline};
+use super::driver::{
+    DriverOptions, PublishDriver, PublishItem, ScriptCall, publish_cmd, publish_pipeline,
+    run_script_on,
+};
 use crate::error::{from_redis, timeout};
 use crate::subscribe::sentinel::SentinelTarget;
 
@@ -98,14 +101,14 @@ impl SentinelDriver {
     /// Runs `send` on a connection; a connection found broken is replaced
     /// and, when the command cannot have reached Redis, `send` runs once
     /// more on the new one.
-    async fn with_retry<F, Fut>(&self, what: &str, send: F) -> Result<(), Error>
+    async fn with_retry<T, F, Fut>(&self, what: &str, send: F) -> Result<T, Error>
     where
         F: Fn(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = Result<(), RedisError>>,
+        Fut: Future<Output = Result<T, RedisError>>,
     {
         let (number, connection) = self.connection().await?;
         match send(connection).await {
-            Ok(()) => Ok(()),
+            Ok(value) => Ok(value),
             Err(error) if broken(&error) => {
                 let (_, fresh) = self.reconnect(Some(number)).await?;
                 if error.is_connection_dropped() {
@@ -149,6 +152,17 @@ impl PublishDriver for SentinelDriver {
         self.with_retry("publish pipeline", |mut connection| {
             let pipeline = pipeline.clone();
             async move { pipeline.exec_async(&mut connection).await }
+        })
+        .await
+    }
+
+    fn runs_scripts(&self) -> bool {
+        true
+    }
+
+    async fn run_script(&self, call: &ScriptCall) -> Result<redis::Value, Error> {
+        self.with_retry("history script", |mut connection| async move {
+            run_script_on(&mut connection, call).await
         })
         .await
     }

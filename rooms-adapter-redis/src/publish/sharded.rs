@@ -11,7 +11,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use rooms_adapter::Error;
 
-use super::driver::{PublishDriver, PublishItem};
+use super::driver::{PublishDriver, PublishItem, ScriptCall, no_script};
 use crate::error::{from_redis, timeout};
 use crate::subscribe::{SlotMap, key_slot};
 
@@ -190,5 +190,32 @@ impl PublishDriver for ClusterDriver {
         let (pipelined, single) =
             futures_util::future::join(join_all(pipelines), join_all(singles)).await;
         pipelined.into_iter().chain(single).collect()
+    }
+
+    fn runs_scripts(&self) -> bool {
+        true
+    }
+
+    /// On the master serving the call's slot (the client follows `MOVED`).
+    async fn run_script(&self, call: &ScriptCall) -> Result<redis::Value, Error> {
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+            call.slot(),
+            SlotAddr::Master,
+        )));
+        let run = |cmd: redis::Cmd| {
+            let mut connection = self.connection.clone();
+            let route = route.clone();
+            async move {
+                match connection.route_command(cmd, route).await {
+                    Ok(redis::Value::ServerError(error)) => Err(redis::RedisError::from(error)),
+                    other => other,
+                }
+            }
+        };
+        let result = match run(call.evalsha()).await {
+            Err(error) if no_script(&error) => run(call.eval()).await,
+            other => other,
+        };
+        result.map_err(|error| from_redis("history script", &self.medium, error))
     }
 }

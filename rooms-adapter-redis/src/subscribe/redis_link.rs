@@ -45,7 +45,8 @@ impl RedisLink {
         Self { target, medium }
     }
 
-    fn sharded(&self) -> bool {
+    /// Whether rooms use sharded pub/sub (`SPUBLISH`): a cluster.
+    pub(crate) fn sharded(&self) -> bool {
         #[cfg(feature = "cluster")]
         if matches!(self.target, Target::Cluster(_)) {
             return true;

@@ -1,0 +1,455 @@
+//! Room histories in Redis: the key layout, the two Lua scripts and the
+//! parsing of their replies. Wire contract (see the crate docs, "History").
+//!
+//! Per room, with `channel` = `{prefix}{room}`:
+//! - `rooms-history:{T}:{channel}`: a Stream, one entry per message, entry
+//!   id `{offset}-0`, field `d` = the encoded envelope (its message id set);
+//! - `rooms-history-meta:{T}:{channel}`: a hash, `e` = the epoch (12
+//!   lowercase hex digits), `o` = the last offset given out.
+//!
+//! `T` is the *slot tag* of the channel: the first string of the enumeration
+//! `0`..`9`, `a`..`z`, `00`, `01`, .. `zz`, `000`, .. (every string of length
+//! 1, then 2, then 3, each length in base-36 counting order over
+//! `0-9a-z`) whose Redis Cluster hash slot equals the channel's. So both keys
+//! live in the slot of the channel (whatever braces the channel itself
+//! holds: the key's first `{..}` is `{T}`), and a script can touch them and
+//! `SPUBLISH` on the channel on one shard.
+
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use redis::Value;
+use rooms_adapter::Error;
+use rooms_adapter::adapter::AdapterCounters;
+use rooms_adapter::history::{EPOCH_LEN, HistoryEntry, HistoryPage, Position, new_epoch};
+use rooms_adapter::wire::{self, DecodeError};
+
+use crate::publish::ScriptCall;
+use crate::subscribe::{SLOT_COUNT, key_slot};
+
+/// Prefix of a room's history stream key.
+pub(crate) const STREAM_PREFIX: &str = "rooms-history:";
+/// Prefix of a room's history meta hash key.
+pub(crate) const META_PREFIX: &str = "rooms-history-meta:";
+
+const ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// The slot tag of every slot, computed once.
+fn tags() -> &'static [String] {
+    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
+    TAGS.get_or_init(|| {
+        let mut tags = vec![String::new(); usize::from(SLOT_COUNT)];
+        let mut missing = usize::from(SLOT_COUNT);
+        let mut len = 1u32;
+        while missing > 0 {
+            let count = 36u64.pow(len);
+            for n in 0..count {
+                let tag = base36(n, len);
+                let slot = usize::from(key_slot(tag.as_bytes()));
+                if tags[slot].is_empty() {
+                    tags[slot] = tag;
+                    missing -= 1;
+                    if missing == 0 {
+                        break;
+                    }
+                }
+            }
+            len += 1;
+        }
+        tags
+    })
+}
+
+/// `n` in base 36 over [`ALPHABET`], left-padded with `0` to `len` digits.
+fn base36(mut n: u64, len: u32) -> String {
+    let mut digits = vec![b'0'; len as usize];
+    for digit in digits.iter_mut().rev() {
+        *digit = ALPHABET[(n % 36) as usize];
+        n /= 36;
+    }
+    digits.into_iter().map(char::from).collect()
+}
+
+/// The slot tag of `slot` (see the module docs).
+pub(crate) fn slot_tag(slot: u16) -> &'static str {
+    tags()
+        .get(usize::from(slot))
+        .map_or("0", |tag| tag.as_str())
+}
+
+/// The stream and meta keys of a room's channel.
+pub(crate) fn keys_of(channel: &str) -> (String, String) {
+    let tag = slot_tag(key_slot(channel.as_bytes()));
+    (
+        format!("{STREAM_PREFIX}{{{tag}}}:{channel}"),
+        format!("{META_PREFIX}{{{tag}}}:{channel}"),
+    )
+}
+
+/// Stores and publishes one message (see the crate docs).
+///
+/// KEYS: stream, meta. ARGV: channel, payload, placeholder (empty when the
+/// message has an id of its own), a fresh epoch, max_len, ttl in ms, the
+/// publish command (`PUBLISH` or `SPUBLISH`). Returns `{epoch, offset}`.
+pub(crate) const PUBLISH_SCRIPT: &str = r#"
+local epoch = redis.pcall('HGET', KEYS[2], 'e')
+local offset = nil
+if type(epoch) == 'string' and #epoch == 12 and string.match(epoch, '^[0-9a-f]+$') then
+  offset = redis.pcall('HINCRBY', KEYS[2], 'o', 1)
+  if type(offset) ~= 'number' or offset < 1 then
+    offset = nil
+  end
+end
+if not offset then
+  -- No history (or a meta hash that is not ours): a new epoch.
+  epoch = ARGV[4]
+  offset = 1
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('HSET', KEYS[2], 'e', epoch, 'o', offset)
+end
+local payload = ARGV[2]
+if ARGV[3] ~= '' then
+  local s, e = string.find(payload, ARGV[3], 1, true)
+  if not s then
+    return redis.error_reply('ERR rooms history: no placeholder id in the payload')
+  end
+  payload = string.sub(payload, 1, s - 1) .. string.format('h1.%s.%016x', epoch, offset) .. string.sub(payload, e + 1)
+end
+local id = string.format('%d-0', offset)
+local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', ARGV[5], id, 'd', payload)
+if type(added) == 'table' and added.err then
+  -- Not a stream, or entries beyond our offset: not ours, dropped.
+  redis.call('DEL', KEYS[1])
+  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[5], id, 'd', payload)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call(ARGV[7], ARGV[1], payload)
+return {epoch, offset}
+"#;
+
+/// Reads a room's history.
+///
+/// KEYS: stream, meta. ARGV: the first entry id wanted (`{n}-0`, or `-`),
+/// or `` to read no entries. Returns `{epoch or '', latest, oldest entry id
+/// or '', entries}`. Keys of another type read as no history.
+pub(crate) const READ_SCRIPT: &str = r#"
+local meta = redis.pcall('HMGET', KEYS[2], 'e', 'o')
+if meta.err or not meta[1] then
+  return {'', 0, '', {}}
+end
+local oldest = redis.pcall('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if oldest.err then
+  oldest = {}
+end
+local first = ''
+if #oldest > 0 then
+  first = oldest[1][1]
+end
+local entries = {}
+if ARGV[1] ~= '' and #oldest > 0 then
+  entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+')
+end
+return {meta[1], tonumber(meta[2]) or 0, first, entries}
+"#;
+
+/// The publish script.
+pub(crate) fn publish_script() -> &'static redis::Script {
+    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(PUBLISH_SCRIPT))
+}
+
+/// The read script.
+pub(crate) fn read_script() -> &'static redis::Script {
+    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(READ_SCRIPT))
+}
+
+/// A placeholder id: the shape of a position id (`h1.` 12 chars `.` 16
+/// chars, [`POSITION_ID_LEN`](rooms_adapter::history::POSITION_ID_LEN)
+/// bytes) in random letters `g`..`v`, so never a position and not
+/// guessable by the author of a message.
+pub(crate) fn placeholder() -> String {
+    let random: String = [new_epoch(), new_epoch(), new_epoch()].concat();
+    let letter = |b: u8| {
+        let nibble = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => 0,
+        };
+        char::from(b'g' + nibble)
+    };
+    let mut letters = random.bytes().map(letter);
+    let mut id = String::from("h1.");
+    id.extend(letters.by_ref().take(EPOCH_LEN));
+    id.push('.');
+    id.extend(letters.take(16));
+    id
+}
+
+/// The publish script's call for one message.
+pub(crate) struct PublishArgs<'a> {
+    pub(crate) channel: &'a str,
+    pub(crate) payload: &'a [u8],
+    /// Empty when the message has an id.
+    pub(crate) placeholder: &'a str,
+    pub(crate) max_len: usize,
+    pub(crate) ttl_ms: u128,
+    pub(crate) sharded: bool,
+}
+
+impl PublishArgs<'_> {
+    pub(crate) fn call(&self) -> ScriptCall {
+        let (stream, meta) = keys_of(self.channel);
+        ScriptCall::new(
+            PUBLISH_SCRIPT,
+            publish_script(),
+            key_slot(self.channel.as_bytes()),
+            vec![stream.into_bytes(), meta.into_bytes()],
+            vec![
+                self.channel.as_bytes().to_vec(),
+                self.payload.to_vec(),
+                self.placeholder.as_bytes().to_vec(),
+                new_epoch().into_bytes(),
+                self.max_len.to_string().into_bytes(),
+                self.ttl_ms.max(1).to_string().into_bytes(),
+                if self.sharded {
+                    b"SPUBLISH".to_vec()
+                } else {
+                    b"PUBLISH".to_vec()
+                },
+            ],
+        )
+    }
+}
+
+/// The read script's call for a channel's history after `after`.
+pub(crate) fn read_call(channel: &str, after: Option<u64>) -> ScriptCall {
+    let (stream, meta) = keys_of(channel);
+    let start = match after {
+        None => "-".to_owned(),
+        Some(after) => after
+            .checked_add(1)
+            .map_or_else(String::new, |next| format!("{next}-0")),
+    };
+    ScriptCall::new(
+        READ_SCRIPT,
+        read_script(),
+        key_slot(channel.as_bytes()),
+        vec![stream.into_bytes(), meta.into_bytes()],
+        vec![start.into_bytes()],
+    )
+}
+
+fn unexpected(what: &str, value: &Value) -> Error {
+    Error::Backend {
+        context: format!("history {what}: unexpected reply {value:?}"),
+        retryable: false,
+        source: Box::new(crate::error::Message("unexpected script reply".into())),
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+fn integer(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+/// `{n}-0` → `n`.
+fn entry_offset(id: &str) -> Option<u64> {
+    let (offset, seq) = id.split_once('-')?;
+    (seq == "0").then_some(())?;
+    offset.parse().ok()
+}
+
+/// The position the publish script returned.
+pub(crate) fn parse_position(value: &Value) -> Result<Position, Error> {
+    if let Value::Array(items) = value
+        && let [epoch, offset] = items.as_slice()
+        && let (Some(epoch), Some(offset)) = (text(epoch), integer(offset))
+        && let Some(position) = Position::new(&epoch, offset)
+    {
+        return Ok(position);
+    }
+    Err(unexpected("publish", value))
+}
+
+/// The page the read script returned; entries that do not decode are
+/// skipped and counted on `counters` for `room`.
+pub(crate) fn parse_page(
+    value: &Value,
+    room: &str,
+    max_payload_bytes: usize,
+    counters: &AdapterCounters,
+) -> Result<HistoryPage, Error> {
+    let Value::Array(items) = value else {
+        return Err(unexpected("read", value));
+    };
+    let [epoch, latest, first, entries] = items.as_slice() else {
+        return Err(unexpected("read", value));
+    };
+    let (Some(epoch), Some(latest), Some(first)) = (text(epoch), integer(latest), text(first))
+    else {
+        return Err(unexpected("read", value));
+    };
+    if Position::new(&epoch, 0).is_none() {
+        // No history (or a meta hash that is not ours): a fresh epoch.
+        return Ok(HistoryPage {
+            epoch: new_epoch(),
+            latest: 0,
+            entries: Vec::new(),
+            first: 1,
+        });
+    }
+    let first = entry_offset(&first).unwrap_or(latest.saturating_add(1));
+    let raw = match entries {
+        Value::Array(raw) => raw.as_slice(),
+        Value::Nil => &[],
+        other => return Err(unexpected("read", other)),
+    };
+    let mut decoded = Vec::with_capacity(raw.len());
+    for entry in raw {
+        match decode_entry(entry, max_payload_bytes) {
+            Ok(entry) => decoded.push(entry),
+            Err(error) => counters.record_decode_error(room, &error),
+        }
+    }
+    Ok(HistoryPage {
+        epoch,
+        latest,
+        entries: decoded,
+        first,
+    })
+}
+
+/// One stream entry: `[id, [field, value, ...]]`.
+fn decode_entry(entry: &Value, max_payload_bytes: usize) -> Result<HistoryEntry, DecodeError> {
+    let invalid = |reason: &str| DecodeError::InvalidField {
+        field: "d",
+        reason: format!("history entry: {reason}"),
+    };
+    let Value::Array(parts) = entry else {
+        return Err(invalid("not a stream entry"));
+    };
+    let [id, fields] = parts.as_slice() else {
+        return Err(invalid("not a stream entry"));
+    };
+    let offset = text(id)
+        .as_deref()
+        .and_then(entry_offset)
+        .ok_or_else(|| invalid("entry id is not {offset}-0"))?;
+    let fields = match fields {
+        Value::Array(fields) => fields.as_slice(),
+        _ => return Err(invalid("no fields")),
+    };
+    let payload = fields
+        .chunks_exact(2)
+        .find_map(|pair| match pair {
+            [Value::BulkString(name), Value::BulkString(value)] if name == b"d" => {
+                Some(Bytes::copy_from_slice(value))
+            }
+            _ => None,
+        })
+        .ok_or(DecodeError::MissingField { field: "d" })?;
+    let envelope = wire::decode(&payload, max_payload_bytes)?;
+    Ok(HistoryEntry { offset, envelope })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_slot_has_a_short_tag_of_its_slot() {
+        for slot in 0..SLOT_COUNT {
+            let tag = slot_tag(slot);
+            assert!(!tag.is_empty() && tag.len() <= 4, "{slot}: {tag:?}");
+            assert_eq!(key_slot(tag.as_bytes()), slot);
+        }
+        assert_eq!(slot_tag(key_slot(b"0")), "0");
+        assert_eq!(slot_tag(277), "03bg");
+        assert_eq!(base36(37, 2), "11");
+    }
+
+    #[test]
+    fn keys_live_in_the_channel_slot() {
+        for channel in [
+            "sse:room:chat",
+            "sse:room:{x}y",
+            "sse:room:{}",
+            "{a}b{c}",
+            "",
+        ] {
+            let (stream, meta) = keys_of(channel);
+            let slot = key_slot(channel.as_bytes());
+            assert_eq!(key_slot(stream.as_bytes()), slot, "{stream}");
+            assert_eq!(key_slot(meta.as_bytes()), slot, "{meta}");
+            assert!(stream.starts_with(STREAM_PREFIX) && stream.ends_with(channel));
+        }
+    }
+
+    #[test]
+    fn placeholders_have_the_shape_of_a_position_and_are_not_one() {
+        let a = placeholder();
+        assert_eq!(a.len(), rooms_adapter::history::POSITION_ID_LEN);
+        assert!(Position::parse(&a).is_none());
+        assert_ne!(a, placeholder());
+        assert!(
+            a[3..]
+                .bytes()
+                .all(|b| b == b'.' || (b'g'..=b'v').contains(&b))
+        );
+    }
+
+    #[test]
+    fn replies_parse() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let position = parse_position(&Value::Array(vec![bulk("0123456789ab"), Value::Int(7)]));
+        assert_eq!(position.ok().map(|p| p.offset()), Some(7));
+        assert!(parse_position(&Value::Array(vec![bulk("zz"), Value::Int(7)])).is_err());
+        let counters = AdapterCounters::default();
+        let page = parse_page(
+            &Value::Array(vec![
+                bulk("0123456789ab"),
+                Value::Int(9),
+                bulk("8-0"),
+                Value::Array(vec![
+                    Value::Array(vec![
+                        bulk("8-0"),
+                        Value::Array(vec![bulk("d"), bulk("garbage")]),
+                    ]),
+                    Value::Array(vec![bulk("9-0"), Value::Array(vec![])]),
+                ]),
+            ]),
+            "r",
+            1024,
+            &counters,
+        )
+        .expect("a page");
+        assert_eq!((page.first, page.latest, page.entries.len()), (8, 9, 0));
+        assert_eq!(counters.snapshot(0, None).decode_errors_total(), 2);
+        let empty = parse_page(
+            &Value::Array(vec![
+                bulk(""),
+                Value::Int(0),
+                bulk(""),
+                Value::Array(vec![]),
+            ]),
+            "r",
+            1024,
+            &counters,
+        )
+        .expect("a page");
+        assert_eq!((empty.first, empty.latest), (1, 0));
+        assert_eq!(empty.epoch.len(), EPOCH_LEN);
+    }
+}

@@ -1,0 +1,607 @@
+//! Room history on a real redis-server: the key layout (names, slot, ttl),
+//! trimming reflected in `first`, a new epoch once the keys are lost, ids
+//! spliced in without touching hostile data, fail-fast while Redis is down,
+//! foreign garbage in the stream skipped and counted, and the layout on a
+//! cluster (every key on the master of its room's channel).
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use rooms_adapter::adapter::RoomAdapter;
+use rooms_adapter::history::{HistoryPage, HistoryPolicy, Position};
+use rooms_adapter::{Codec, Envelope, Error, NodeId, RoomName, SseMessage};
+use rooms_adapter_redis::{RedisAdapter, key_slot, redis};
+use tokio::time::Instant;
+
+use common::*;
+
+const TTL: Duration = Duration::from_secs(60);
+
+/// `XRANGE` reply entry: id and field/value pairs.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
+fn policy(max_len: usize) -> HistoryPolicy {
+    HistoryPolicy::new(max_len, TTL).expect("valid policy")
+}
+
+fn message(data: &str) -> Envelope {
+    Envelope::new(NodeId::from("a"), SseMessage::new(data))
+}
+
+fn data_of(envelope: &Envelope) -> String {
+    serde_json::from_str::<String>(envelope.message().data.as_json()).expect("a JSON string")
+}
+
+/// The slot tag of the wire contract, computed independently: the first of
+/// `0`..`z`, `00`..`zz`, `000`.. (base 36 over `0-9a-z`) in `slot`.
+fn expected_tag(slot: u16) -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    for len in 1..=4u32 {
+        for n in 0..36u64.pow(len) {
+            let mut digits = vec![b'0'; len as usize];
+            let mut rest = n;
+            for digit in digits.iter_mut().rev() {
+                *digit = ALPHABET[(rest % 36) as usize];
+                rest /= 36;
+            }
+            if key_slot(&digits) == slot {
+                return String::from_utf8(digits).unwrap();
+            }
+        }
+    }
+    panic!("no tag for slot {slot}")
+}
+
+fn keys_of(channel: &str) -> (String, String) {
+    let tag = expected_tag(key_slot(channel.as_bytes()));
+    (
+        format!("rooms-history:{{{tag}}}:{channel}"),
+        format!("rooms-history-meta:{{{tag}}}:{channel}"),
+    )
+}
+
+async fn query<T: redis::FromRedisValue>(url: &str, cmd: &mut redis::Cmd) -> T {
+    let mut connection = raw(url).await;
+    cmd.query_async(&mut connection).await.expect("raw command")
+}
+
+async fn read(adapter: &RedisAdapter, room: &RoomName, after: Option<u64>) -> HistoryPage {
+    adapter.read_history(room, after).await.expect("read")
+}
+
+fn offsets(page: &HistoryPage) -> Vec<u64> {
+    page.entries.iter().map(|entry| entry.offset).collect()
+}
+
+/// Stored and published with the position as id; the keys are named by the
+/// rule, carry the ttl, and the stream holds `{offset}-0` entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_store_positions_under_the_documented_keys() {
+    let server = server().await;
+    let url = server.url();
+    let (a, _) = connected(&url, "a", |b| b).await;
+    let (b, mut b_events) = connected(&url, "b", |b| b).await;
+    assert!(a.capabilities().history);
+    let room = RoomName::from("story");
+    b.subscribe(&room).await.expect("subscribe");
+    let mut positions = Vec::new();
+    for n in 1..=3 {
+        let position = a
+            .publish_with_history(&room, &message(&format!("m{n}")), &policy(100))
+            .await
+            .expect("publish");
+        assert_eq!(position.offset(), n);
+        let (_, received) = next_message(&mut b_events).await;
+        assert_eq!(received.message().id, Some(position.to_id()));
+        assert_eq!(data_of(&received), format!("m{n}"));
+        positions.push(position);
+    }
+    assert!(positions.iter().all(|p| p.epoch() == positions[0].epoch()));
+
+    let page = read(&b, &room, None).await;
+    assert_eq!(page.epoch, positions[0].epoch());
+    assert_eq!((page.first, page.latest), (1, 3));
+    assert_eq!(offsets(&page), vec![1, 2, 3]);
+    for (entry, position) in page.entries.iter().zip(&positions) {
+        assert_eq!(entry.envelope.message().id, Some(position.to_id()));
+    }
+    assert_eq!(offsets(&read(&b, &room, Some(2)).await), vec![3]);
+    assert!(read(&b, &room, Some(3)).await.entries.is_empty());
+    assert!(read(&b, &room, Some(u64::MAX)).await.entries.is_empty());
+
+    let (stream, meta) = keys_of("sse:room:story");
+    let ids: Vec<StreamEntry> =
+        query(&url, redis::cmd("XRANGE").arg(&stream).arg("-").arg("+")).await;
+    let ids: Vec<&str> = ids.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, vec!["1-0", "2-0", "3-0"]);
+    let (epoch, latest): (String, u64) =
+        query(&url, redis::cmd("HMGET").arg(&meta).arg("e").arg("o")).await;
+    assert_eq!((epoch.as_str(), latest), (positions[0].epoch(), 3));
+    for key in [&stream, &meta] {
+        let ttl: i64 = query(&url, redis::cmd("PTTL").arg(key)).await;
+        assert!(
+            ttl > 0 && ttl <= TTL.as_millis() as i64,
+            "{key}: pttl {ttl}"
+        );
+    }
+    let position = a
+        .publish_with_history(
+            &room,
+            &message("short"),
+            &HistoryPolicy::new(100, Duration::from_secs(5)).unwrap(),
+        )
+        .await
+        .expect("publish");
+    assert_eq!(position.offset(), 4);
+    let ttl: i64 = query(&url, redis::cmd("PTTL").arg(&stream)).await;
+    assert!(ttl > 0 && ttl <= 5_000, "the ttl follows the policy: {ttl}");
+    assert_eq!(a.stats().published, 4);
+    a.disconnect().await.unwrap();
+    b.disconnect().await.unwrap();
+}
+
+/// `max_len` trims the stream exactly, and `first` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trimming_is_reflected_in_first() {
+    let server = server().await;
+    let url = server.url();
+    let (a, _) = connected(&url, "a", |b| b).await;
+    let room = RoomName::from("short");
+    for n in 1..=5 {
+        a.publish_with_history(&room, &message(&format!("m{n}")), &policy(3))
+            .await
+            .expect("publish");
+    }
+    let page = read(&a, &room, None).await;
+    assert_eq!((page.first, page.latest), (3, 5));
+    assert_eq!(offsets(&page), vec![3, 4, 5]);
+    assert_eq!(offsets(&read(&a, &room, Some(1)).await), vec![3, 4, 5]);
+    assert_eq!(offsets(&read(&a, &room, Some(4)).await), vec![5]);
+    let (stream, _) = keys_of("sse:room:short");
+    let len: u64 = query(&url, redis::cmd("XLEN").arg(&stream)).await;
+    assert_eq!(len, 3);
+    // Deleting the stream alone (eviction): the epoch stays, nothing is kept.
+    let _: u64 = query(&url, redis::cmd("DEL").arg(&stream)).await;
+    let page = read(&a, &room, None).await;
+    assert_eq!((page.first, page.latest, page.entries.len()), (6, 5, 0));
+    a.disconnect().await.unwrap();
+}
+
+/// Once the keys are gone (FLUSHALL, or the meta hash deleted), reads show a
+/// fresh epoch and the next publish starts a new one at offset 1, dropping
+/// any stale stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_keys_start_a_new_epoch() {
+    let server = server().await;
+    let url = server.url();
+    let (a, _) = connected(&url, "a", |b| b).await;
+    let room = RoomName::from("lost");
+    let empty = read(&a, &room, None).await;
+    assert_eq!((empty.first, empty.latest, empty.entries.len()), (1, 0, 0));
+    assert!(Position::new(&empty.epoch, 0).is_some());
+
+    let first = a
+        .publish_with_history(&room, &message("one"), &policy(10))
+        .await
+        .unwrap();
+    a.publish_with_history(&room, &message("two"), &policy(10))
+        .await
+        .unwrap();
+    let _: () = query(&url, &mut redis::cmd("FLUSHALL")).await;
+    let flushed = read(&a, &room, None).await;
+    assert_eq!((flushed.latest, flushed.entries.len()), (0, 0));
+    assert_ne!(flushed.epoch, first.epoch());
+    let second = a
+        .publish_with_history(&room, &message("three"), &policy(10))
+        .await
+        .unwrap();
+    assert_eq!(second.offset(), 1);
+    assert_ne!(second.epoch(), first.epoch());
+
+    // Only the meta hash lost: the stale stream goes with the old epoch.
+    a.publish_with_history(&room, &message("four"), &policy(10))
+        .await
+        .unwrap();
+    let (_, meta) = keys_of("sse:room:lost");
+    let _: u64 = query(&url, redis::cmd("DEL").arg(&meta)).await;
+    let third = a
+        .publish_with_history(&room, &message("five"), &policy(10))
+        .await
+        .unwrap();
+    assert_eq!(third.offset(), 1);
+    assert_ne!(third.epoch(), second.epoch());
+    let page = read(&a, &room, None).await;
+    assert_eq!(page.epoch, third.epoch());
+    assert_eq!(offsets(&page), vec![1]);
+    assert_eq!(data_of(&page.entries[0].envelope), "five");
+
+    // A meta hash that is not ours (an epoch of the wrong shape) too.
+    let _: () = query(&url, redis::cmd("HSET").arg(&meta).arg("e").arg("NOT-HEX")).await;
+    let fourth = a
+        .publish_with_history(&room, &message("six"), &policy(10))
+        .await
+        .unwrap();
+    assert_eq!(fourth.offset(), 1);
+    assert_ne!(fourth.epoch(), third.epoch());
+
+    // Foreign values of the wrong type or shape: a new epoch, never stuck.
+    let (stream, _) = keys_of("sse:room:lost");
+    let _: () = query(&url, redis::cmd("HSET").arg(&meta).arg("o").arg("x")).await;
+    let fifth = a
+        .publish_with_history(&room, &message("seven"), &policy(10))
+        .await
+        .unwrap();
+    assert_eq!(fifth.offset(), 1);
+    assert_ne!(fifth.epoch(), fourth.epoch());
+    let _: () = query(&url, redis::cmd("SET").arg(&meta).arg("a string")).await;
+    let page = read(&a, &room, None).await;
+    assert_eq!((page.latest, page.entries.len()), (0, 0));
+    let sixth = a
+        .publish_with_history(&room, &message("eight"), &policy(10))
+        .await
+        .unwrap();
+    assert_eq!(sixth.offset(), 1);
+    let _: () = query(&url, redis::cmd("SET").arg(&stream).arg("a string")).await;
+    let page = read(&a, &room, None).await;
+    assert_eq!((page.first, page.latest, page.entries.len()), (2, 1, 0));
+    let seventh = a
+        .publish_with_history(&room, &message("nine"), &policy(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        (seventh.epoch(), seventh.offset()),
+        (sixth.epoch(), 2),
+        "a stream of another type is replaced, the epoch kept"
+    );
+    // Entries beyond the offset (a foreign writer): the stream is replaced.
+    let _: String = query(
+        &url,
+        redis::cmd("XADD")
+            .arg(&stream)
+            .arg("99-0")
+            .arg("d")
+            .arg("x"),
+    )
+    .await;
+    let eighth = a
+        .publish_with_history(&room, &message("ten"), &policy(10))
+        .await
+        .unwrap();
+    assert_eq!(eighth.offset(), 3);
+    let page = read(&a, &room, None).await;
+    assert_eq!((page.first, page.latest), (3, 3));
+    assert_eq!(offsets(&page), vec![3]);
+    a.disconnect().await.unwrap();
+}
+
+/// The id is spliced in place of a random placeholder: data that looks like
+/// a placeholder or a position (in either codec) is stored and delivered
+/// intact, and a message with an id of its own keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_data_is_stored_intact() {
+    let server = server().await;
+    let url = server.url();
+    for codec in [Codec::Json, Codec::MessagePack] {
+        let (a, _) = connected(&url, "a", |b| b.codec(codec)).await;
+        let (b, mut b_events) = connected(&url, "b", |b| b).await;
+        let room = RoomName::from(format!("hostile-{codec:?}"));
+        b.subscribe(&room).await.expect("subscribe");
+        let hostile = [
+            "h1.gggggggggggg.gggggggggggggggg",
+            "h1.vvvvvvvvvvvv.vvvvvvvvvvvvvvvv h1.%s.%016x",
+            r#"","id":"h1.000000000000.0000000000000001"#,
+            "h1.000000000000.0000000000000001",
+        ];
+        for data in hostile {
+            let position = a
+                .publish_with_history(&room, &message(data), &policy(10))
+                .await
+                .expect("publish");
+            let (_, received) = next_message(&mut b_events).await;
+            assert_eq!(data_of(&received), data, "{codec:?}");
+            assert_eq!(received.message().id, Some(position.to_id()));
+        }
+        let own = Envelope::new(
+            NodeId::from("a"),
+            SseMessage::new("mine").with_id("h1.gggggggggggg.gggggggggggggggg"),
+        );
+        a.publish_with_history(&room, &own, &policy(10))
+            .await
+            .expect("publish");
+        let (_, received) = next_message(&mut b_events).await;
+        assert_eq!(
+            received.message().id.as_deref(),
+            Some("h1.gggggggggggg.gggggggggggggggg")
+        );
+        let page = read(&b, &room, None).await;
+        let stored: Vec<String> = page.entries.iter().map(|e| data_of(&e.envelope)).collect();
+        let mut expected: Vec<String> = hostile.iter().map(|s| (*s).to_owned()).collect();
+        expected.push("mine".into());
+        assert_eq!(stored, expected, "{codec:?}");
+        a.disconnect().await.unwrap();
+        b.disconnect().await.unwrap();
+    }
+}
+
+/// Over the payload limit: refused before anything is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_are_refused() {
+    let server = server().await;
+    let url = server.url();
+    let (a, _) = connected(&url, "a", |b| b.max_payload_bytes(256)).await;
+    let room = RoomName::from("big");
+    let error = a
+        .publish_with_history(&room, &message(&"x".repeat(300)), &policy(10))
+        .await
+        .expect_err("too large");
+    assert!(matches!(error, Error::PayloadTooLarge { .. }), "{error}");
+    assert_eq!(read(&a, &room, None).await.latest, 0);
+    a.disconnect().await.unwrap();
+}
+
+async fn fails_fast_with(
+    configure: fn(
+        rooms_adapter_redis::RedisAdapterBuilder,
+    ) -> rooms_adapter_redis::RedisAdapterBuilder,
+    name: &str,
+) {
+    let mut server = server().await;
+    let url = server.url();
+    let (adapter, _) = connected(&url, "a", configure).await;
+    let room = RoomName::from("down");
+    adapter
+        .publish_with_history(&room, &message("up"), &policy(10))
+        .await
+        .expect("publish while up");
+    server.kill().expect("kill");
+    for n in 0..2 {
+        let started = Instant::now();
+        let error = adapter
+            .publish_with_history(&room, &message(&format!("down {n}")), &policy(10))
+            .await
+            .expect_err("publish while down fails");
+        assert!(error.is_retryable(), "{name}: {error}");
+        // The harness publish timeout is 1 s.
+        assert!(
+            started.elapsed() <= Duration::from_millis(1_500),
+            "{name}: took {:?}",
+            started.elapsed()
+        );
+        let started = Instant::now();
+        let error = adapter
+            .read_history(&room, None)
+            .await
+            .expect_err("read while down fails");
+        assert!(error.is_retryable(), "{name}: {error}");
+        assert!(started.elapsed() <= Duration::from_millis(1_500));
+    }
+    assert!(adapter.stats().publish_errors >= 2);
+    server.restart().await.expect("restart");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match adapter
+            .publish_with_history(&room, &message("back"), &policy(10))
+            .await
+        {
+            Ok(position) => {
+                assert!(position.offset() >= 1);
+                break;
+            }
+            Err(error) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{name}: never recovered: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    adapter.disconnect().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_fails_fast_while_down_redis_driver() {
+    fails_fast_with(|b| b.redis_driver(), "redis").await;
+}
+
+#[cfg(feature = "deadpool")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_fails_fast_while_down_deadpool_driver() {
+    fails_fast_with(|b| b.deadpool_driver(4), "deadpool").await;
+}
+
+#[cfg(feature = "bb8")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_fails_fast_while_down_bb8_driver() {
+    fails_fast_with(|b| b.bb8_driver(4), "bb8").await;
+}
+
+/// Entries a foreign client wrote into the stream that do not decode (or
+/// lack the `d` field) are skipped and counted; the others are returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_entries_are_skipped_and_counted() {
+    let server = server().await;
+    let url = server.url();
+    let (a, _) = connected(&url, "a", |b| b).await;
+    let room = RoomName::from("garbage");
+    a.publish_with_history(&room, &message("good 1"), &policy(100))
+        .await
+        .unwrap();
+    let (stream, meta) = keys_of("sse:room:garbage");
+    let xadd = |id: &str, field: &str, value: &[u8]| {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&stream).arg(id).arg(field).arg(value);
+        cmd
+    };
+    let _: String = query(&url, &mut xadd("2-0", "d", b"not an envelope")).await;
+    let _: String = query(&url, &mut xadd("3-0", "x", b"{}")).await;
+    let _: String = query(&url, &mut xadd("4-0", "d", &[0xc1, 0xff, 0x00])).await;
+    let _: String = query(&url, &mut xadd("4-1", "d", b"{}")).await;
+    let _: () = query(&url, redis::cmd("HSET").arg(&meta).arg("o").arg(4)).await;
+    a.publish_with_history(&room, &message("good 5"), &policy(100))
+        .await
+        .unwrap();
+    let before = a.stats().decode_errors_total();
+    let page = read(&a, &room, None).await;
+    assert_eq!(offsets(&page), vec![1, 5]);
+    assert_eq!((page.first, page.latest), (1, 5));
+    assert_eq!(a.stats().decode_errors_total() - before, 4);
+    a.disconnect().await.unwrap();
+}
+
+/// A custom driver that cannot run scripts: no history capability.
+#[tokio::test]
+async fn drivers_without_scripts_offer_no_history() {
+    struct Silent;
+    #[async_trait::async_trait]
+    impl rooms_adapter_redis::PublishDriver for Silent {
+        fn name(&self) -> &str {
+            "silent"
+        }
+        async fn publish(&self, _: &str, _: &[u8]) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+    let adapter = RedisAdapter::builder("redis://127.0.0.1:1")
+        .driver(Silent)
+        .build()
+        .unwrap();
+    assert!(!adapter.capabilities().history);
+    let adapter = RedisAdapter::builder("redis://127.0.0.1:1")
+        .build()
+        .unwrap();
+    assert!(adapter.capabilities().history);
+}
+
+/// On a cluster both keys of a room live in its channel's slot, on the
+/// master serving it, and the script's SPUBLISH reaches subscribers.
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_keys_live_on_the_channel_slot() {
+    use rooms_conformance::Harness;
+    use rooms_testkit::cluster_harness::RedisClusterHarness;
+    use rooms_testkit::redis_cluster::cli;
+
+    let h = RedisClusterHarness::setup().await.expect("cluster");
+    let connect = |id: &'static str| {
+        let adapter = h.adapter_with(|b| b).expect("valid");
+        async move {
+            let (sink, events) = rooms_adapter::EventSink::bounded(1_024);
+            adapter
+                .connect(NodeId::from(id), sink)
+                .await
+                .expect("connects");
+            (adapter, events)
+        }
+    };
+    let (a, _) = connect("a").await;
+    let (b, mut b_events) = connect("b").await;
+    assert!(a.capabilities().history);
+    let rooms = ["alpha", "beta", "gamma", "{x}delta", "epsilon"];
+    for name in rooms {
+        let room = RoomName::from(name);
+        b.subscribe(&room).await.expect("subscribe");
+        let position = a
+            .publish_with_history(&room, &message(name), &policy(10))
+            .await
+            .expect("publish");
+        let (got, received) = next_message(&mut b_events).await;
+        assert_eq!(got, room);
+        assert_eq!(received.message().id, Some(position.to_id()));
+        let page = read(&b, &room, None).await;
+        assert_eq!(offsets(&page), vec![1]);
+
+        let channel = format!("sse:room:{name}");
+        let slot = key_slot(channel.as_bytes());
+        let cluster = h.cluster().lock().await;
+        let owner = cluster
+            .owner_of_slot(0, slot)
+            .await
+            .unwrap()
+            .expect("served");
+        let (stream, meta) = keys_of(&channel);
+        for key in [&stream, &meta] {
+            assert_eq!(cluster.keyslot(key).await.unwrap(), slot, "{key}");
+            let exists = cli(cluster.port(owner), &["EXISTS", key]).await.unwrap();
+            assert_eq!(exists.trim(), "1", "{key} on master {owner}");
+        }
+    }
+    a.disconnect().await.unwrap();
+    b.disconnect().await.unwrap();
+}
+
+/// A rough measurement (ignored by default): publishes per second into one
+/// room with and without history, in the same run, 64 concurrent
+/// publishers, one subscriber node counting arrivals.
+///
+/// ```text
+/// cargo test --release -p rooms-adapter-redis --test history -- --ignored --nocapture
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run with --release --ignored --nocapture"]
+async fn publish_rate_with_and_without_history() {
+    use std::sync::Arc;
+
+    const MESSAGES: usize = 64_000;
+    const PUBLISHERS: usize = 64;
+    let server = server().await;
+    let url = server.url();
+    let (subscriber, mut events) = connected(&url, "sub", |b| b).await;
+    let (publisher, _) =
+        connected(&url, "pub", |b| b.publish_timeout(Duration::from_secs(10))).await;
+    let publisher = Arc::new(publisher);
+    let envelope = Envelope::new(
+        NodeId::from("node-publisher-0001"),
+        SseMessage::new(serde_json::json!({"text": "x".repeat(70), "user": "alice"}))
+            .with_event("chat"),
+    );
+    for history in [false, true, false, true] {
+        let room = RoomName::from(format!("bench-{history}"));
+        subscriber.subscribe(&room).await.expect("subscribe");
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..PUBLISHERS {
+            let (publisher, envelope, room) =
+                (Arc::clone(&publisher), envelope.clone(), room.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..MESSAGES / PUBLISHERS {
+                    if history {
+                        publisher
+                            .publish_with_history(&room, &envelope, &policy(500))
+                            .await
+                            .expect("publish");
+                    } else {
+                        publisher.publish(&room, &envelope).await.expect("publish");
+                    }
+                }
+            }));
+        }
+        let mut received = 0;
+        while received < MESSAGES {
+            match tokio::time::timeout(DEADLINE, events.recv()).await {
+                Ok(Some(rooms_adapter::AdapterEvent::Message { .. })) => received += 1,
+                Ok(_) => {}
+                Err(_) => panic!("receive stalled at {received}"),
+            }
+        }
+        let rate = received as f64 / started.elapsed().as_secs_f64();
+        for task in tasks {
+            task.await.expect("publisher");
+        }
+        println!("history {history}: {rate:.0} messages/s");
+        subscriber.unsubscribe(&room).await.expect("unsubscribe");
+    }
+    let info: String = query(&url, redis::cmd("INFO").arg("commandstats")).await;
+    for line in info.lines() {
+        if ["evalsha", "publish", "xadd", "pexpire", "hincrby"]
+            .iter()
+            .any(|c| line.starts_with(&format!("cmdstat_{c}:")))
+        {
+            println!("{line}");
+        }
+    }
+    publisher.disconnect().await.unwrap();
+    subscriber.disconnect().await.unwrap();
+}
