@@ -73,7 +73,83 @@ enum Phase {
 struct Session {
     client: Client,
     sink: Option<EventSink>,
+    /// Round trips through the server (adapters with a sink).
+    barrier: Option<Arc<Barrier>>,
     tasks: Vec<AbortHandle>,
+}
+
+/// A true round trip through the server: the client publishes a sequence
+/// number on its own inbox subject, which it subscribes, and waits until the
+/// number comes back. A server handles one connection's messages in order,
+/// so by then it has handled every SUB the client sent before.
+/// (`Client::flush` only waits until the bytes are written to the socket.)
+struct Barrier {
+    subject: String,
+    next: AtomicU64,
+    reached: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Barrier {
+    /// Subscribes the inbox and starts the task that records what comes back.
+    async fn start(client: &Client, medium: &str) -> Result<(Arc<Barrier>, AbortHandle), Error> {
+        let subject = client.new_inbox();
+        let mut subscriber = client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| error::unavailable(medium, "subscribe to the barrier inbox", e))?;
+        let (reached_tx, reached) = tokio::sync::watch::channel(0u64);
+        let task = tokio::spawn(async move {
+            while let Some(message) = subscriber.next().await {
+                let Some(number) = std::str::from_utf8(&message.payload)
+                    .ok()
+                    .and_then(|text| text.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                reached_tx.send_if_modified(|reached| {
+                    let newer = number > *reached;
+                    if newer {
+                        *reached = number;
+                    }
+                    newer
+                });
+            }
+        })
+        .abort_handle();
+        let barrier = Barrier {
+            subject,
+            next: AtomicU64::new(0),
+            reached,
+        };
+        Ok((Arc::new(barrier), task))
+    }
+
+    /// One round trip, within `limit`.
+    async fn round_trip(
+        &self,
+        client: &Client,
+        limit: Duration,
+        medium: &str,
+        operation: &str,
+    ) -> Result<(), Error> {
+        let number = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut reached = self.reached.clone();
+        let trip = async {
+            client
+                .publish(self.subject.clone(), number.to_string().into())
+                .await
+                .map_err(|e| error::unavailable(medium, operation, e))?;
+            reached
+                .wait_for(|reached| *reached >= number)
+                .await
+                .map_err(|e| error::unavailable(medium, operation, e))?;
+            Ok(())
+        };
+        match tokio::time::timeout(limit, trip).await {
+            Ok(result) => result,
+            Err(_) => Err(error::timeout(operation, limit)),
+        }
+    }
 }
 
 struct RoomEntry {
@@ -233,6 +309,15 @@ impl NatsAdapter {
             Phase::Running(_) => return Ok(()),
             Phase::Closed => return Err(error::closed()),
         }
+        let prefix = self.config.control_prefix();
+        let node_subject = control_node_subject(&prefix, node.as_str());
+        if node_subject.len() > MAX_SUBJECT_BYTES {
+            return Err(error::subject_too_long(
+                &format!("node {:?}", truncated(node.as_str())),
+                node_subject.len(),
+            ));
+        }
+        let control_subjects = [control_all_subject(&prefix), node_subject];
         let (events_tx, events_rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
         let options = self.options(events_tx).await?;
         let servers: Vec<async_nats::ServerAddr> = self
@@ -256,49 +341,73 @@ impl NatsAdapter {
             Err(_) => return Err(error::timeout(format!("connect to {}", self.medium), limit)),
         };
         let mut tasks = Vec::new();
+        let barrier = match &sink {
+            Some(_) => {
+                let (barrier, task) = Barrier::start(&client, &self.medium).await?;
+                tasks.push(task);
+                Some(barrier)
+            }
+            None => None,
+        };
         let supervisor = Supervisor {
             client: client.clone(),
             sink: sink.clone(),
+            barrier: barrier.clone(),
+            medium: self.medium.clone(),
             shared: Arc::downgrade(&self.shared),
             flush_timeout: self.config.subscribe_timeout,
             outage: None,
         };
         tasks.push(tokio::spawn(supervisor.run(events_rx)).abort_handle());
         if let Some(sink) = &sink {
-            let prefix = self.config.control_prefix();
-            let node_subject = control_node_subject(&prefix, node.as_str());
-            if node_subject.len() > MAX_SUBJECT_BYTES {
-                return Err(error::subject_too_long(
-                    &format!("node {:?}", truncated(node.as_str())),
-                    node_subject.len(),
-                ));
+            for subject in control_subjects {
+                match client.subscribe(subject).await {
+                    Ok(subscriber) => tasks.push(
+                        tokio::spawn(forward_control(subscriber, sink.clone())).abort_handle(),
+                    ),
+                    Err(failure) => {
+                        abort_all(&tasks);
+                        return Err(error::unavailable(
+                            &self.medium,
+                            "subscribe to the control subjects",
+                            failure,
+                        ));
+                    }
+                }
             }
-            for subject in [control_all_subject(&prefix), node_subject] {
-                let subscriber = client
-                    .subscribe(subject)
-                    .await
-                    .map_err(|e| error::unavailable(&self.medium, "subscribe to control", e))?;
-                tasks.push(tokio::spawn(forward_control(subscriber, sink.clone())).abort_handle());
-            }
-            self.flush(&client, "subscribe to the control subjects")
-                .await?;
         }
-        *self.shared.phase() = Phase::Running(Arc::new(Session {
+        let session = Arc::new(Session {
             client,
             sink,
+            barrier,
             tasks,
-        }));
+        });
+        if let Err(failure) = self
+            .confirm(&session, "subscribe to the control subjects")
+            .await
+        {
+            abort_all(&session.tasks);
+            return Err(failure);
+        }
+        *self.shared.phase() = Phase::Running(session);
         Ok(())
     }
 
-    /// Waits for a round trip to the server: everything sent before it has
-    /// been processed.
-    async fn flush(&self, client: &Client, operation: &str) -> Result<(), Error> {
+    /// Waits for a round trip through the server (within the subscribe
+    /// timeout): every SUB sent before has been handled.
+    async fn confirm(&self, session: &Session, operation: &str) -> Result<(), Error> {
         let limit = self.config.subscribe_timeout;
-        match tokio::time::timeout(limit, client.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(failure)) => Err(error::unavailable(&self.medium, operation, failure)),
-            Err(_) => Err(error::timeout(operation, limit)),
+        match &session.barrier {
+            Some(barrier) => {
+                barrier
+                    .round_trip(&session.client, limit, &self.medium, operation)
+                    .await
+            }
+            None => match tokio::time::timeout(limit, session.client.flush()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(failure)) => Err(error::unavailable(&self.medium, operation, failure)),
+                Err(_) => Err(error::timeout(operation, limit)),
+            },
         }
     }
 
@@ -375,6 +484,12 @@ impl Drop for NatsAdapter {
     }
 }
 
+fn abort_all(tasks: &[AbortHandle]) {
+    for task in tasks {
+        task.abort();
+    }
+}
+
 fn truncated(name: &str) -> String {
     name.chars().take(40).collect()
 }
@@ -425,7 +540,7 @@ impl RoomAdapter for NatsAdapter {
     }
 
     /// Subscribes `room`'s subject and returns once the server has confirmed
-    /// it (a flush round trip). While the client is disconnected it fails
+    /// it (a round trip through the server on the client's own inbox). While the client is disconnected it fails
     /// at once with a retryable error; the room stays wanted: the client
     /// subscribes it on reconnect and `Reconnected` lists it.
     async fn subscribe(&self, room: &RoomName) -> Result<(), Error> {
@@ -495,7 +610,7 @@ impl RoomAdapter for NatsAdapter {
         if session.client.connection_state() != State::Connected {
             return Err(error::disconnected(&self.medium, &operation));
         }
-        self.flush(&session.client, &operation).await
+        self.confirm(&session, &operation).await
     }
 
     /// Stops delivery for `room` at once and drops its NATS subscription
@@ -627,10 +742,12 @@ async fn forward_control(mut subscriber: Subscriber, sink: EventSink) {
 
 /// Follows the client's connection: `MediumLost` once per outage, and
 /// `Reconnected` once the client is back and the server has every
-/// re-subscription (a flush after the client's automatic re-SUBs).
+/// re-subscription (a round trip after the client's automatic re-SUBs).
 struct Supervisor {
     client: Client,
     sink: Option<EventSink>,
+    barrier: Option<Arc<Barrier>>,
+    medium: String,
     shared: Weak<Shared>,
     flush_timeout: Duration,
     outage: Option<Instant>,
@@ -690,10 +807,24 @@ impl Supervisor {
 
     async fn try_reconnected(&mut self) {
         // The client re-sends every SUB before it handles any later
-        // command: once this flush returns, the server has them all.
-        match tokio::time::timeout(self.flush_timeout, self.client.flush()).await {
-            Ok(Ok(())) => {}
-            _ => return,
+        // command: once this round trip is back, the server has them all.
+        let confirmed = match &self.barrier {
+            Some(barrier) => barrier
+                .round_trip(
+                    &self.client,
+                    self.flush_timeout,
+                    &self.medium,
+                    "re-subscribe",
+                )
+                .await
+                .is_ok(),
+            None => matches!(
+                tokio::time::timeout(self.flush_timeout, self.client.flush()).await,
+                Ok(Ok(()))
+            ),
+        };
+        if !confirmed {
+            return;
         }
         let Some(since) = self.outage.take() else {
             return;

@@ -17,8 +17,12 @@
 //!   breaks); encoded subjects over [`subject::MAX_SUBJECT_BYTES`] are
 //!   refused.
 //! - One client connection per adapter; one NATS subscription per room with
-//!   local members. A subscribe returns once the server has it (a flush round
-//!   trip). An emptied room stays subscribed for the unsubscribe delay (500 ms
+//!   local members. A subscribe returns once the server has it: the client
+//!   publishes a sequence number on its own inbox (`_INBOX.>`, so the
+//!   credentials must allow it) and waits for it to come back; a server
+//!   handles one connection's messages in order. (async-nats's `flush`
+//!   only waits for the socket.) In a cluster, other servers learn of the
+//!   subscription a moment later, through the routes. An emptied room stays subscribed for the unsubscribe delay (500 ms
 //!   by default) in case it refills; nothing is delivered for it meanwhile.
 //! - Capabilities: publish-only emitters
 //!   ([`connect_publisher`](rooms_adapter::RoomAdapter::connect_publisher))
