@@ -165,7 +165,7 @@ impl NatsAdapterBuilder {
     }
 
     /// Messages the client buffers per room before it drops and reports a
-    /// slow consumer (default 4,096).
+    /// slow consumer (default 65,536, as async-nats).
     pub fn subscription_capacity(mut self, capacity: usize) -> Self {
         self.config.subscription_capacity = capacity;
         self

@@ -31,8 +31,8 @@ pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Default interval of the client's PINGs, which detect a dead connection: 10 s.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(10);
 /// Default number of messages the client buffers per room before it drops
-/// (and reports a slow consumer): 4,096.
-pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 4_096;
+/// (and reports a slow consumer): 65,536, async-nats's own default.
+pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 65_536;
 /// The longest duration any setting accepts: one day.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// The largest `max_payload_bytes`: 64 MiB, the most a NATS server accepts.
