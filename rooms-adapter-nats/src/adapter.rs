@@ -267,7 +267,13 @@ impl NatsAdapter {
             options = options.name(name);
         }
         options = match &config.credentials {
-            Credentials::None => options,
+            // async-nats ignores credentials in URLs: honour the first URL's
+            // `user:password@` (or `token@`) here.
+            Credentials::None => match url_credentials(&config.servers) {
+                Some((user, Some(password))) => options.user_and_password(user, password),
+                Some((token, None)) => options.token(token),
+                None => options,
+            },
             Credentials::UserPassword { user, password } => {
                 options.user_and_password(user.clone(), password.clone())
             }
@@ -482,6 +488,16 @@ impl Drop for NatsAdapter {
             }
         }
     }
+}
+
+/// The user and password (or the token, without a password) of the first
+/// server URL that carries any.
+fn url_credentials(servers: &[String]) -> Option<(String, Option<String>)> {
+    servers.iter().find_map(|url| {
+        let address = url.parse::<async_nats::ServerAddr>().ok()?;
+        let user = address.username()?.to_owned();
+        Some((user, address.password().map(str::to_owned)))
+    })
 }
 
 fn abort_all(tasks: &[AbortHandle]) {

@@ -38,8 +38,9 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// The largest `max_payload_bytes`: 64 MiB, the most a NATS server accepts.
 pub const MAX_PAYLOAD_LIMIT: usize = 64 * 1024 * 1024;
 
-/// How the adapter authenticates to NATS. URLs may also carry
-/// `user:password@` or `token@`, as async-nats reads them.
+/// How the adapter authenticates to NATS. Without credentials set here, the
+/// first server URL's `user:password@` (or `token@`) is used (async-nats
+/// itself ignores credentials in URLs).
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum Credentials {

@@ -50,10 +50,19 @@
 //! instead (local delivery by the engine goes on). Subscribing while
 //! disconnected fails the same way, and the room stays wanted.
 //!
+//! A publish that succeeded was handed to the client, which writes it to the
+//! server moments later: one made in the instant between a server's crash
+//! and the client noticing it (on loopback, about a millisecond) is lost,
+//! as with any pub/sub medium.
+//!
 //! Messages the client drops because a room's buffer is full (a *slow
 //! consumer*; see
 //! [`subscription_capacity`](NatsAdapterBuilder::subscription_capacity)) are
-//! counted in [`AdapterStats::dropped_inbound`](rooms_adapter::adapter::AdapterStats).
+//! counted in [`AdapterStats::dropped_inbound`](rooms_adapter::adapter::AdapterStats),
+//! from the client's slow-consumer events (a lower bound: the client drops
+//! its own events when their queue is full). The adapter drains each room's
+//! buffer straight into the engine's bounded queue, so this takes a starved
+//! runtime; the engine's own overflow is counted there as usual.
 //!
 //! ## Server settings
 //!

@@ -55,6 +55,8 @@ pub struct NatsServer {
     /// Extra configuration appended to the generated file (e.g. a
     /// `cluster { ... }` block).
     extra_config: String,
+    /// The HTTP monitoring port, when asked for.
+    monitor_port: Option<u16>,
 }
 
 impl NatsServer {
@@ -68,11 +70,24 @@ impl NatsServer {
     /// Like [`start`](Self::start), with extra lines for the config file
     /// (e.g. `authorization { token: "secret" }`).
     pub async fn start_with_config(extra_config: &str) -> io::Result<Self> {
+        Self::start_inner(extra_config, false).await
+    }
+
+    /// Like [`start_with_config`](Self::start_with_config), with HTTP
+    /// monitoring on another free port (see [`monitor`](Self::monitor)).
+    pub async fn start_monitored(extra_config: &str) -> io::Result<Self> {
+        Self::start_inner(extra_config, true).await
+    }
+
+    async fn start_inner(extra_config: &str, monitored: bool) -> io::Result<Self> {
         let mut last_error = None;
         // A free port can be taken by someone else before the server binds it: retry.
         for _ in 0..5 {
             let port = free_port()?;
             let mut server = Self::on_port(port, extra_config)?;
+            if monitored {
+                server.monitor_port = Some(free_port()?);
+            }
             match server.spawn_and_wait().await {
                 Ok(()) => return Ok(server),
                 Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(error),
@@ -89,7 +104,24 @@ impl NatsServer {
             dir: temp_dir(port)?,
             child: None,
             extra_config: extra_config.to_owned(),
+            monitor_port: None,
         })
+    }
+
+    /// The body of `GET {path}` on the HTTP monitoring port (e.g. `/subsz`,
+    /// `/connz?subs=1`), for servers started with monitoring.
+    pub async fn monitor(&self, path: &str) -> io::Result<String> {
+        let port = self
+            .monitor_port
+            .ok_or_else(|| io::Error::other("this nats-server has no monitoring port"))?;
+        http_get(port, path).await
+    }
+
+    /// How many subscriptions the server holds now (`/subsz`), for servers
+    /// started with monitoring.
+    pub async fn subscription_count(&self) -> io::Result<usize> {
+        let body = self.monitor("/subsz").await?;
+        json_number(&body, "num_subscriptions")
     }
 
     /// The port it listens on (127.0.0.1).
@@ -153,8 +185,12 @@ impl NatsServer {
     fn config(&self) -> String {
         format!(
             "listen: \"127.0.0.1:{port}\"\nmax_payload: {TEST_MAX_PAYLOAD}\nmax_pending: {pending}\n\
-             log_file: \"{log}\"\n{extra}\n",
+             log_file: \"{log}\"\n{monitor}{extra}\n",
             port = self.port,
+            monitor = self
+                .monitor_port
+                .map(|port| format!("http: \"127.0.0.1:{port}\"\n"))
+                .unwrap_or_default(),
             pending = 8 * TEST_MAX_PAYLOAD,
             log = self.dir.join("nats.log").display(),
             extra = self.extra_config,
@@ -237,7 +273,6 @@ impl Drop for NatsServer {
 #[derive(Debug)]
 pub struct NatsCluster {
     servers: Vec<NatsServer>,
-    monitor_ports: Vec<u16>,
 }
 
 impl NatsCluster {
@@ -260,21 +295,18 @@ impl NatsCluster {
         let mut servers = Vec::with_capacity(size);
         for i in 0..size {
             let extra = format!(
-                "server_name: \"n{i}\"\nhttp: \"127.0.0.1:{monitor}\"\n\
+                "server_name: \"n{i}\"\n\
                  cluster {{\n  name: \"rooms-test\"\n  listen: \"127.0.0.1:{route}\"\n  \
                  routes: [{routes}]\n}}\n",
-                monitor = monitor_ports[i],
                 route = route_ports[i],
                 routes = routes.join(", "),
             );
             let mut server = NatsServer::on_port(client_ports[i], &extra)?;
+            server.monitor_port = Some(monitor_ports[i]);
             server.spawn_and_wait().await?;
             servers.push(server);
         }
-        let cluster = Self {
-            servers,
-            monitor_ports,
-        };
+        let cluster = Self { servers };
         cluster.wait_for_routes().await?;
         Ok(cluster)
     }
@@ -304,11 +336,10 @@ impl NatsCluster {
     pub async fn wait_for_routes(&self) -> io::Result<()> {
         let running = self.servers.iter().filter(|s| s.child.is_some()).count();
         let expected = running.saturating_sub(1);
-        for (server, monitor) in self.servers.iter().zip(&self.monitor_ports) {
-            if server.child.is_none() {
+        for server in &self.servers {
+            let (Some(_), Some(monitor)) = (&server.child, server.monitor_port) else {
                 continue;
-            }
-            let monitor = *monitor;
+            };
             wait_for(
                 &format!("nats-server :{} has {expected} routes", server.port()),
                 START_DEADLINE,
@@ -322,16 +353,25 @@ impl NatsCluster {
 
 /// How many routes the server with monitoring on `port` has (`/routez`).
 async fn route_count(port: u16) -> io::Result<usize> {
+    json_number(&http_get(port, "/routez").await?, "num_routes")
+}
+
+/// The response (headers included) to `GET {path}` on a loopback port.
+async fn http_get(port: u16, path: &str) -> io::Result<String> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     stream
-        .write_all(b"GET /routez HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
         .await?;
     let mut body = String::new();
     tokio::time::timeout(Duration::from_secs(2), stream.read_to_string(&mut body))
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "routez did not answer"))??;
-    let count = body
-        .split("\"num_routes\":")
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("{path} did not answer")))??;
+    Ok(body)
+}
+
+/// The first integer value of `"key":` in a JSON text.
+fn json_number(body: &str, key: &str) -> io::Result<usize> {
+    body.split(&format!("\"{key}\":"))
         .nth(1)
         .and_then(|rest| {
             rest.trim_start()
@@ -339,8 +379,7 @@ async fn route_count(port: u16) -> io::Result<usize> {
                 .next()
                 .and_then(|digits| digits.parse().ok())
         })
-        .ok_or_else(|| io::Error::other(format!("no num_routes in {body:?}")))?;
-    Ok(count)
+        .ok_or_else(|| io::Error::other(format!("no {key} in {body:?}")))
 }
 
 fn server_binary() -> PathBuf {
@@ -399,8 +438,9 @@ mod tests {
     async fn a_cluster_forms_routes() {
         let cluster = NatsCluster::start(3).await.expect("cluster starts");
         assert_eq!(cluster.urls().len(), 3);
-        for port in &cluster.monitor_ports {
-            assert_eq!(route_count(*port).await.expect("routez"), 2);
+        for server in cluster.servers() {
+            let port = server.monitor_port.expect("monitored");
+            assert_eq!(route_count(port).await.expect("routez"), 2);
         }
     }
 }
