@@ -9,9 +9,10 @@ use rooms_adapter::Error;
 
 /// Maps a failed connect to `medium` (e.g. `nats at 127.0.0.1:4222`).
 ///
-/// - Authentication, authorization and TLS setup failures, and unparsable
-///   server lists, are [`Error::Backend`] with `retryable: false`: retrying
-///   with the same settings cannot succeed.
+/// - Authentication, authorization and TLS failures (a bad setup, an
+///   untrusted server certificate), and unparsable server lists, are
+///   [`Error::Backend`] with `retryable: false`: retrying with the same
+///   settings cannot succeed.
 /// - Everything else (refused, DNS, timed out, I/O) is
 ///   [`Error::Unavailable`]: retryable.
 ///
@@ -26,6 +27,15 @@ use rooms_adapter::Error;
 /// assert!(!from_connect("nats at x:1", denied).is_retryable());
 /// ```
 pub fn from_connect(medium: &str, error: async_nats::ConnectError) -> Error {
+    // async-nats reports a rejected server certificate as an I/O error;
+    // rustls's message says what it is. Retrying cannot fix it.
+    if error.to_string().contains("invalid peer certificate") {
+        return Error::Backend {
+            context: format!("connect to {medium}: TLS: the server's certificate is not trusted"),
+            retryable: false,
+            source: Box::new(error),
+        };
+    }
     match error.kind() {
         ConnectErrorKind::Authentication
         | ConnectErrorKind::AuthorizationViolation

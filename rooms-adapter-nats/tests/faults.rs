@@ -262,3 +262,69 @@ async fn a_publish_only_adapter_publishes_and_cannot_subscribe() {
         Err(Error::Closed { .. })
     ));
 }
+
+/// A TLS-only server with a self-signed certificate (made with `openssl`),
+/// trusted through `tls_root_certificates`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_extra_root_certificates() {
+    let dir = std::env::temp_dir().join(format!("rooms-nats-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let Ok(status) = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+    else {
+        eprintln!("SKIPPED tls_with_extra_root_certificates: `openssl` is not installed");
+        return;
+    };
+    assert!(status.success());
+    let server = NatsServer::start_with_config(&format!(
+        "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
+        cert.display(),
+        key.display()
+    ))
+    .await
+    .expect("nats-server with TLS");
+    let url = server.url().replace("nats://", "tls://");
+    let adapter = fast_builder([url.as_str()])
+        .tls_root_certificates(&cert)
+        .build()
+        .unwrap();
+    let (sink, mut events) = EventSink::bounded(64);
+    adapter
+        .connect(NodeId::from("tls"), sink)
+        .await
+        .expect("connect over TLS");
+    let room = RoomName::from("sealed");
+    adapter.subscribe(&room).await.expect("subscribe over TLS");
+    adapter
+        .publish(&room, &envelope("sealed"))
+        .await
+        .expect("publish over TLS");
+    match next_event(&mut events).await {
+        AdapterEvent::Message { envelope, .. } => assert_eq!(envelope.message().data, "sealed"),
+        other => panic!("expected the message, got {other:?}"),
+    }
+    adapter.disconnect().await.unwrap();
+
+    // Without the root certificate the server is not trusted: not retryable.
+    let untrusted = fast_builder([url.as_str()]).build().unwrap();
+    let error = untrusted
+        .connect(NodeId::from("untrusted"), EventSink::bounded(8).0)
+        .await
+        .expect_err("an untrusted certificate");
+    assert!(!error.is_retryable(), "{error}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
