@@ -328,3 +328,38 @@ async fn tls_with_extra_root_certificates() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An NKey user: the server knows the public key, the adapter signs the
+/// server's nonce with the seed.
+#[cfg(feature = "nkeys")]
+#[tokio::test]
+async fn nkey_credentials() {
+    let user = nkeys::KeyPair::new_user();
+    let server = NatsServer::start_with_config(&format!(
+        "authorization {{ users: [ {{ nkey: \"{}\" }} ] }}",
+        user.public_key()
+    ))
+    .await
+    .expect("nats-server");
+    let adapter = fast_builder([server.url()])
+        .nkey(user.seed().unwrap())
+        .build()
+        .unwrap();
+    assert!(
+        !format!("{adapter:?}").contains("SU"),
+        "the seed leaks: {adapter:?}"
+    );
+    adapter
+        .connect(NodeId::from("nkey"), EventSink::bounded(8).0)
+        .await
+        .expect("connect with the NKey");
+    let stranger = fast_builder([server.url()])
+        .nkey(nkeys::KeyPair::new_user().seed().unwrap())
+        .build()
+        .unwrap();
+    let error = stranger
+        .connect(NodeId::from("stranger"), EventSink::bounded(8).0)
+        .await
+        .expect_err("an unknown NKey");
+    assert!(!error.is_retryable(), "{error}");
+}
