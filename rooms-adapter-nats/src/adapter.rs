@@ -423,13 +423,13 @@ impl NatsAdapter {
         client: &Client,
         subject: String,
         payload: bytes::Bytes,
-        what: &str,
+        target: Target<'_>,
     ) -> Result<(), Error> {
         let counters = &self.shared.counters;
         if payload.len() > self.config.max_payload_bytes {
             counters.record_publish_error();
             return Err(Error::PayloadTooLarge {
-                room: what.to_owned(),
+                room: target.name(),
                 size: payload.len(),
                 limit: self.config.max_payload_bytes,
             });
@@ -440,14 +440,14 @@ impl NatsAdapter {
             counters.record_publish_error();
             return Err(error::disconnected(
                 &self.medium,
-                &format!("publish to {what}"),
+                &format!("publish to {}", target.describe()),
             ));
         }
         let server_max = client.max_payload();
         if payload.len() > server_max {
             counters.record_publish_error();
             return Err(error::over_server_max_payload(
-                what,
+                &target.describe(),
                 payload.len(),
                 server_max,
             ));
@@ -462,13 +462,16 @@ impl NatsAdapter {
                 counters.record_publish_error();
                 Err(error::unavailable(
                     &self.medium,
-                    &format!("publish to {what}"),
+                    &format!("publish to {}", target.describe()),
                     failure,
                 ))
             }
             Err(_) => {
                 counters.record_publish_error();
-                Err(error::timeout(format!("publish to {what}"), limit))
+                Err(error::timeout(
+                    format!("publish to {}", target.describe()),
+                    limit,
+                ))
             }
         }
     }
@@ -486,6 +489,31 @@ impl Drop for NatsAdapter {
             for (_, entry) in rooms.drain() {
                 entry.forwarder.abort();
             }
+        }
+    }
+}
+
+/// What a publish goes to, described only when it fails.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Room(&'a RoomName),
+    Control,
+}
+
+impl Target<'_> {
+    /// The room's name (for [`Error::PayloadTooLarge`]).
+    fn name(self) -> String {
+        match self {
+            Target::Room(room) => room.as_str().to_owned(),
+            Target::Control => "(control channel)".to_owned(),
+        }
+    }
+
+    /// In words, for error messages.
+    fn describe(self) -> String {
+        match self {
+            Target::Room(room) => format!("room {:?}", truncated(room.as_str())),
+            Target::Control => "the control subject".to_owned(),
         }
     }
 }
@@ -677,8 +705,7 @@ impl RoomAdapter for NatsAdapter {
         let session = self.session()?;
         let subject = self.subject_of(room)?;
         let payload = envelope.encode(self.config.codec)?;
-        let what = format!("room {:?}", truncated(room.as_str()));
-        self.publish_bytes(&session.client, subject, payload, &what)
+        self.publish_bytes(&session.client, subject, payload, Target::Room(room))
             .await
     }
 
@@ -695,7 +722,7 @@ impl RoomAdapter for NatsAdapter {
             return Err(error::subject_too_long("a control inbox", subject.len()));
         }
         let payload = bytes::Bytes::copy_from_slice(payload);
-        self.publish_bytes(&session.client, subject, payload, "the control subject")
+        self.publish_bytes(&session.client, subject, payload, Target::Control)
             .await
     }
 

@@ -93,9 +93,9 @@ pub(crate) fn closed() -> Error {
 }
 
 /// An envelope larger than the server's `max_payload`.
-pub(crate) fn over_server_max_payload(room: &str, size: usize, server_max: usize) -> Error {
+pub(crate) fn over_server_max_payload(target: &str, size: usize, server_max: usize) -> Error {
     Error::Backend {
-        context: format!("publish to room {room:?}"),
+        context: format!("publish to {target}"),
         retryable: false,
         source: Box::new(Message(format!(
             "the envelope is {size} bytes, over the NATS server's max_payload of {server_max} \
