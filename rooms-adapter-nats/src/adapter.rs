@@ -559,9 +559,9 @@ impl RoomAdapter for NatsAdapter {
         AdapterCapabilities::NONE.with_emitter().with_control()
     }
 
-    /// Stops every task of this adapter, unsubscribes every room, drains
-    /// the client (up to 1 s) and fails every later call with
-    /// [`Error::Closed`]. Idempotent.
+    /// Stops every task of this adapter, unsubscribes every room, writes
+    /// out what was published (up to 1 s), drains the client and fails
+    /// every later call with [`Error::Closed`]. Idempotent.
     async fn disconnect(&self) -> Result<(), Error> {
         let _lifecycle = self.lifecycle.lock().await;
         let phase = std::mem::replace(&mut *self.shared.phase(), Phase::Closed);
@@ -577,7 +577,14 @@ impl RoomAdapter for NatsAdapter {
                 task.abort();
             }
             if session.client.connection_state() == State::Connected {
-                let _ = tokio::time::timeout(DRAIN_TIMEOUT, session.client.drain()).await;
+                // Publishes handed to the client are written first (`drain`
+                // only queues its command: a process that exits right after
+                // would lose the tail of its publishes).
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+                    let _ = session.client.flush().await;
+                    let _ = session.client.drain().await;
+                })
+                .await;
             }
         }
         Ok(())

@@ -363,3 +363,35 @@ async fn nkey_credentials() {
         .expect_err("an unknown NKey");
     assert!(!error.is_retryable(), "{error}");
 }
+
+/// Publishes handed to the client before `disconnect` are written out, not
+/// lost with the client's buffer (a process exits right after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_writes_out_what_was_published() {
+    const COUNT: usize = 2_000;
+    let server = NatsServer::start().await.expect("nats-server");
+    let (node, mut events) = connected(&server.url(), "node").await;
+    let room = RoomName::from("tail");
+    node.subscribe(&room).await.unwrap();
+    let publisher = fast_builder([server.url()]).build().unwrap();
+    publisher
+        .connect_publisher(NodeId::from("publisher"))
+        .await
+        .unwrap();
+    for n in 0..COUNT {
+        publisher
+            .publish(&room, &envelope(&n.to_string()))
+            .await
+            .unwrap();
+    }
+    publisher.disconnect().await.unwrap();
+    drop(publisher);
+    for n in 0..COUNT {
+        match next_event(&mut events).await {
+            AdapterEvent::Message { envelope, .. } => {
+                assert_eq!(envelope.message().data, n.to_string().as_str());
+            }
+            other => panic!("expected message {n}, got {other:?}"),
+        }
+    }
+}
