@@ -1,5 +1,6 @@
 //! Cross-node throughput and latency: one publisher process and one receiver
-//! process through one Redis.
+//! process through one Redis, or one NATS server (a `nats://` URL: the raw
+//! side is then plain async-nats, the engine side runs over `NatsAdapter`).
 //!
 //! Two implementations of each side carry the same bytes:
 //! - *raw*: plain redis-rs, no adapter: `PUBLISH` on one multiplexed
@@ -69,8 +70,91 @@ impl Load {
     }
 }
 
-/// Raw redis-rs receiver: plain `SUBSCRIBE`, count every message.
+/// Whether `url` names a NATS server (else Redis).
+pub fn is_nats(url: &str) -> bool {
+    url.starts_with("nats://")
+}
+
+/// The subject the NATS adapter uses for the benchmark room.
+fn nats_subject() -> String {
+    rooms_adapter_nats::subject::room_subject(rooms_adapter_nats::DEFAULT_SUBJECT_PREFIX, ROOM)
+}
+
+/// Raw async-nats receiver: plain subscription on the room's subject, count
+/// every message. The client buffers as many messages per subscription as
+/// the adapter's default (65,536).
+async fn receive_raw_nats(url: &str, spec: ReceiveSpec) -> Result<Value> {
+    let client = async_nats::connect(url)
+        .await
+        .with_context(|| format!("connecting the raw NATS subscriber to {url}"))?;
+    let mut messages = client.subscribe(nats_subject()).await.context("SUB")?;
+    // A round trip, so the subscription is in place before READY.
+    let probe = client.new_inbox();
+    let mut probe_sub = client.subscribe(probe.clone()).await.context("SUB probe")?;
+    client
+        .publish(probe, bytes::Bytes::from_static(b"probe"))
+        .await
+        .context("PUB probe")?;
+    tokio::time::timeout(Duration::from_secs(10), probe_sub.next())
+        .await
+        .context("the probe did not come back")?;
+
+    let mut tally = Tally::new(spec.count, spec.latency, spec.warmup)?;
+    let watchdog = Watchdog::spawn(tally.progress(), spec.start_timeout, spec.idle_timeout);
+    ready();
+    loop {
+        tokio::select! {
+            biased;
+            message = messages.next() => {
+                let Some(message) = message else { break };
+                let sent = if tally.wants_latency() {
+                    scan_u64(&message.payload, b"\"ts\":")
+                } else {
+                    None
+                };
+                tally.record(None, sent);
+                if tally.done() {
+                    break;
+                }
+            }
+            () = watchdog.stopped() => break,
+        }
+    }
+    Ok(tally.finish("raw", Value::Null))
+}
+
+/// Raw async-nats publisher: `publish` on one client.
+async fn publish_raw_nats(url: &str, codec: Codec, load: Load) -> Result<Value> {
+    let client = async_nats::connect(url)
+        .await
+        .with_context(|| format!("connecting the raw NATS publisher to {url}"))?;
+    let subject = nats_subject();
+    let result = drive(load, "raw", |seq, ts| {
+        let client = client.clone();
+        let subject = subject.clone();
+        let payload = raw_payload(seq, ts, codec);
+        async move {
+            let payload = payload.map_err(|e| e.to_string())?;
+            client
+                .publish(subject, payload)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    client
+        .flush()
+        .await
+        .context("flushing the raw NATS publisher")?;
+    result
+}
+
+/// Raw receiver: plain redis-rs `SUBSCRIBE` (or async-nats for a `nats://`
+/// URL), count every message.
 pub async fn receive_raw(url: &str, spec: ReceiveSpec) -> Result<Value> {
+    if is_nats(url) {
+        return receive_raw_nats(url, spec).await;
+    }
     let client = redis::Client::open(url).with_context(|| format!("bad redis url {url}"))?;
     let mut pubsub = client
         .get_async_pubsub()
@@ -159,8 +243,12 @@ pub async fn receive_engine(rooms: &Rooms, spec: ReceiveSpec) -> Result<Value> {
     Ok(tally.finish(rooms.adapter_name(), extra))
 }
 
-/// Raw redis-rs publisher: `PUBLISH` on one multiplexed connection.
+/// Raw publisher: redis-rs `PUBLISH` on one multiplexed connection (or
+/// async-nats `publish` for a `nats://` URL).
 pub async fn publish_raw(url: &str, codec: Codec, load: Load) -> Result<Value> {
+    if is_nats(url) {
+        return publish_raw_nats(url, codec, load).await;
+    }
     let client = redis::Client::open(url).with_context(|| format!("bad redis url {url}"))?;
     let connection = client
         .get_multiplexed_async_connection()

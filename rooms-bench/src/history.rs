@@ -60,7 +60,11 @@ async fn pair(spec: &HistorySpec, history: Option<HistoryPolicy>) -> Result<(Roo
 async fn pass(spec: &HistorySpec, history: Option<HistoryPolicy>, room: &str) -> Result<f64> {
     let (a, b) = pair(spec, history).await?;
     let mut member = b
-        .connect(ConnectOptions::new().queue_capacity(1 << 20).queue_bytes(1 << 30))
+        .connect(
+            ConnectOptions::new()
+                .queue_capacity(1 << 20)
+                .queue_bytes(1 << 30),
+        )
         .await?;
     b.join(member.id(), room).await?;
     let started = Instant::now();
@@ -102,7 +106,11 @@ pub async fn run(spec: HistorySpec) -> Result<Value> {
     }
     let first = first.context("no id from the first broadcast")?;
     let client = b
-        .connect(ConnectOptions::new().queue_capacity(1 << 20).queue_bytes(1 << 30))
+        .connect(
+            ConnectOptions::new()
+                .queue_capacity(1 << 20)
+                .queue_bytes(1 << 30),
+        )
         .await?;
     let started = Instant::now();
     let resume = b.join_from(client.id(), room, Some(&first)).await?;

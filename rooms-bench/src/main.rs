@@ -421,6 +421,17 @@ async fn adapter_node(
     use rooms_adapter_redis::DEFAULT_POOL_SIZE;
     use rooms_adapter_redis::RedisAdapter;
 
+    if cross::is_nats(url) {
+        let adapter = rooms_adapter_nats::NatsAdapter::builder(url)
+            .codec(codec)
+            .build()
+            .context("building the NatsAdapter")?;
+        return rooms_adapter::Rooms::builder(std::sync::Arc::new(adapter))
+            .connection_queue_capacity(queue)
+            .build()
+            .await
+            .context("starting the rooms engine over NATS");
+    }
     let builder = RedisAdapter::builder(url).codec(codec);
     let builder = match driver {
         "redis" => builder.redis_driver(),

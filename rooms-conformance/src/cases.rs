@@ -822,10 +822,14 @@ pub async fn full_inbound_queue_drops_and_counts<H: Harness>(h: Arc<H>) -> CaseR
     }
     // Other nodes' control frames (heartbeats) share the queue: every
     // message is either queued or counted as dropped, none lost silently.
-    wait_until("every message received and the overflow counted", DELIVERY_TIMEOUT, || {
-        let stats = adapter.stats();
-        stats.received >= SENT && stats.dropped_inbound >= SENT - CAPACITY as u64
-    })
+    wait_until(
+        "every message received and the overflow counted",
+        DELIVERY_TIMEOUT,
+        || {
+            let stats = adapter.stats();
+            stats.received >= SENT && stats.dropped_inbound >= SENT - CAPACITY as u64
+        },
+    )
     .await?;
     let mut queued = 0u64;
     while let Ok(event) = events.try_recv() {

@@ -1,13 +1,15 @@
 //! Test tooling for `rooms` (not published):
 //! - conformance harnesses for every backend ([`memory`], [`redis`], and
 //!   `cluster_harness` with feature `cluster`, `sentinel_harness` with
-//!   feature `sentinel`);
+//!   feature `sentinel`, `nats` with feature `nats`);
 //! - throwaway `redis-server` processes ([`redis_server`]), 3-master Redis
 //!   Clusters ([`redis_cluster`]) and Redis Sentinel deployments (a master, a
 //!   replica and three sentinels, with crash and failover:
-//!   [`redis_sentinel`]).
+//!   [`redis_sentinel`]);
+//! - throwaway `nats-server` processes and 3-server NATS clusters with
+//!   routes ([`nats_server`]).
 //!
-//! Features `deadpool`, `bb8`, `cluster` and `sentinel` enable the harnesses
+//! Features `deadpool`, `bb8`, `cluster`, `sentinel` and `nats` enable the harnesses
 //! (and the same features of `rooms-adapter-redis`) for those drivers and
 //! topologies: a dev-dependent crate enables only what its tests use, so the
 //! crate under test keeps its own features.
@@ -16,6 +18,9 @@
 #[cfg(feature = "cluster")]
 pub mod cluster_harness;
 pub mod memory;
+#[cfg(feature = "nats")]
+pub mod nats;
+pub mod nats_server;
 mod poll;
 pub mod redis;
 pub mod redis_cluster;

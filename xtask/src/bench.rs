@@ -11,7 +11,9 @@
 //!
 //! Groups: `throughput`, `drivers`, `latency`, `receive`, `fanout`, `codec`,
 //! `memory`, `fanout-ids`, `memory-traffic`, `join` (starts its own
-//! redis-server and freezes it), `e2e` (two `sse-chat` nodes, see [`e2e`]).
+//! redis-server and freezes it), `e2e` (two `sse-chat` nodes, see [`e2e`]),
+//! `nats` (throughput and latency over a throwaway nats-server, against raw
+//! async-nats).
 //! `--quick` runs fewer and smaller repetitions (a smoke test; its numbers are
 //! not worth writing down).
 
@@ -23,6 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use rooms_testkit::nats_server::NatsServer;
 use rooms_testkit::redis_server::RedisServer;
 use serde_json::Value;
 
@@ -30,7 +33,7 @@ mod cluster;
 mod e2e;
 mod failover;
 
-const GROUPS: [&str; 13] = [
+const GROUPS: [&str; 14] = [
     "throughput",
     "drivers",
     "latency",
@@ -44,6 +47,7 @@ const GROUPS: [&str; 13] = [
     "e2e",
     "failover",
     "cluster",
+    "nats",
 ];
 
 const BEGIN: &str = "<!-- cargo xtask bench: generated section, begin -->";
@@ -178,6 +182,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "e2e" => bench.e2e()?,
             "failover" => bench.failover()?,
             "cluster" => bench.cluster()?,
+            "nats" => bench.nats()?,
             _ => {}
         }
         eprintln!("   {group}: {:.0?}", group_started.elapsed());
@@ -653,12 +658,48 @@ impl Bench {
     }
 
     fn latency(&mut self) -> Result<(), String> {
+        self.latency_over("")
+    }
+
+    /// Throughput (JSON and MessagePack) and latency over a throwaway
+    /// `nats-server`: the raw side is plain async-nats, the adapter side a
+    /// `Rooms` engine over `NatsAdapter`, through the same server.
+    fn nats(&mut self) -> Result<(), String> {
+        let server = self
+            .runtime
+            .block_on(NatsServer::start())
+            .map_err(|e| format!("cannot start nats-server: {e}"))?;
+        eprintln!("nats-server on {}", server.url());
+        let saved_url = std::mem::replace(&mut self.url, server.url());
+        // No Redis CPU to account for while NATS carries the messages.
+        let saved_redis = self.server.take();
+        let result = (|| {
+            for (codec, name) in [("json", "JSON"), ("msgpack", "MessagePack")] {
+                let (raw, adapter) =
+                    self.throughput_pair(&format!("NATS {name}"), codec, "nats")?;
+                let count = thousands(self.plan.throughput_count as f64);
+                self.throughput_row(
+                    format!("Cross-node throughput over NATS, {name} ({count} msgs; baseline raw async-nats)"),
+                    raw,
+                    adapter,
+                );
+            }
+            self.latency_over(" over NATS")
+        })();
+        self.url = saved_url;
+        self.server = saved_redis;
+        result
+    }
+
+    /// The latency rows over the medium at `self.url`; `over` names it in
+    /// the rows (empty for Redis).
+    fn latency_over(&mut self, over: &str) -> Result<(), String> {
         const RATE: u64 = 5_000;
         let count = RATE * self.plan.latency_secs;
         let mut best: [Option<Value>; 2] = [None, None];
         for rep in 0..self.plan.latency_reps {
             for (i, side) in ["raw", "adapter"].into_iter().enumerate() {
-                let name = format!("latency {side} #{}", rep + 1);
+                let name = format!("latency{over} {side} #{}", rep + 1);
                 eprintln!("   {name}");
                 let (received, _) = self.pair(
                     &name,
@@ -701,7 +742,7 @@ impl Bench {
             };
             self.rows.push(Row {
                 bench: format!(
-                    "Cross-node latency {name}, JSON, {RATE} msg/s for {} s",
+                    "Cross-node latency{over} {name}, JSON, {RATE} msg/s for {} s",
                     self.plan.latency_secs
                 ),
                 figure: format!("{a:.3} ms (lost {lost})"),

@@ -7,6 +7,7 @@ use std::time::Instant;
 use rooms_conformance::{CASE_NAMES, CaseReport, Outcome, run_suite};
 use rooms_testkit::cluster_harness::RedisClusterHarness;
 use rooms_testkit::memory::{MemoryHarness, MemoryJsonHarness, MemoryMsgpackHarness};
+use rooms_testkit::nats::{NatsHarness, NatsMsgpackHarness};
 use rooms_testkit::redis::{
     RedisBb8Harness, RedisDeadpoolHarness, RedisHarness, RedisMsgpackHarness,
 };
@@ -41,6 +42,8 @@ fn backends() -> Vec<(&'static str, Suite)> {
             "redis-cluster",
             Box::pin(run_suite::<RedisClusterHarness>()),
         ),
+        ("nats", Box::pin(run_suite::<NatsHarness>())),
+        ("nats-msgpack", Box::pin(run_suite::<NatsMsgpackHarness>())),
     ]
 }
 

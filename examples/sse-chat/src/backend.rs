@@ -1,5 +1,6 @@
-//! Choosing and building the medium: memory (one node) or Redis (many), the
-//! latter as one server, a Redis Cluster or a Sentinel deployment.
+//! Choosing and building the medium: memory (one node), Redis (many; one
+//! server, a Redis Cluster or a Sentinel deployment) or NATS (many; one
+//! server or a NATS cluster).
 
 use std::sync::Arc;
 
@@ -11,13 +12,18 @@ use crate::config::{Args, RedisTopology};
 /// Builds the rooms engine on the backend the arguments ask for.
 pub async fn build(args: &Args) -> Result<Rooms, String> {
     let timing = args.cluster_timing()?;
-    let (adapter, context): (Arc<dyn RoomAdapter>, Option<String>) = match args.redis_topology()? {
-        None => (Arc::new(MemoryAdapter::new()), None),
-        Some(topology) => {
-            let (adapter, context) = redis_adapter(&topology).await?;
-            (adapter, Some(context))
-        }
-    };
+    let (adapter, context): (Arc<dyn RoomAdapter>, Option<String>) =
+        match (args.nats_urls()?, args.redis_topology()?) {
+            (Some(urls), _) => {
+                let (adapter, context) = nats_adapter(&urls)?;
+                (adapter, Some(context))
+            }
+            (None, None) => (Arc::new(MemoryAdapter::new()), None),
+            (None, Some(topology)) => {
+                let (adapter, context) = redis_adapter(&topology).await?;
+                (adapter, Some(context))
+            }
+        };
     let adapter_has_history = adapter.capabilities().history;
     let mut builder = Rooms::builder(adapter)
         .heartbeat_interval(timing.heartbeat_interval)
@@ -129,3 +135,29 @@ async fn probe_single(url: &str, shown: &str) -> Result<(), String> {
 /// How long the start-up check of a single Redis server may take.
 #[cfg(feature = "redis")]
 const REDIS_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[cfg(not(feature = "nats"))]
+fn nats_adapter(_urls: &[String]) -> Result<(Arc<dyn RoomAdapter>, String), String> {
+    Err(
+        "--nats-url (or NATS_URL) needs the NATS backend, which this build does not have; \
+         rebuild with: cargo run -p sse-chat --features nats -- ..."
+            .to_owned(),
+    )
+}
+
+/// The NATS adapter for `urls` (one server or several of a cluster), and
+/// what to call it in a failed connect's message (passwords masked). The
+/// engine's first connect reaches the server within the adapter's connect
+/// timeout, so an unreachable NATS is a start-up error naming the address.
+#[cfg(feature = "nats")]
+fn nats_adapter(urls: &[String]) -> Result<(Arc<dyn RoomAdapter>, String), String> {
+    use rooms_adapter_nats::NatsAdapter;
+
+    let adapter = NatsAdapter::servers(urls.iter().cloned())
+        .client_name("sse-chat")
+        .build()
+        .map_err(|error| format!("invalid --nats-url (or NATS_URL): {error}"))?;
+    let context = adapter.medium().to_owned();
+    tracing::info!(medium = adapter.medium(), "NATS backend");
+    Ok((Arc::new(adapter), context))
+}

@@ -89,6 +89,19 @@ pub struct Args {
     )]
     pub redis_sentinel_master: Option<String>,
 
+    /// NATS server URL, e.g. nats://127.0.0.1:4222, or several servers of a
+    /// NATS cluster, comma separated; switches to the NATS backend (needs a
+    /// build with `--features nats`). Excludes the Redis flags. Its password
+    /// or token never appears in `--help`, logs or errors.
+    #[arg(
+        long,
+        env = "NATS_URL",
+        hide_env_values = true,
+        value_name = "URLS",
+        conflicts_with = "redis"
+    )]
+    pub nats_url: Option<String>,
+
     /// Seconds of silence before an SSE keep-alive comment is sent.
     #[arg(long, env = "SSE_CHAT_KEEP_ALIVE", hide_env_values = true, default_value_t = 15,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -265,6 +278,7 @@ impl fmt::Debug for Args {
                 &self.redis_sentinel.as_ref().map(|_| "<hidden>"),
             )
             .field("redis_sentinel_master", &self.redis_sentinel_master)
+            .field("nats_url", &self.nats_url.as_ref().map(|_| "<hidden>"))
             .field("keep_alive_secs", &self.keep_alive_secs)
             .field("max_connections", &self.max_connections)
             .field("max_sockets", &self.max_sockets)
@@ -356,6 +370,15 @@ impl Args {
         HistoryPolicy::new(len, Duration::from_secs(self.history_ttl_secs))
             .map(Some)
             .map_err(|error| format!("--history-len / --history-ttl-secs: {error}"))
+    }
+
+    /// The NATS servers asked for (`--nats-url`), if any, split and checked
+    /// like the Redis lists.
+    pub fn nats_urls(&self) -> Result<Option<Vec<String>>, String> {
+        self.nats_url
+            .as_deref()
+            .map(|list| url_list("--nats-url (or NATS_URL)", list))
+            .transpose()
     }
 
     /// The Redis deployment asked for, if any, with its URL lists split and

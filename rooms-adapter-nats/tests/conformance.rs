@@ -1,0 +1,10 @@
+//! The conformance suite on a throwaway `nats-server` per case (needs
+//! `nats-server` on PATH), once per codec.
+
+mod json {
+    rooms_conformance::conformance_suite!(rooms_testkit::nats::NatsHarness);
+}
+
+mod msgpack {
+    rooms_conformance::conformance_suite!(rooms_testkit::nats::NatsMsgpackHarness);
+}
