@@ -32,8 +32,9 @@ use serde_json::Value;
 mod cluster;
 mod e2e;
 mod failover;
+mod history;
 
-const GROUPS: [&str; 14] = [
+const GROUPS: [&str; 15] = [
     "throughput",
     "drivers",
     "latency",
@@ -48,6 +49,7 @@ const GROUPS: [&str; 14] = [
     "failover",
     "cluster",
     "nats",
+    "history",
 ];
 
 const BEGIN: &str = "<!-- cargo xtask bench: generated section, begin -->";
@@ -182,6 +184,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "e2e" => bench.e2e()?,
             "failover" => bench.failover()?,
             "cluster" => bench.cluster()?,
+            "history" => bench.history()?,
             "nats" => bench.nats()?,
             _ => {}
         }

@@ -431,3 +431,70 @@ async fn cluster_counts_span_both_nodes_and_a_killed_node_drops_out_within_a_few
     })
     .await;
 }
+
+/// Issue 14's "done means": messages posted on node A; a client connecting
+/// to node B with the first one's id gets the second and third, in order,
+/// before anything live; from a trimmed or unknown position, `event: gap`
+/// first.
+#[tokio::test]
+async fn a_client_resuming_on_another_node_gets_what_it_missed_from_redis_history() {
+    let redis = redis().await;
+    let url = redis.url();
+    let node_a = ChatServer::start("history-a", &["--redis-url", &url, "--history-len", "4"]).await;
+    let node_b = ChatServer::start("history-b", &["--redis-url", &url, "--history-len", "4"]).await;
+    let http = http();
+
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        let (status, answer) = node_a
+            .post(
+                &http,
+                "saga",
+                &json!({"name": "ada", "text": format!("part {n}")}),
+            )
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        ids.push(answer["id"].as_str().unwrap().to_owned());
+    }
+    let mut returning = SseClient::open_with(
+        http.get(node_b.url("/rooms/saga/events"))
+            .header("Last-Event-ID", &ids[0]),
+    )
+    .await;
+    let ready = returning.next_of("ready").await;
+    assert_eq!(ready.json()["backend"], "redis");
+    assert_eq!(
+        ready.json()["resume"],
+        json!({"kind": "replayed", "messages": 2})
+    );
+    for n in 2..=3 {
+        let message = returning.next().await;
+        assert_eq!(message.event, "message");
+        assert_eq!(message.id.as_deref(), Some(ids[n - 1].as_str()));
+        assert_eq!(message.json()["text"], format!("part {n}"));
+    }
+    let (_, live) = node_a
+        .post(&http, "saga", &json!({"name": "ada", "text": "live"}))
+        .await;
+    let message = returning.next().await;
+    assert_eq!(message.json()["text"], "live");
+    assert_eq!(message.id.as_deref(), live["id"].as_str());
+
+    // Four kept (3 to 6 after two more): what followed the first is trimmed.
+    for text in ["part 5", "part 6"] {
+        node_a
+            .post(&http, "saga", &json!({"name": "ada", "text": text}))
+            .await;
+    }
+    for last in [ids[0].as_str(), "not-a-known-id"] {
+        let mut late = SseClient::open_with(
+            http.get(node_b.url("/rooms/saga/events"))
+                .header("Last-Event-ID", last),
+        )
+        .await;
+        assert_eq!(late.next_of("ready").await.json()["resume"]["kind"], "gap");
+        let gap = late.next().await;
+        assert_eq!(gap.event, "gap", "{gap:?}");
+        println!("resume from {last:?}: gap {}", gap.data);
+    }
+}
