@@ -272,3 +272,75 @@ async fn two_people_on_two_nodes_over_redis() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// A stream that drops (its node killed) catches up by itself: the page's
+/// `EventSource` reconnects with `Last-Event-ID` once the node is back, and
+/// the messages posted meanwhile on the other node appear, replayed from the
+/// Redis history, without a reload.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_dropped_stream_catches_up_after_the_automatic_reconnect() {
+    use rooms_testkit::redis_server::RedisServer;
+
+    let Some(mut chrome) = Browser::launch().await else {
+        return;
+    };
+    let redis = RedisServer::start()
+        .await
+        .expect("a throwaway redis-server");
+    let redis_url = redis.url();
+    let args = ["--redis-url", redis_url.as_str()];
+    let port = support::unused_port();
+    let mut node_a = ChatServer::start_on("node-a", port, &args).await;
+    let node_b = ChatServer::start("node-b", &args).await;
+    let http = http();
+    let alice = chrome.session().await;
+
+    let scenario = AssertUnwindSafe(async {
+        open_chat(&alice, &node_a.base, "Alice", "saga").await;
+        node_a.wait_members(&http, "saga", 1).await;
+        let post = |text: &'static str| {
+            let (node_b, http) = (&node_b, &http);
+            async move {
+                let (status, answer) = node_b
+                    .post(http, "saga", &json!({"name": "Bob", "text": text}))
+                    .await;
+                assert_eq!(status, 202, "{answer}");
+            }
+        };
+        post("Before the drop.").await;
+        browser::wait_for_text_among(&alice, ".msg .text", "Before the drop.").await;
+
+        node_a.kill_hard().await;
+        browser::wait_text(&alice, "#status", "Reconnecting…").await;
+        post("Sent while you were away, 1.").await;
+        post("Sent while you were away, 2.").await;
+
+        let _node_a = ChatServer::start_on("node-a", port, &args).await;
+        browser::wait_for_text_among(&alice, ".msg .text", "Sent while you were away, 2.").await;
+        browser::wait_text(&alice, "#status", "Live").await;
+        let texts = browser::texts(&alice, ".msg .text").await;
+        assert_eq!(
+            texts,
+            [
+                "Before the drop.",
+                "Sent while you were away, 1.",
+                "Sent while you were away, 2."
+            ],
+            "every message once, in order"
+        );
+        let notices = browser::texts(&alice, ".notice").await;
+        assert!(
+            notices.iter().any(|n| n.contains("2 messages you missed")),
+            "{notices:?}"
+        );
+        browser::screenshot(&alice, "chat-redis-caught-up-after-reconnect").await;
+    })
+    .catch_unwind()
+    .await;
+
+    let _ = alice.close().await;
+    if let Err(panic) = scenario {
+        std::panic::resume_unwind(panic);
+    }
+}

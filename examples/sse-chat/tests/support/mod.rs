@@ -66,7 +66,14 @@ impl ChatServer {
     /// Starts the binary on a free port (`--port 0`) with a 1 s keep-alive and
     /// waits for its "listening" line.
     pub async fn start(name: &str, extra_args: &[&str]) -> ChatServer {
-        let mut args = vec!["--port", "0", "--keep-alive-secs", "1", "--node-id", name];
+        Self::start_on(name, 0, extra_args).await
+    }
+
+    /// Like [`start`](Self::start), on this port (0: a free one), e.g. to
+    /// restart a killed node where its clients reconnect.
+    pub async fn start_on(name: &str, port: u16, extra_args: &[&str]) -> ChatServer {
+        let port = port.to_string();
+        let mut args = vec!["--port", &port, "--keep-alive-secs", "1", "--node-id", name];
         args.extend_from_slice(extra_args);
         let mut child = Self::command(&args)
             .spawn()
