@@ -22,6 +22,7 @@ pub mod memory;
 pub mod nats;
 pub mod nats_server;
 mod poll;
+mod process;
 pub mod redis;
 pub mod redis_cluster;
 pub mod redis_sentinel;

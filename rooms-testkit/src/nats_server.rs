@@ -198,35 +198,20 @@ impl NatsServer {
     }
 
     async fn spawn_and_wait(&mut self) -> io::Result<()> {
-        let mut child = self.spawn()?;
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                let log = self.log();
-                let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                return Err(io::Error::other(format!(
-                    "nats-server on port {} exited with {status}: {}",
-                    self.port,
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                )));
-            }
-            if greets(self.port).await {
-                self.child = Some(child);
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "nats-server on port {} did not greet within {START_DEADLINE:?}",
-                        self.port
-                    ),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let child = self.spawn()?;
+        let port = self.port;
+        let child = crate::process::wait_ready(
+            child,
+            "nats-server",
+            port,
+            START_DEADLINE,
+            "greet",
+            || self.log(),
+            || greets(port),
+        )
+        .await?;
+        self.child = Some(child);
+        Ok(())
     }
 
     fn spawn(&self) -> io::Result<Child> {

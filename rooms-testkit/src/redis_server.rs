@@ -206,35 +206,20 @@ impl RedisServer {
     }
 
     async fn spawn_and_wait(&mut self) -> io::Result<()> {
-        let mut child = self.spawn()?;
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                let log = self.log();
-                let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                return Err(io::Error::other(format!(
-                    "redis-server on port {} exited with {status}: {}",
-                    self.port,
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                )));
-            }
-            if ping(self.port).await {
-                self.child = Some(child);
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "redis-server on port {} did not answer PING within {START_DEADLINE:?}",
-                        self.port
-                    ),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let child = self.spawn()?;
+        let port = self.port;
+        let child = crate::process::wait_ready(
+            child,
+            "redis-server",
+            port,
+            START_DEADLINE,
+            "answer PING",
+            || self.log(),
+            || ping(port),
+        )
+        .await?;
+        self.child = Some(child);
+        Ok(())
     }
 
     fn spawn(&self) -> io::Result<Child> {
