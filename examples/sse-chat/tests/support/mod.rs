@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -482,4 +482,49 @@ pub async fn redis_publish(redis_url: &str, channel: &str, payload: &str) -> i64
         .unwrap_or_else(|| panic!("unexpected PUBLISH reply {line:?}"))
         .parse()
         .unwrap()
+}
+
+/// Two nodes share a room over `backend`: a message posted to either reaches
+/// the room's members on both, with the same id, and nothing leaks into
+/// another room. Returns the two lobby clients for more checks.
+pub async fn two_nodes_share_a_room(
+    node_a: &ChatServer,
+    node_b: &ChatServer,
+    backend: &str,
+) -> (SseClient, SseClient) {
+    let http = http();
+    let mut on_a = SseClient::open(&http, &node_a.url("/rooms/lobby/events")).await;
+    let mut on_b = SseClient::open(&http, &node_b.url("/rooms/lobby/events")).await;
+    let mut elsewhere = SseClient::open(&http, &node_b.url("/rooms/elsewhere/events")).await;
+    assert_eq!(on_a.next_of("ready").await.json()["backend"], backend);
+    assert_eq!(on_b.next_of("ready").await.json()["node"], "node-b");
+    elsewhere.next_of("ready").await;
+
+    for (from, text) in [(node_a, "posted to node A"), (node_b, "posted to node B")] {
+        let (status, answer) = from
+            .post(&http, "lobby", &json!({"name": "ada", "text": text}))
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        let id = answer["id"].as_str().unwrap();
+        for client in [&mut on_a, &mut on_b] {
+            let message = client.next().await;
+            assert_eq!(message.event, "message");
+            assert_eq!(message.id.as_deref(), Some(id), "same id on both nodes");
+            assert_eq!(message.json()["text"], text);
+        }
+    }
+
+    // The client in another room saw nothing of the lobby: its first event
+    // after `ready` is the sentinel.
+    let (status, _) = node_a
+        .post(
+            &http,
+            "elsewhere",
+            &json!({"name": "ada", "text": "sentinel-elsewhere"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let seen = elsewhere.until_data_contains("sentinel-elsewhere").await;
+    assert_eq!(seen.len(), 1, "only the sentinel: {seen:?}");
+    (on_a, on_b)
 }
