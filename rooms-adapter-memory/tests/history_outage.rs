@@ -61,6 +61,14 @@ async fn missed_messages_are_replayed_in_order_before_reconnected() {
             .await
             .unwrap();
     }
+    // B's own broadcast cannot be stored: local members still get it.
+    let own = b
+        .broadcast("r", SseMessage::new(99), BroadcastOptions::new())
+        .await;
+    assert!(own.is_err(), "{own:?}");
+    let local = member.try_recv().expect("delivered locally while cut off");
+    assert_eq!(local.message().data, serde_json::json!(99));
+    assert_eq!(local.message().id, None, "no position without the medium");
     b_adapter.restore().await;
     let RoomsEvent::Reconnected {
         rooms, recovered, ..

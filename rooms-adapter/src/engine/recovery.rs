@@ -189,7 +189,9 @@ impl Rooms {
 
     /// Broadcasts into each room's history: stored and published by the
     /// medium first (which gives a message without an id its position as
-    /// id), then delivered to local members.
+    /// id), then delivered to local members. When the medium cannot store it,
+    /// local members still get it (without a position) and the error is
+    /// returned, as without history.
     pub(super) async fn broadcast_with_history(
         &self,
         rooms: &[RoomName],
@@ -201,14 +203,24 @@ impl Rooms {
         let envelope = Envelope::new(self.inner.node.clone(), Arc::clone(&message))
             .with_except(options.except.clone())
             .with_meta(options.metadata.clone());
-        for room in rooms {
+        for (index, room) in rooms.iter().enumerate() {
             let result = self
                 .inner
                 .adapter
                 .publish_with_history(room, &envelope, policy)
                 .await;
             self.inner.medium_result(&result);
-            let position = result?;
+            let position = match result {
+                Ok(position) => position,
+                Err(error) => {
+                    // Not stored (the medium is down): local members still
+                    // get it, without a position, as without history.
+                    let rest = rooms.get(index..).unwrap_or_default();
+                    self.inner
+                        .deliver_locally(rest, &message, &options, &mut report)?;
+                    return Err(error);
+                }
+            };
             report.published += 1;
             let stored = match message.id {
                 Some(_) => Arc::clone(&message),
