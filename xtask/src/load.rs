@@ -459,6 +459,9 @@ pub struct ClientReport {
     pub foreign: u64,
     /// Chat messages without an `id:`.
     pub without_id: u64,
+    /// Message numbers within the room received without an `id:` (a post
+    /// the medium could not store is delivered on its node without one).
+    pub without_id_numbers: BitSet,
     /// Events whose data could not be read.
     pub malformed: u64,
     /// `notice` events with `"kind":"reconnected"`.
@@ -579,12 +582,13 @@ async fn client(
                     report.malformed += 1;
                     return;
                 };
-                if event.id.is_none() {
-                    report.without_id += 1;
-                }
                 if seq % spec.rooms.max(1) != spec.room {
                     report.foreign += 1;
                     return;
+                }
+                if event.id.is_none() {
+                    report.without_id += 1;
+                    report.without_id_numbers.insert(seq / spec.rooms.max(1));
                 }
                 if report.received.insert(seq / spec.rooms.max(1)) {
                     report.duplicates += 1;

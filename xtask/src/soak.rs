@@ -818,7 +818,6 @@ fn tally_deliveries(
         }
         out.duplicates += report.duplicates;
         out.foreign += report.foreign;
-        out.without_id += report.without_id;
         out.malformed += report.malformed;
     }
     for record in records {
@@ -847,6 +846,13 @@ fn tally_deliveries(
         }
         let members = &by_room[(record.seq % rooms) as usize];
         let number = record.seq / rooms;
+        // Accepted posts must arrive with an id; a refused one (503, the
+        // medium down) is delivered on its node only, without a history
+        // position, and is not counted.
+        out.without_id += members
+            .iter()
+            .filter(|m| m.without_id_numbers.contains(number))
+            .count() as u64;
         let received = members
             .iter()
             .filter(|m| m.received.contains(number))
