@@ -98,6 +98,9 @@ pub struct RedisAdapter {
     state: Mutex<State>,
     /// The sink of the last connection, for the dropped-inbound count.
     sink: Mutex<Option<EventSink>>,
+    /// The id a message without one is encoded with for the history script
+    /// to replace: drawn once, it never leaves this node.
+    placeholder: String,
 }
 
 enum State {
@@ -150,6 +153,7 @@ impl RedisAdapter {
             lifecycle: tokio::sync::Mutex::new(()),
             state: Mutex::new(State::Idle),
             sink: Mutex::new(None),
+            placeholder: history::placeholder(),
         }
     }
 
@@ -545,11 +549,12 @@ impl RoomAdapter for RedisAdapter {
     }
 
     /// Stores and publishes in one Lua script on the room's slot (see the
-    /// crate docs, "History"): the envelope is encoded once with a random
-    /// placeholder id of a position's length, which the script replaces with
-    /// the position it gives out (a message with an id of its own is stored
-    /// as it is); then `XADD` (trimmed to `max_len`), `PEXPIRE` of both keys
-    /// and `PUBLISH` (`SPUBLISH` on a cluster) of the same bytes, so the
+    /// crate docs, "History"): the envelope is encoded once with this
+    /// adapter's random placeholder id of a position's length, which the
+    /// script replaces with the position it gives out (a message with an id
+    /// of its own is stored as it is); then `XADD` (trimmed to `max_len`),
+    /// `PEXPIRE` of both keys when less than the ttl is left, and `PUBLISH`
+    /// (`SPUBLISH` on a cluster) of the same bytes, so the
     /// history's order is the order every node receives. Same payload limit,
     /// timeout and retryable errors as [`publish`](RoomAdapter::publish).
     async fn publish_with_history(
@@ -563,11 +568,11 @@ impl RoomAdapter for RedisAdapter {
         let result = async {
             let placeholder = match envelope.message().id {
                 Some(_) => None,
-                None => Some(history::placeholder()),
+                None => Some(self.placeholder.as_str()),
             };
-            let payload = match &placeholder {
+            let payload = match placeholder {
                 Some(placeholder) => envelope
-                    .with_message_id(placeholder.clone())
+                    .with_message_id(placeholder.to_owned())
                     .encode(self.config.codec)?,
                 None => envelope.encode(self.config.codec)?,
             };
@@ -582,7 +587,7 @@ impl RoomAdapter for RedisAdapter {
             let call = history::PublishArgs {
                 channel: &channel,
                 payload: &payload,
-                placeholder: placeholder.as_deref().unwrap_or(""),
+                placeholder: placeholder.unwrap_or(""),
                 max_len: policy.max_len(),
                 ttl_ms: policy.ttl().as_millis(),
                 sharded: self.link.sharded(),

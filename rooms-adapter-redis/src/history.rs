@@ -89,8 +89,15 @@ pub(crate) fn keys_of(channel: &str) -> (String, String) {
 /// Stores and publishes one message (see the crate docs).
 ///
 /// KEYS: stream, meta. ARGV: channel, payload, placeholder (empty when the
-/// message has an id of its own), a fresh epoch, max_len, ttl in ms, the
-/// publish command (`PUBLISH` or `SPUBLISH`). Returns `{epoch, offset}`.
+/// message has an id of its own), a fresh epoch, max_len, the ttl in ms,
+/// the publish command (`PUBLISH` or `SPUBLISH`), the expiry to set in ms
+/// (the ttl plus slack). Returns `{epoch, offset}`.
+///
+/// The keys' expiry is refreshed only when less than the ttl, or more than
+/// the ttl plus slack, is left (a policy with a shorter ttl), and then set
+/// to the ttl plus slack: a busy room's publish skips two `PEXPIRE`s most
+/// of the time, and history lives between the ttl and the ttl plus slack
+/// after the room's last message.
 pub(crate) const PUBLISH_SCRIPT: &str = r#"
 local epoch = redis.pcall('HGET', KEYS[2], 'e')
 local offset = nil
@@ -100,12 +107,16 @@ if type(epoch) == 'string' and #epoch == 12 and string.match(epoch, '^[0-9a-f]+$
     offset = nil
   end
 end
+local refresh = true
 if not offset then
   -- No history (or a meta hash that is not ours): a new epoch.
   epoch = ARGV[4]
   offset = 1
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[2], 'e', epoch, 'o', offset)
+else
+  local left = redis.call('PTTL', KEYS[2])
+  refresh = left < tonumber(ARGV[6]) or left > tonumber(ARGV[8])
 end
 local payload = ARGV[2]
 if ARGV[3] ~= '' then
@@ -121,9 +132,12 @@ if type(added) == 'table' and added.err then
   -- Not a stream, or entries beyond our offset: not ours, dropped.
   redis.call('DEL', KEYS[1])
   redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[5], id, 'd', payload)
+  refresh = true
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
+if refresh then
+  redis.call('PEXPIRE', KEYS[1], ARGV[8])
+  redis.call('PEXPIRE', KEYS[2], ARGV[8])
+end
 redis.call(ARGV[7], ARGV[1], payload)
 return {epoch, offset}
 "#;
@@ -218,9 +232,18 @@ impl PublishArgs<'_> {
                 } else {
                     b"PUBLISH".to_vec()
                 },
+                expiry_ms(self.ttl_ms).to_string().into_bytes(),
             ],
         )
     }
+}
+
+/// The expiry the publish script sets: the ttl plus a sixteenth (at least
+/// 1 ms), so it need not refresh it again until a sixteenth of the ttl has
+/// passed.
+pub(crate) fn expiry_ms(ttl_ms: u128) -> u128 {
+    let ttl_ms = ttl_ms.max(1);
+    ttl_ms.saturating_add((ttl_ms / 16).max(1))
 }
 
 /// The read script's call for a channel's history after `after`.

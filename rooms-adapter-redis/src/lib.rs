@@ -98,7 +98,10 @@
 //! `h1.{epoch}.{offset:016x}` into the encoded envelope in place of a
 //! random placeholder id of the same length (a message with an id of its
 //! own is stored as it is), `XADD`s it with `MAXLEN {max_len}` (exact),
-//! sets both keys to expire `ttl` after this message (`PEXPIRE`), and
+//! makes sure both keys expire between `ttl` and `ttl` plus a sixteenth
+//! after this message (`PEXPIRE`, only when what is left is outside that
+//! window: a busy room refreshes the expiry once per sixteenth of `ttl`),
+//! and
 //! publishes the same bytes on the channel (`PUBLISH`, `SPUBLISH` on a
 //! cluster). Redis runs a script atomically, so a room's history order is
 //! the order every node receives its messages in. A read is one script too:

@@ -119,12 +119,30 @@ async fn publishes_store_positions_under_the_documented_keys() {
     let (epoch, latest): (String, u64) =
         query(&url, redis::cmd("HMGET").arg(&meta).arg("e").arg("o")).await;
     assert_eq!((epoch.as_str(), latest), (positions[0].epoch(), 3));
+    // Between the ttl (minus the test's own time) and the ttl plus a
+    // sixteenth of slack.
+    let (low, high) = (TTL.as_millis() as i64 - 10_000, TTL.as_millis() as i64 * 17 / 16);
     for key in [&stream, &meta] {
         let ttl: i64 = query(&url, redis::cmd("PTTL").arg(key)).await;
-        assert!(
-            ttl > 0 && ttl <= TTL.as_millis() as i64,
-            "{key}: pttl {ttl}"
-        );
+        assert!(ttl >= low && ttl <= high, "{key}: pttl {ttl}");
+    }
+    // Within the window the expiry is left alone (no PEXPIRE per message);
+    // below the ttl it is refreshed.
+    for (set, refreshed) in [(TTL.as_millis() as i64 + 1_000, false), (1_000, true)] {
+        for key in [&stream, &meta] {
+            let _: i64 = query(&url, redis::cmd("PEXPIRE").arg(key).arg(set)).await;
+        }
+        a.publish_with_history(&room, &message("again"), &policy(100))
+            .await
+            .expect("publish");
+        for key in [&stream, &meta] {
+            let ttl: i64 = query(&url, redis::cmd("PTTL").arg(key)).await;
+            if refreshed {
+                assert!(ttl > TTL.as_millis() as i64 - 10_000, "{key}: refreshed, pttl {ttl}");
+            } else {
+                assert!(ttl <= set && ttl > set - 10_000, "{key}: left alone, pttl {ttl}");
+            }
+        }
     }
     let position = a
         .publish_with_history(
@@ -134,10 +152,13 @@ async fn publishes_store_positions_under_the_documented_keys() {
         )
         .await
         .expect("publish");
-    assert_eq!(position.offset(), 4);
+    assert_eq!(position.offset(), 6);
     let ttl: i64 = query(&url, redis::cmd("PTTL").arg(&stream)).await;
-    assert!(ttl > 0 && ttl <= 5_000, "the ttl follows the policy: {ttl}");
-    assert_eq!(a.stats().published, 4);
+    assert!(
+        ttl > 0 && ttl <= 5_000 * 17 / 16,
+        "a shorter ttl shortens the expiry: {ttl}"
+    );
+    assert_eq!(a.stats().published, 6);
     a.disconnect().await.unwrap();
     b.disconnect().await.unwrap();
 }
