@@ -20,6 +20,15 @@
 //!   (`sse::axum`), an `IntoResponse` for [`Error`] (status per case, see
 //!   [`Error::http_status`]) and the graceful-shutdown recipe.
 //!
+//! ## Features
+//!
+//! - `axum`: the axum SSE transport ([`sse`]`::axum`) and `IntoResponse` for
+//!   [`Error`].
+//! - `float-roundtrip`: exact `f64` round-trip of metadata (and of parsed
+//!   `data`) through the JSON codec, by serde_json's `float_roundtrip` (which
+//!   applies to the whole build, hence opt-in; without it a few values read
+//!   back one unit in the last place off). MessagePack is always exact.
+//!
 //! The core knows nothing of Redis: see `rooms-adapter-memory` and
 //! `rooms-adapter-redis` for media, and `rooms-conformance` for the suite every
 //! medium must pass.
@@ -59,7 +68,7 @@ pub use message::{Data, SseMessage};
 pub use wire::{Codec, Envelope};
 
 /// The workspace README's Rust examples, compiled and run by `cargo test --doc`
-/// so they cannot rot.
+/// (with feature `axum`, which some of them use) so they cannot rot.
 #[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "axum"))]
 pub struct ReadmeDoctests;
