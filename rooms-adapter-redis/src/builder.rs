@@ -178,6 +178,7 @@ impl RedisAdapter {
     /// # Ok::<(), rooms_adapter::Error>(())
     /// ```
     #[cfg(feature = "sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
     pub fn sentinel<I, S>(sentinel_urls: I, master_name: impl Into<String>) -> RedisAdapterBuilder
     where
         I: IntoIterator<Item = S>,
@@ -204,6 +205,7 @@ impl RedisAdapter {
     /// # Ok::<(), rooms_adapter::Error>(())
     /// ```
     #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub fn cluster<I, S>(seed_urls: I) -> RedisAdapterBuilder
     where
         I: IntoIterator<Item = S>,
@@ -413,6 +415,7 @@ impl RedisAdapterBuilder {
     /// a moved slot or a failing master (default 2). Zero fails such a
     /// publish at once.
     #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub fn publisher_retries(mut self, retries: u32) -> Self {
         self.config.cluster_publish_retries = retries;
         self
@@ -422,6 +425,7 @@ impl RedisAdapterBuilder {
     /// `redis` feature is on). On Sentinel, the built-in driver that follows
     /// the master; on Cluster, `SPUBLISH` through redis-rs's cluster client.
     #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_driver(mut self) -> Self {
         self.driver = DriverChoice::Redis;
         self
@@ -430,6 +434,7 @@ impl RedisAdapterBuilder {
     /// Publish through a deadpool-redis pool of `pool_size` connections
     /// (single server only).
     #[cfg(feature = "deadpool")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
     pub fn deadpool_driver(mut self, pool_size: usize) -> Self {
         self.driver = DriverChoice::Deadpool { pool_size };
         self
@@ -438,6 +443,7 @@ impl RedisAdapterBuilder {
     /// Publish through a bb8 pool of `pool_size` connections (single server
     /// only).
     #[cfg(feature = "bb8")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
     pub fn bb8_driver(mut self, pool_size: usize) -> Self {
         self.driver = DriverChoice::Bb8 { pool_size };
         self

@@ -14,7 +14,8 @@
 //! - Subscribing always uses one dedicated connection per adapter (a subscribed
 //!   Redis connection can run nothing else): **two connections per node**
 //!   (more with a pool driver).
-//! - TLS: `rediss://` URLs with feature `tls`. ACL: `redis://user:password@host`.
+//! - TLS: `rediss://` URLs with feature `tls` (see [TLS](#tls)). ACL:
+//!   `redis://user:password@host`.
 //! - One adapter for every topology, one builder:
 //!   [`RedisAdapter::builder`] (one server by URL),
 //!   [`RedisAdapter::from_client`] (your own `redis::Client`),
@@ -27,6 +28,22 @@
 //! - [`RedisEventIdSequence`]: cluster-wide, string-sortable SSE event ids.
 //! - [`redact_url`]: a Redis URL with its passwords masked, for logs and
 //!   errors (the builders' `Debug` output uses it too).
+//!
+//! ## TLS
+//!
+//! With feature `tls`, `rediss://` URLs connect through rustls. redis-rs
+//! builds the TLS configuration itself with rustls's process-wide default
+//! crypto provider, and this crate never installs one: when the `ring`
+//! provider this feature compiles in is the only one in the build, rustls
+//! picks it by itself. When something else in the application also enables
+//! rustls's `aws-lc-rs` provider, rustls cannot choose, and the application
+//! installs one at start-up, before the first connection (as rustls asks of
+//! every application):
+//!
+//! ```
+//! # #[cfg(feature = "tls")]
+//! let _ = rooms_adapter_redis::rustls::crypto::ring::default_provider().install_default();
+//! ```
 //!
 //! ## Connection loss
 //!
@@ -162,6 +179,9 @@ pub use subscribe::{SLOT_COUNT, key_slot};
 /// The redis-rs crate this adapter is built on (1.x), for custom drivers.
 pub use redis;
 
+/// The rustls crate the `tls` feature builds on (0.23, with its `ring`
+/// provider compiled in), to install a process-wide crypto provider; see
+/// [TLS](crate#tls).
 #[cfg(feature = "tls")]
-#[doc(hidden)]
-pub use rustls as _rustls;
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use rustls;

@@ -568,7 +568,7 @@ impl Drop for Inner {
 
 impl LocalView for Inner {
     fn member_count(&self, room: &str) -> usize {
-        self.read().member_count(&RoomName::from(room))
+        self.read().member_count(room)
     }
 
     fn room_counts(&self) -> Vec<(RoomName, usize)> {
@@ -1193,18 +1193,18 @@ impl Rooms {
     }
 
     /// The local members of a room.
-    pub fn members_of(&self, room: &RoomName) -> Vec<ConnectionId> {
-        self.inner.read().members_of(room)
+    pub fn members_of(&self, room: impl AsRef<str>) -> Vec<ConnectionId> {
+        self.inner.read().members_of(room.as_ref())
     }
 
     /// How many local members a room has.
-    pub fn member_count(&self, room: &RoomName) -> usize {
-        self.inner.read().member_count(room)
+    pub fn member_count(&self, room: impl AsRef<str>) -> usize {
+        self.inner.read().member_count(room.as_ref())
     }
 
     /// Whether a connection is in a room.
-    pub fn is_in_room(&self, connection: &ConnectionId, room: &RoomName) -> bool {
-        self.inner.read().is_in_room(connection, room)
+    pub fn is_in_room(&self, connection: &ConnectionId, room: impl AsRef<str>) -> bool {
+        self.inner.read().is_in_room(connection, room.as_ref())
     }
 
     /// Whether a connection is connected to this node.

@@ -13,7 +13,21 @@
 //!   Redis, ...).
 //! - [`Rooms`]: the engine — registry, bounded per-connection queues, broadcast,
 //!   remote delivery with echo suppression, exclusion, dedup and filtering.
-//! - [`sse`]: WHATWG SSE framing, and with feature `axum` an axum response.
+//! - [`Rooms::to`]: a broadcast in one line,
+//!   `rooms.to("lobby").except(sender).emit("chat", &data)` (data from any
+//!   `Serialize`); [`broadcast`] has the options form and the report.
+//! - [`sse`]: WHATWG SSE framing, and with feature `axum` an axum response
+//!   (`sse::axum`), an `IntoResponse` for [`Error`] (status per case, see
+//!   [`Error::http_status`]) and the graceful-shutdown recipe.
+//!
+//! ## Features
+//!
+//! - `axum`: the axum SSE transport ([`sse`]`::axum`) and `IntoResponse` for
+//!   [`Error`].
+//! - `float-roundtrip`: exact `f64` round-trip of metadata (and of parsed
+//!   `data`) through the JSON codec, by serde_json's `float_roundtrip` (which
+//!   applies to the whole build, hence opt-in; without it a few values read
+//!   back one unit in the last place off). MessagePack is always exact.
 //!
 //! The core knows nothing of Redis: see `rooms-adapter-memory` and
 //! `rooms-adapter-redis` for media, and `rooms-conformance` for the suite every
@@ -42,7 +56,7 @@ pub mod wire;
 pub use adapter::{
     AdapterCapabilities, AdapterEvent, AdapterStats, ControlTarget, EventSink, RoomAdapter,
 };
-pub use broadcast::{BroadcastOptions, BroadcastReport, DeliveryFilter};
+pub use broadcast::{Broadcast, BroadcastOptions, BroadcastReport, DeliveryFilter};
 pub use connection::{
     ConnectOptions, ConnectionInfo, ConnectionReceiver, Delivery, SlowConsumerPolicy,
 };
@@ -52,3 +66,9 @@ pub use gap::GapScope;
 pub use ids::{ConnectionId, NodeId, RoomName};
 pub use message::{Data, SseMessage};
 pub use wire::{Codec, Envelope};
+
+/// The workspace README's Rust examples, compiled and run by `cargo test --doc`
+/// (with feature `axum`, which some of them use) so they cannot rot.
+#[doc = include_str!("../../README.md")]
+#[cfg(all(doctest, feature = "axum"))]
+pub struct ReadmeDoctests;

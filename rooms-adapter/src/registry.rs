@@ -132,18 +132,18 @@ impl Registry {
             .map(|state| state.rooms.iter().cloned().collect())
     }
 
-    pub(crate) fn members_of(&self, room: &RoomName) -> Vec<ConnectionId> {
+    pub(crate) fn members_of(&self, room: &str) -> Vec<ConnectionId> {
         self.rooms
             .get(room)
             .map(|members| members.keys().cloned().collect())
             .unwrap_or_default()
     }
 
-    pub(crate) fn member_count(&self, room: &RoomName) -> usize {
+    pub(crate) fn member_count(&self, room: &str) -> usize {
         self.rooms.get(room).map_or(0, HashMap::len)
     }
 
-    pub(crate) fn is_in_room(&self, id: &ConnectionId, room: &RoomName) -> bool {
+    pub(crate) fn is_in_room(&self, id: &ConnectionId, room: &str) -> bool {
         self.connections
             .get(id)
             .is_some_and(|state| state.rooms.contains(room))
@@ -264,8 +264,8 @@ mod tests {
         assert!(!registry.join(&a, &r1).expect("join").newly_joined);
         registry.join(&a, &r2).expect("join");
         registry.join(&b, &r1).expect("join");
-        assert_eq!(registry.member_count(&r1), 2);
-        assert!(registry.is_in_room(&a, &r2));
+        assert_eq!(registry.member_count(r1.as_str()), 2);
+        assert!(registry.is_in_room(&a, r2.as_str()));
         let count = |rooms: &[RoomName], except: Option<&ConnectionId>| {
             let mut n = 0;
             registry.for_each_recipient(rooms, except, |_, _| n += 1);

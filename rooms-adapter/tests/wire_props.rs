@@ -7,13 +7,29 @@ use rooms_adapter::wire::{self, Codec};
 use rooms_adapter::{ConnectionId, Envelope, NodeId, SseMessage};
 use serde_json::{Map, Value};
 
+/// Whether serde_json reads the float it writes back bit for bit. Always with
+/// feature `float-roundtrip` (serde_json's `float_roundtrip`); without it,
+/// serde_json's faster parser can be one unit in the last place off for a few
+/// values, which are left out here.
+fn reads_back_exactly(float: f64) -> bool {
+    let text = serde_json::to_string(&float).unwrap();
+    let exact = serde_json::from_str::<f64>(&text).unwrap() == float;
+    assert!(
+        exact || cfg!(not(feature = "float-roundtrip")),
+        "{text} does not read back as {float:e} with float-roundtrip on"
+    );
+    exact
+}
+
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        (-1e300f64..1e300).prop_map(Value::from),
+        (-1e300f64..1e300)
+            .prop_filter("reads back exactly", |float| reads_back_exactly(*float))
+            .prop_map(Value::from),
         ".*".prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {

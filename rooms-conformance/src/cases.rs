@@ -494,7 +494,7 @@ pub async fn disconnect_stops_delivery_and_is_idempotent<H: Harness>(h: Arc<H>) 
     let ended = tokio::time::timeout(DELIVERY_TIMEOUT, rx.recv()).await;
     ensure!(matches!(ended, Ok(None)), "receiver did not end: {ended:?}");
     ensure!(
-        b.member_count(&RoomName::from("r")) == 0,
+        b.member_count("r") == 0,
         "disconnected connection still a member"
     );
 
@@ -922,7 +922,7 @@ pub async fn slow_connection_is_disconnected<H: Harness>(h: Arc<H>) -> CaseResul
         || b.stats().lagging_disconnects == 1 && !b.is_connected(slow.id()),
     )
     .await?;
-    let members = b.member_count(&RoomName::from("r"));
+    let members = b.member_count("r");
     ensure!(
         members == 1,
         "room r has {members} members, expected only the fast one"

@@ -1,4 +1,7 @@
 //! The API's error answer: a status code and `{"error": "...", "field": "..."}`.
+//! Errors of the rooms engine are answered by the library
+//! (`rooms_adapter::Error`'s `IntoResponse`: `{"error": "...", "code": "..."}`,
+//! with a status per case and nothing that names the medium).
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -16,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     /// The request field at fault, when there is one.
     pub field: Option<&'static str>,
+    /// The engine's error, answered by the library's `IntoResponse`.
+    pub engine: Option<rooms_adapter::Error>,
 }
 
 impl ApiError {
@@ -25,6 +30,7 @@ impl ApiError {
             status,
             message: message.into(),
             field: None,
+            engine: None,
         }
     }
 
@@ -34,6 +40,7 @@ impl ApiError {
             status,
             message: message.into(),
             field: Some(field),
+            engine: None,
         }
     }
 
@@ -54,8 +61,23 @@ impl From<ValidationError> for ApiError {
     }
 }
 
+impl From<rooms_adapter::Error> for ApiError {
+    fn from(error: rooms_adapter::Error) -> Self {
+        Self {
+            status: StatusCode::from_u16(error.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message: error.public_message().into_owned(),
+            field: None,
+            engine: Some(error),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Some(engine) = self.engine {
+            return engine.into_response();
+        }
         let body = match self.field {
             Some(field) => json!({"error": self.message, "field": field}),
             None => json!({"error": self.message}),

@@ -70,10 +70,7 @@ pub async fn relay(rooms: Rooms) {
                         .iter()
                         .filter(|id| rooms.is_connected(id))
                         .try_for_each(|id| rooms.send_to(id, notice.clone()).map(drop)),
-                    _ => rooms
-                        .broadcast(room, notice, BroadcastOptions::new().local_only())
-                        .await
-                        .map(drop),
+                    _ => rooms.to(room).local().send(notice).await.map(drop),
                 };
                 if let Err(error) = sent {
                     tracing::debug!(%error, "cannot relay a gap notice");
@@ -87,10 +84,7 @@ pub async fn relay(rooms: Rooms) {
                     "room": room.as_str(),
                 }))
                 .with_event("notice");
-                if let Err(error) = rooms
-                    .broadcast(room, notice, BroadcastOptions::new().local_only())
-                    .await
-                {
+                if let Err(error) = rooms.to(room).local().send(notice).await {
                     tracing::debug!(%error, "cannot relay a lost-room notice");
                 }
             }

@@ -25,9 +25,7 @@ use axum::{Json, Router};
 use futures_util::StreamExt as _;
 use rooms_adapter::cluster::ClusterAnswer;
 use rooms_adapter::sse::axum::{LastEventId, SseResponse};
-use rooms_adapter::{
-    BroadcastOptions, ConnectOptions, Error, MediumStatus, Resume, RoomName, SseMessage,
-};
+use rooms_adapter::{ConnectOptions, Error, MediumStatus, Resume, RoomName, SseMessage};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
@@ -72,34 +70,6 @@ fn room_from(path: Result<Path<String>, PathRejection>) -> Result<RoomName, ApiE
     })?;
     validation::room(&room)?;
     Ok(RoomName::from(room))
-}
-
-/// Maps an engine error to an answer. The answer never carries the error's
-/// text, which can name the medium (`redis at host:port`) or other internals:
-/// the details are logged here instead.
-fn engine_error(error: &Error) -> ApiError {
-    match error {
-        Error::Closed { .. } => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is shutting down",
-        ),
-        Error::Unsupported { .. } => ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "this node's backend does not support node liveness or cluster-wide queries \
-             (GET /nodes, scope=cluster); scope=local works",
-        ),
-        other if other.is_retryable() => {
-            tracing::warn!(error = %other, "answering 503: the medium is unavailable");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily unavailable; try again later",
-            )
-        }
-        other => {
-            tracing::error!(error = %other, "answering 500");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-        }
-    }
 }
 
 /// `?lastEventId=` on the events URL: a page that reloads (a new
@@ -153,10 +123,7 @@ async fn events(
             ),
         ));
     };
-    let receiver = rooms
-        .connect(ConnectOptions::new())
-        .await
-        .map_err(|error| engine_error(&error))?;
+    let receiver = rooms.connect(ConnectOptions::new()).await?;
     let connection = receiver.id().clone();
     // With history, what the client missed since Last-Event-ID is queued
     // first (or one `event: gap` when history cannot cover it).
@@ -170,7 +137,7 @@ async fn events(
             tracing::warn!(%room, %connection, %error, "joined locally; the medium is unavailable");
             Resume::Live
         }
-        Err(error) => return Err(engine_error(&error)),
+        Err(error) => return Err(error.into()),
     };
     tracing::info!(%room, %connection, last_event_id = last_event_id.as_deref(), ?resume, "client joined");
 
@@ -192,8 +159,7 @@ async fn events(
     let response = SseResponse::new(receiver)
         .keep_alive(state.keep_alive)
         .retry(RETRY)
-        .initial_message(&ready)
-        .map_err(|error| engine_error(&error))?;
+        .initial_message(&ready)?;
     Ok(holding(response.into_response(), slot))
 }
 
@@ -305,11 +271,7 @@ async fn accept_message(
     };
     let id = message.id.clone();
 
-    match state
-        .rooms
-        .broadcast(room.clone(), message, BroadcastOptions::new())
-        .await
-    {
+    match state.rooms.to(room.clone()).send(message).await {
         Ok(report) => {
             AppCounters::bump(&state.counters.messages_posted);
             let id = report.id.clone().or(id);
@@ -319,7 +281,7 @@ async fn accept_message(
             )
                 .into_response())
         }
-        Err(error @ Error::Closed { .. }) => Err(engine_error(&error)),
+        Err(error @ Error::Closed { .. }) => Err(error.into()),
         Err(error) => {
             // Local members already have it; other nodes may not.
             AppCounters::bump(&state.counters.publish_failures);
@@ -400,10 +362,7 @@ async fn list_rooms(
 ) -> Result<Json<Value>, ApiError> {
     let rooms = &state.rooms;
     if scope_from(query)? == Scope::Cluster {
-        let answer = rooms
-            .cluster_rooms()
-            .await
-            .map_err(|error| engine_error(&error))?;
+        let answer = rooms.cluster_rooms().await?;
         let list: Vec<Value> = answer
             .value
             .iter()
@@ -469,10 +428,7 @@ async fn room_members(
             Ok(Json(body))
         }
         Scope::Cluster => {
-            let answer = rooms
-                .cluster_member_count(room)
-                .await
-                .map_err(|error| engine_error(&error))?;
+            let answer = rooms.cluster_member_count(room).await?;
             let mut body = body;
             if let Value::Object(fields) = &mut body {
                 fields.insert("scope".into(), json!("cluster"));
@@ -486,7 +442,7 @@ async fn room_members(
 /// `GET /nodes`: the live nodes, this one first.
 async fn list_nodes(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let rooms = &state.rooms;
-    let nodes = rooms.nodes().map_err(|error| engine_error(&error))?;
+    let nodes = rooms.nodes()?;
     let list: Vec<Value> = nodes
         .iter()
         .map(|node| {
@@ -650,8 +606,8 @@ mod tests {
         rooms.shutdown().await;
     }
 
-    #[test]
-    fn unavailable_medium_answers_do_not_name_it() {
+    #[tokio::test]
+    async fn unavailable_medium_answers_do_not_name_it() {
         let errors = [
             Error::Unavailable {
                 medium: "redis at 10.1.2.3:6380".into(),
@@ -679,17 +635,27 @@ mod tests {
             },
         ];
         for error in errors {
-            let answer = engine_error(&error);
-            if matches!(error, Error::Unsupported { .. }) {
-                assert_eq!(answer.status, StatusCode::NOT_IMPLEMENTED);
+            let text = error.to_string();
+            let unsupported = matches!(error, Error::Unsupported { .. });
+            let retryable = error.is_retryable();
+            let response = ApiError::from(error).into_response();
+            if unsupported {
+                assert_eq!(response.status(), StatusCode::NOT_IMPLEMENTED);
             }
-            assert!(answer.status.is_server_error(), "{error}");
+            assert!(response.status().is_server_error(), "{text}");
+            assert_eq!(
+                response.headers().contains_key(header::RETRY_AFTER),
+                retryable,
+                "{text}"
+            );
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let body = String::from_utf8(body.to_vec()).unwrap();
+            let answer: Value = serde_json::from_str(&body).unwrap();
+            assert!(answer["error"].is_string(), "{body}");
             for leak in ["10.1.2.3", "6380", "redis"] {
-                assert!(
-                    !answer.message.contains(leak),
-                    "{:?} leaks {leak:?} of {error}",
-                    answer.message
-                );
+                assert!(!body.contains(leak), "{body:?} leaks {leak:?} of {text}");
             }
         }
     }

@@ -146,18 +146,8 @@ pub(crate) fn parse_url(url: &str) -> Result<redis::Client, Error> {
             "invalid redis URL {shown:?}: TLS (rediss://) needs the `tls` feature of rooms-adapter-redis"
         )));
     }
-    #[cfg(feature = "tls")]
-    install_tls_provider();
     redis::Client::open(url)
         .map_err(|error| Error::Config(format!("invalid redis URL {shown:?}: {error}")))
-}
-
-/// Makes ring the process-wide rustls provider unless one is installed, so a
-/// TLS connection cannot fail for want of one (or for two features enabling
-/// two providers).
-#[cfg(feature = "tls")]
-fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use super::driver::{
 use crate::error::from_redis;
 
 /// The pool type [`Bb8Driver`] uses.
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 pub type Bb8Pool = ::bb8::Pool<RedisConnectionManager>;
 
 /// Publishes through a bb8 pool of multiplexed connections (bb8-redis).
@@ -35,6 +36,7 @@ pub type Bb8Pool = ::bb8::Pool<RedisConnectionManager>;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 pub struct Bb8Driver {
     pool: Bb8Pool,
     medium: String,

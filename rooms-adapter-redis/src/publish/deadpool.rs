@@ -34,6 +34,7 @@ use crate::error::from_redis;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 pub struct DeadpoolDriver {
     pool: Pool,
     medium: String,

@@ -29,6 +29,7 @@ use crate::error::{from_redis, timeout};
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub struct RedisDriver {
     connection: ConnectionManager,
     medium: String,

@@ -27,6 +27,7 @@ use crate::subscribe::{SlotMap, key_slot};
 /// pipeline could not place (a slot that just moved) is retried alone through
 /// the cluster client, which follows `MOVED`.
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 pub struct ClusterDriver {
     connection: ClusterConnection,
     medium: String,

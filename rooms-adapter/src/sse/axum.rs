@@ -79,9 +79,61 @@
 //! assert_eq!(&body.next().await.unwrap()?[..], b"id: 42\ndata: hi\n\n");
 //!
 //! drop(body); // the client went away: the connection leaves the room
-//! assert_eq!(rooms.member_count(&"lobby".into()), 0);
+//! assert_eq!(rooms.member_count("lobby"), 0);
 //! # Ok(()) }
 //! ```
+//!
+//! ## Graceful shutdown
+//!
+//! `axum::serve(..).with_graceful_shutdown(signal)` stops accepting when
+//! `signal` completes, then waits for every open response to finish. An SSE
+//! response never finishes by itself, so the server would wait forever:
+//! call [`Rooms::shutdown`](crate::Rooms::shutdown) inside the shutdown
+//! future. It ends every connection's stream (after the frames already
+//! queued), the responses complete, and `serve` returns.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use axum::{Router, extract::{Path, State}, response::Response, routing::get};
+//! use axum::response::IntoResponse;
+//! use rooms_adapter::sse::axum::{LastEventId, SseResponse};
+//! use rooms_adapter::{ConnectOptions, Error, Rooms};
+//! use rooms_adapter_memory::MemoryAdapter;
+//!
+//! async fn events(
+//!     State(rooms): State<Rooms>,
+//!     Path(room): Path<String>,
+//!     last_event_id: LastEventId,
+//! ) -> Result<Response, Error> {
+//!     let (response, _resume) =
+//!         SseResponse::join(&rooms, room, &last_event_id, ConnectOptions::new()).await?;
+//!     Ok(response.into_response())
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let rooms = Rooms::builder(Arc::new(MemoryAdapter::new())).build().await?;
+//!     let app = Router::new()
+//!         .route("/rooms/{room}/events", get(events))
+//!         .with_state(rooms.clone());
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     axum::serve(listener, app)
+//!         .with_graceful_shutdown(async move {
+//!             // Ctrl-C (add SIGTERM on Unix as well in production).
+//!             let _ = tokio::signal::ctrl_c().await;
+//!             // Ends every SSE stream, so the open responses complete.
+//!             rooms.shutdown().await;
+//!         })
+//!         .await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Send clients a last message before shutting down if they should know
+//! (`rooms.to(room).send(..)`, or [`Rooms::send_to`](crate::Rooms::send_to)
+//! each connection): it is queued before the stream ends, and an
+//! `EventSource` reconnects by itself, e.g. to another node behind the load
+//! balancer.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -555,10 +607,10 @@ mod tests {
         let receiver = member(&rooms, "r").await;
         rooms.join(receiver.id(), "s").await.unwrap();
         let response = SseResponse::new(receiver).into_response();
-        assert_eq!(rooms.member_count(&"r".into()), 1);
+        assert_eq!(rooms.member_count("r"), 1);
         drop(response);
-        assert_eq!(rooms.member_count(&"r".into()), 0);
-        assert_eq!(rooms.member_count(&"s".into()), 0);
+        assert_eq!(rooms.member_count("r"), 0);
+        assert_eq!(rooms.member_count("s"), 0);
         assert_eq!(rooms.stats().connections, 0);
     }
 
