@@ -40,7 +40,8 @@ pub mod sse;
 pub mod wire;
 
 pub use adapter::{
-    AdapterCapabilities, AdapterEvent, AdapterStats, ControlTarget, EventSink, RoomAdapter,
+    AdapterCapabilities, AdapterCounters, AdapterEvent, AdapterStats, ControlTarget, EventSink,
+    EventStream, RoomAdapter, SinkOutcome,
 };
 pub use broadcast::{BroadcastOptions, BroadcastReport, DeliveryFilter};
 pub use connection::{

@@ -1,0 +1,1 @@
+//! Write your own adapter (placeholder).
