@@ -53,3 +53,10 @@ pub use gap::GapScope;
 pub use ids::{ConnectionId, NodeId, RoomName};
 pub use message::{Data, SseMessage};
 pub use wire::{Codec, Envelope};
+
+/// The `#[async_trait]` attribute [`RoomAdapter`] is written with: implement
+/// the trait without a dependency of your own.
+pub use async_trait::async_trait;
+/// The `bytes` crate: [`AdapterEvent::Control`] frames and encoded envelopes
+/// are [`bytes::Bytes`].
+pub use bytes;
