@@ -563,3 +563,58 @@ pub async fn run_suite<H: Harness>() -> Vec<CaseReport> {
     __with_cases!(__run_all!(H, reports));
     reports
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guide_has_a_row_for_every_case() {
+        let guide = include_str!("guide.rs");
+        for case in CASES {
+            let needs = if case.needs.is_empty() {
+                "—".to_owned()
+            } else {
+                case.needs
+                    .iter()
+                    .map(|need| format!("`{}`", need.name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let row = guide
+                .lines()
+                .find(|line| line.starts_with(&format!("//! | `{}` |", case.name)));
+            assert!(
+                row.is_some_and(|row| row.ends_with(&format!("| {needs} |"))),
+                "the guide's table has no row for {} ending in `| {needs} |`",
+                case.name
+            );
+        }
+    }
+
+    #[test]
+    fn case_names_and_capabilities_agree() {
+        assert_eq!(CASES.len(), CASE_NAMES.len());
+        for (case, name) in CASES.iter().zip(CASE_NAMES) {
+            assert_eq!(case.name, *name);
+        }
+        for capability in Capability::ALL {
+            assert_eq!(Capability::from_name(capability.name()), Some(capability));
+        }
+    }
+
+    /// The golden vectors are a copy (so the crate can be packaged): they
+    /// must stay the same as the core's, when the workspace is there.
+    #[test]
+    fn golden_vectors_match_the_cores() {
+        let core = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../rooms-adapter/tests/fixtures/ts-v1-vectors.json");
+        if let Ok(core) = std::fs::read_to_string(core) {
+            assert!(
+                core == include_str!("../fixtures/ts-v1-vectors.json"),
+                "rooms-conformance/fixtures/ts-v1-vectors.json differs from \
+                 rooms-adapter/tests/fixtures/ts-v1-vectors.json: copy it again"
+            );
+        }
+    }
+}

@@ -15,8 +15,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use rooms_adapter::wire::{self, Codec, DEFAULT_MAX_PAYLOAD_BYTES};
 use rooms_adapter::bytes::Bytes;
+use rooms_adapter::wire::{self, Codec, DEFAULT_MAX_PAYLOAD_BYTES};
 use rooms_adapter::{
     AdapterCapabilities, AdapterCounters, AdapterEvent, AdapterStats, ControlTarget, Envelope,
     Error, EventSink, NodeId, RoomAdapter, RoomName, async_trait,
@@ -243,7 +243,9 @@ impl RoomAdapter for BusAdapter {
     fn stats(&self) -> AdapterStats {
         let rooms = self.shared.rooms().len();
         // With the sink: `dropped_inbound` is what overflowed it.
-        self.shared.counters.snapshot(rooms, lock(&self.sink).as_ref())
+        self.shared
+            .counters
+            .snapshot(rooms, lock(&self.sink).as_ref())
     }
 }
 
