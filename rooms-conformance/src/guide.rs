@@ -20,7 +20,7 @@
 //! ```
 //!
 //! `rooms-adapter` re-exports what implementing the trait takes
-//! ([`async_trait`](rooms_adapter::async_trait), [`bytes`](rooms_adapter::bytes));
+//! ([`rooms_adapter::async_trait`], [`rooms_adapter::bytes`]);
 //! `rooms-conformance` re-exports it again for the test crate
 //! ([`prelude`](crate::prelude)) and runs the cases on its own tokio runtime:
 //! the tests need no tokio, `async-trait` or `bytes` of their own.
