@@ -250,8 +250,8 @@ impl AdapterCapabilities {
 ///   (as Redis does) rather than start a second reader; it must never make
 ///   the adapter deliver into two sinks. (NATS answers `Ok` and keeps the
 ///   first sink; the memory bus replaces the sink.) After `disconnect` an
-///   adapter may refuse every call with [`Error::Closed`]: the engine makes
-///   a new adapter to start again.
+///   adapter may refuse every call with [`Error::Closed`] (Redis and NATS
+///   do): an application that starts again makes a new adapter.
 /// - **Decode errors for rooms not subscribed?** Not counted: a payload of a
 ///   room the node is not subscribed to now is ignored before decoding
 ///   (every adapter here does so), so `decode_errors` counts only payloads
