@@ -2,13 +2,22 @@
 //! every envelope through each codec.
 
 mod memory {
-    rooms_conformance::conformance_suite!(rooms_testkit::memory::MemoryHarness);
+    rooms_conformance::conformance_suite!(
+        rooms_testkit::memory::MemoryHarness,
+        capabilities = [fault_injection, raw_publish, emitter, control, history],
+    );
 }
 
 mod memory_json {
-    rooms_conformance::conformance_suite!(rooms_testkit::memory::MemoryJsonHarness);
+    rooms_conformance::conformance_suite!(
+        rooms_testkit::memory::MemoryJsonHarness,
+        capabilities = [fault_injection, raw_publish, emitter, control, history],
+    );
 }
 
 mod memory_msgpack {
-    rooms_conformance::conformance_suite!(rooms_testkit::memory::MemoryMsgpackHarness);
+    rooms_conformance::conformance_suite!(
+        rooms_testkit::memory::MemoryMsgpackHarness,
+        capabilities = [fault_injection, raw_publish, emitter, control, history],
+    );
 }

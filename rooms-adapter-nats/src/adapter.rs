@@ -733,7 +733,7 @@ impl RoomAdapter for NatsAdapter {
             .await
     }
 
-    /// The counters; `dropped_inbound` includes the messages the client
+    /// The counters; `medium_dropped` counts the messages the client
     /// dropped for slow consumption (a full per-room buffer).
     fn stats(&self) -> AdapterStats {
         let sink = self.session().ok().and_then(|session| session.sink.clone());
@@ -741,7 +741,7 @@ impl RoomAdapter for NatsAdapter {
             .shared
             .counters
             .snapshot(self.shared.wanted.load(Ordering::Relaxed), sink.as_ref());
-        stats.dropped_inbound += self.shared.slow_consumer_drops.load(Ordering::Relaxed);
+        stats.medium_dropped += self.shared.slow_consumer_drops.load(Ordering::Relaxed);
         stats
     }
 }

@@ -58,11 +58,11 @@
 //! Messages the client drops because a room's buffer is full (a *slow
 //! consumer*; see
 //! [`subscription_capacity`](NatsAdapterBuilder::subscription_capacity)) are
-//! counted in [`AdapterStats::dropped_inbound`](rooms_adapter::adapter::AdapterStats),
+//! counted in [`AdapterStats::medium_dropped`](rooms_adapter::adapter::AdapterStats::medium_dropped),
 //! from the client's slow-consumer events (a lower bound: the client drops
 //! its own events when their queue is full). The adapter drains each room's
 //! buffer straight into the engine's bounded queue, so this takes a starved
-//! runtime; the engine's own overflow is counted there as usual.
+//! runtime; the engine's own overflow is counted in `dropped_inbound` as usual.
 //!
 //! ## Server settings
 //!

@@ -3,19 +3,31 @@
 //! `bb8` drivers run with their features.
 
 mod redis {
-    rooms_conformance::conformance_suite!(rooms_testkit::redis::RedisHarness);
+    rooms_conformance::conformance_suite!(
+        rooms_testkit::redis::RedisHarness,
+        capabilities = [fault_injection, raw_publish, emitter, control, history],
+    );
 }
 
 #[cfg(feature = "deadpool")]
 mod deadpool {
-    rooms_conformance::conformance_suite!(rooms_testkit::redis::RedisDeadpoolHarness);
+    rooms_conformance::conformance_suite!(
+        rooms_testkit::redis::RedisDeadpoolHarness,
+        capabilities = [fault_injection, raw_publish, emitter, control, history],
+    );
 }
 
 #[cfg(feature = "bb8")]
 mod bb8 {
-    rooms_conformance::conformance_suite!(rooms_testkit::redis::RedisBb8Harness);
+    rooms_conformance::conformance_suite!(
+        rooms_testkit::redis::RedisBb8Harness,
+        capabilities = [fault_injection, raw_publish, emitter, control, history],
+    );
 }
 
 mod msgpack {
-    rooms_conformance::conformance_suite!(rooms_testkit::redis::RedisMsgpackHarness);
+    rooms_conformance::conformance_suite!(
+        rooms_testkit::redis::RedisMsgpackHarness,
+        capabilities = [fault_injection, raw_publish, emitter, control, history],
+    );
 }

@@ -2,5 +2,8 @@
 #![cfg(feature = "cluster")]
 
 mod redis_cluster {
-    rooms_conformance::conformance_suite!(rooms_testkit::cluster_harness::RedisClusterHarness);
+    rooms_conformance::conformance_suite!(
+        rooms_testkit::cluster_harness::RedisClusterHarness,
+        capabilities = [fault_injection, raw_publish, emitter, control, history],
+    );
 }

@@ -3,5 +3,8 @@
 #![cfg(feature = "sentinel")]
 
 mod redis_sentinel {
-    rooms_conformance::conformance_suite!(rooms_testkit::sentinel_harness::RedisSentinelHarness);
+    rooms_conformance::conformance_suite!(
+        rooms_testkit::sentinel_harness::RedisSentinelHarness,
+        capabilities = [fault_injection, raw_publish, emitter, control, history],
+    );
 }

@@ -132,6 +132,17 @@ pub enum ControlTarget {
 /// The optional capabilities an adapter offers, declared by
 /// [`RoomAdapter::capabilities`], so callers (and the conformance suite) can
 /// check before they ask instead of failing at run time.
+///
+/// The struct is `#[non_exhaustive]` (new capabilities may come): build it
+/// from [`NONE`](Self::NONE) (or `Default`) with the `with_*` methods, which
+/// are `const`:
+///
+/// ```
+/// use rooms_adapter::AdapterCapabilities;
+///
+/// const MINE: AdapterCapabilities = AdapterCapabilities::NONE.with_emitter().with_control();
+/// assert!(MINE.emitter && MINE.control && !MINE.history);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AdapterCapabilities {
@@ -183,12 +194,22 @@ impl AdapterCapabilities {
 /// The medium between nodes. Object safe: the engine holds an
 /// `Arc<dyn RoomAdapter>`.
 ///
+/// `rooms-conformance` checks every rule below; its guide
+/// (`rooms_conformance::guide`) walks through writing an adapter.
+///
 /// # Contract
 /// - [`connect`](Self::connect) starts delivering inbound envelopes of subscribed
 ///   rooms into the [`EventSink`], including the node's own envelopes if the
-///   medium echoes them (the engine drops those by node id).
+///   medium echoes them (the engine drops those by node id). Take every piece
+///   of state the reader needs *inside* `connect` (a receiver of the medium,
+///   the current outage generation, ...), before it returns: a reader task
+///   that takes its baseline later misses a cut and restore that happen
+///   before it first runs, and never reports them.
 /// - [`disconnect`](Self::disconnect) stops delivery, ends every background task,
-///   and is idempotent.
+///   and is idempotent. When it returns, nothing more reaches the sink: abort
+///   the reader task *and await it* (aborting alone lets an event already
+///   being handed over arrive after `disconnect` returned). `subscriptions`
+///   in [`stats`](Self::stats) is then 0.
 /// - [`subscribe`](Self::subscribe) and [`unsubscribe`](Self::unsubscribe) are
 ///   idempotent. `subscribe` returns once the medium has confirmed the
 ///   subscription: an envelope published after it returns is delivered. The
@@ -197,13 +218,63 @@ impl AdapterCapabilities {
 ///   `subscribe` still leaves the room wanted: the adapter subscribes it when the
 ///   medium is back and reports it in [`AdapterEvent::Reconnected`]; a room
 ///   the medium then refuses is reported in [`AdapterEvent::SubscriptionLost`].
+///   After `unsubscribe` returns, nothing more of that room reaches the sink,
+///   and `subscriptions` counts exactly the rooms subscribed now (it returns
+///   to 0 when the last one is unsubscribed).
 /// - When the medium becomes unreachable the adapter reports
 ///   [`AdapterEvent::MediumLost`] once, and [`AdapterEvent::Reconnected`]
-///   (listing the re-subscribed rooms, possibly none) when it is back.
+///   (listing the re-subscribed rooms, possibly none) when it is back. A cut
+///   and a restore with no await between them are still an outage: both
+///   events are sent, in that order.
 /// - [`publish`](Self::publish) sends one envelope to every node subscribed to
-///   the room. While the medium is down it fails within a bounded time.
+///   the room. While the medium is down it fails within a bounded time (the
+///   suite allows 5 s) with a *retryable* error ([`Error::is_retryable`]:
+///   [`Error::Unavailable`], [`Error::Timeout`] or a retryable
+///   [`Error::Backend`]), and counts it
+///   ([`AdapterCounters::record_publish_error`]).
 /// - Inbound payloads that cannot be decoded are skipped and counted
 ///   ([`AdapterCounters::record_decode_error`]), never a panic.
+/// - Inbound events go through [`EventSink::send`], which never waits: when
+///   the engine's queue is full the event is dropped and counted by the sink,
+///   so [`AdapterStats::dropped_inbound`] is exactly what overflowed (use
+///   [`AdapterCounters::snapshot`] with the sink to report it).
+///
+/// ## Answers to the questions the rules above leave open
+/// - **`subscribe` (or `publish`) before `connect`?** The engine never does
+///   it: [`RoomsBuilder::build`](crate::RoomsBuilder::build) connects first.
+///   An adapter may refuse it with [`Error::Closed`] (Redis, NATS) or accept
+///   it and remember the room as wanted (the memory bus); the suite does not
+///   test it.
+/// - **A second `connect` without `disconnect`?** A caller's mistake the
+///   engine never makes. Answer it with a non-retryable [`Error::Config`]
+///   (as Redis does) rather than start a second reader; it must never make
+///   the adapter deliver into two sinks. (NATS answers `Ok` and keeps the
+///   first sink; the memory bus replaces the sink.) After `disconnect` an
+///   adapter may refuse every call with [`Error::Closed`] (Redis and NATS
+///   do): an application that starts again makes a new adapter.
+/// - **Decode errors for rooms not subscribed?** Not counted: a payload of a
+///   room the node is not subscribed to now is ignored before decoding
+///   (every adapter here does so), so `decode_errors` counts only payloads
+///   that would have been delivered.
+/// - **Which rooms does `Reconnected` list when the medium kept the
+///   subscriptions itself** (a client library that re-subscribes on its
+///   own, as NATS does)? Every room wanted when the event is sent, whoever
+///   re-subscribed it, sorted or not: the engine treats them all as possibly
+///   having missed messages. Send it only once the medium confirms them.
+/// - **How does an adapter report frames the medium lost?** Messages the
+///   medium or its client dropped before the adapter saw them (NATS slow
+///   consumers) go to [`AdapterCounters::record_medium_dropped`]
+///   ([`AdapterStats::medium_dropped`]), not to `dropped_inbound`. Messages
+///   published during an outage cannot be counted; `Reconnected` stands for
+///   them.
+/// - **Does `received` count envelopes the sink then dropped?** Yes:
+///   [`AdapterCounters::record_received`] counts every envelope decoded for a
+///   subscribed room, before [`EventSink::send`]; `received -
+///   dropped_inbound` is what reached the engine's queue.
+/// - **Must a raw publish fail while the medium is cut?** No rule: raw
+///   publishing is the conformance harness's business (its `publish_raw`),
+///   and the suite never does it while the medium is cut. A harness may fail
+///   or drop it.
 ///
 /// # Control channel (optional)
 /// An adapter that declares [`AdapterCapabilities::control`] also carries
@@ -470,6 +541,12 @@ pub struct AdapterStats {
     pub dropped_inbound: u64,
     /// Times the medium was lost and restored.
     pub reconnects: u64,
+    /// Inbound messages the medium (or its client library) dropped before
+    /// the adapter saw them, when the medium says so: e.g. NATS
+    /// slow-consumer drops. Not part of
+    /// [`dropped_inbound`](Self::dropped_inbound), which counts only what
+    /// overflowed the [`EventSink`]. Zero for media that cannot tell.
+    pub medium_dropped: u64,
     /// Rooms subscribed now.
     pub subscriptions: u64,
 }
@@ -489,6 +566,7 @@ pub struct AdapterCounters {
     received: AtomicU64,
     decode_errors: [AtomicU64; DecodeErrorKind::ALL.len()],
     reconnects: AtomicU64,
+    medium_dropped: AtomicU64,
 }
 
 impl AdapterCounters {
@@ -518,6 +596,12 @@ impl AdapterCounters {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts `count` inbound messages the medium reported as lost before
+    /// they reached the adapter ([`AdapterStats::medium_dropped`]).
+    pub fn record_medium_dropped(&self, count: u64) {
+        self.medium_dropped.fetch_add(count, Ordering::Relaxed);
+    }
+
     /// A snapshot, given what only the adapter knows: the current number of
     /// subscriptions and the sink it delivers into.
     pub fn snapshot(&self, subscriptions: usize, sink: Option<&EventSink>) -> AdapterStats {
@@ -538,6 +622,7 @@ impl AdapterCounters {
             decode_errors,
             dropped_inbound: sink.map_or(0, EventSink::dropped),
             reconnects: self.reconnects.load(Ordering::Relaxed),
+            medium_dropped: self.medium_dropped.load(Ordering::Relaxed),
             subscriptions: subscriptions as u64,
         }
     }

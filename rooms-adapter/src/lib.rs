@@ -54,7 +54,8 @@ pub mod sse;
 pub mod wire;
 
 pub use adapter::{
-    AdapterCapabilities, AdapterEvent, AdapterStats, ControlTarget, EventSink, RoomAdapter,
+    AdapterCapabilities, AdapterCounters, AdapterEvent, AdapterStats, ControlTarget, EventSink,
+    EventStream, RoomAdapter, SinkOutcome,
 };
 pub use broadcast::{Broadcast, BroadcastOptions, BroadcastReport, DeliveryFilter};
 pub use connection::{
@@ -72,3 +73,10 @@ pub use wire::{Codec, Envelope};
 #[doc = include_str!("../../README.md")]
 #[cfg(all(doctest, feature = "axum"))]
 pub struct ReadmeDoctests;
+
+/// The `#[async_trait]` attribute [`RoomAdapter`] is written with: implement
+/// the trait without a dependency of your own.
+pub use async_trait::async_trait;
+/// The `bytes` crate: [`AdapterEvent::Control`] frames and encoded envelopes
+/// are [`bytes::Bytes`].
+pub use bytes;

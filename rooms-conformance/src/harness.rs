@@ -7,6 +7,16 @@ use rooms_adapter::{Error, RoomAdapter, RoomName};
 
 /// What a harness's medium can do beyond the contract's minimum. Cases that need
 /// a capability the harness lacks are reported as skipped, not passed.
+///
+/// The struct is `#[non_exhaustive]`: build it from [`NONE`](Self::NONE)
+/// with the `const` `with_*` methods, or take [`ALL`](Self::ALL):
+///
+/// ```
+/// use rooms_conformance::Capabilities;
+///
+/// const MINE: Capabilities = Capabilities::NONE.with_fault_injection();
+/// assert!(MINE.fault_injection && !MINE.raw_publish);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
@@ -30,6 +40,20 @@ impl Capabilities {
         fault_injection: true,
         raw_publish: true,
     };
+
+    /// With [`fault_injection`](Self::fault_injection).
+    #[must_use]
+    pub const fn with_fault_injection(mut self) -> Self {
+        self.fault_injection = true;
+        self
+    }
+
+    /// With [`raw_publish`](Self::raw_publish).
+    #[must_use]
+    pub const fn with_raw_publish(mut self) -> Self {
+        self.raw_publish = true;
+        self
+    }
 }
 
 /// A backend under test: a shared medium on which new nodes (adapters) can be

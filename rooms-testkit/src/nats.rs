@@ -14,7 +14,10 @@
 //! ```ignore
 //! // rooms-adapter-nats/tests/conformance.rs
 //! mod json {
-//!     rooms_conformance::conformance_suite!(rooms_testkit::nats::NatsHarness);
+//!     rooms_conformance::conformance_suite!(
+//!         rooms_testkit::nats::NatsHarness,
+//!         capabilities = [fault_injection, raw_publish, emitter, control],
+//!     );
 //! }
 //! ```
 

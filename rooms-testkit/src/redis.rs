@@ -14,7 +14,10 @@
 //! ```ignore
 //! // rooms-adapter-redis/tests/conformance.rs
 //! mod redis {
-//!     rooms_conformance::conformance_suite!(rooms_testkit::redis::RedisHarness);
+//!     rooms_conformance::conformance_suite!(
+//!         rooms_testkit::redis::RedisHarness,
+//!         capabilities = [fault_injection, raw_publish, emitter, control, history],
+//!     );
 //! }
 //! ```
 
