@@ -34,6 +34,7 @@ pub mod history;
 pub mod ids;
 mod json_text;
 pub mod message;
+pub mod metrics;
 mod registry;
 pub mod sequence;
 pub mod sse;
