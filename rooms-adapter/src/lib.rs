@@ -14,10 +14,22 @@
 //! - [`Rooms`]: the engine — registry, bounded per-connection queues, broadcast,
 //!   remote delivery with echo suppression, exclusion, dedup and filtering.
 //! - [`sse`]: WHATWG SSE framing, and with feature `axum` an axum response.
+//! - [`metrics`]: latency histograms, and with feature `prometheus` a
+//!   `prometheus-client` collector of every counter and histogram.
 //!
 //! The core knows nothing of Redis: see `rooms-adapter-memory` and
 //! `rooms-adapter-redis` for media, and `rooms-conformance` for the suite every
 //! medium must pass.
+//!
+//! ## Tracing
+//! The engine opens [`tracing`](https://docs.rs/tracing) spans with the
+//! fields an operator filters on: `rooms.connect`, `rooms.disconnect`,
+//! `rooms.join`, `rooms.leave` and `rooms.join_from` (debug; `node`,
+//! `medium`, `connection`, `room`), `rooms.broadcast` (debug; `room`, then
+//! `delivered` and `published`), `rooms.publish` and `rooms.deliver` (trace,
+//! one per message and room) and `rooms.reconnect` (info; `rooms`,
+//! `outage_ms`, covering the history recovery that follows). A level that is
+//! off costs a cached check.
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
