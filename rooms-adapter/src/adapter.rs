@@ -58,7 +58,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -396,7 +396,9 @@ pub trait RoomAdapter: Send + Sync + 'static {
 /// every adapter, so a slow engine can never stall a medium's read loop.
 #[derive(Debug, Clone)]
 pub struct EventSink {
-    sender: mpsc::UnboundedSender<AdapterEvent>,
+    /// Each event with when it was handed over (the start of the engine's
+    /// delivery latency).
+    sender: mpsc::UnboundedSender<(AdapterEvent, Instant)>,
     /// Events queued and not yet received: the bound is enforced here with
     /// one atomic, not by a semaphore the receiver would lock per event.
     queued: Arc<AtomicUsize>,
@@ -408,13 +410,23 @@ pub struct EventSink {
 /// The receiving end of an [`EventSink`]: the engine's inbound queue.
 #[derive(Debug)]
 pub struct EventStream {
-    receiver: mpsc::UnboundedReceiver<AdapterEvent>,
+    receiver: mpsc::UnboundedReceiver<(AdapterEvent, Instant)>,
     queued: Arc<AtomicUsize>,
 }
 
 impl EventStream {
     /// The next event; `None` once every sink is gone.
     pub async fn recv(&mut self) -> Option<AdapterEvent> {
+        self.recv_stamped().await.map(|(event, _)| event)
+    }
+
+    /// An event if one is queued now.
+    pub fn try_recv(&mut self) -> Result<AdapterEvent, mpsc::error::TryRecvError> {
+        self.try_recv_stamped().map(|(event, _)| event)
+    }
+
+    /// The next event and when the adapter handed it over.
+    pub(crate) async fn recv_stamped(&mut self) -> Option<(AdapterEvent, Instant)> {
         let event = self.receiver.recv().await;
         if event.is_some() {
             self.queued.fetch_sub(1, Ordering::AcqRel);
@@ -422,8 +434,10 @@ impl EventStream {
         event
     }
 
-    /// An event if one is queued now.
-    pub fn try_recv(&mut self) -> Result<AdapterEvent, mpsc::error::TryRecvError> {
+    /// [`try_recv`](Self::try_recv) with when the adapter handed it over.
+    pub(crate) fn try_recv_stamped(
+        &mut self,
+    ) -> Result<(AdapterEvent, Instant), mpsc::error::TryRecvError> {
         let event = self.receiver.try_recv()?;
         self.queued.fetch_sub(1, Ordering::AcqRel);
         Ok(event)
@@ -487,7 +501,7 @@ impl EventSink {
     }
 
     fn push(&self, event: AdapterEvent) -> SinkOutcome {
-        match self.sender.send(event) {
+        match self.sender.send((event, Instant::now())) {
             Ok(()) => SinkOutcome::Queued,
             Err(_) => {
                 self.queued.fetch_sub(1, Ordering::AcqRel);

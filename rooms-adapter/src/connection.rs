@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -16,6 +17,7 @@ use crate::engine::Inner;
 use crate::history::Position;
 use crate::ids::{ConnectionId, RoomName};
 use crate::message::SseMessage;
+use crate::metrics::{Latencies, Sampler};
 
 /// One message on its way to local connections, shared by reference count: the
 /// SSE frame is built once per message, not once per connection.
@@ -24,6 +26,9 @@ pub struct Delivery {
     message: Arc<SseMessage>,
     frame: Bytes,
     id_fingerprint: Option<Fingerprint>,
+    /// When it was framed, just before it is queued: the start of its
+    /// queue wait.
+    framed_at: Instant,
 }
 
 impl Delivery {
@@ -36,6 +41,7 @@ impl Delivery {
             message,
             frame,
             id_fingerprint,
+            framed_at: Instant::now(),
         }
     }
 
@@ -434,6 +440,8 @@ pub struct ConnectionReceiver {
     receiver: mpsc::UnboundedReceiver<Arc<Delivery>>,
     load: Arc<QueueLoad>,
     engine: Weak<Inner>,
+    latency: Arc<Latencies>,
+    sampler: Sampler,
 }
 
 impl ConnectionReceiver {
@@ -442,18 +450,24 @@ impl ConnectionReceiver {
         receiver: mpsc::UnboundedReceiver<Arc<Delivery>>,
         load: Arc<QueueLoad>,
         engine: Weak<Inner>,
+        latency: Arc<Latencies>,
     ) -> Self {
         Self {
             id,
             receiver,
             load,
             engine,
+            latency,
+            sampler: Sampler::default(),
         }
     }
 
-    fn taken(&self, delivery: Option<Arc<Delivery>>) -> Option<Arc<Delivery>> {
+    fn taken(&mut self, delivery: Option<Arc<Delivery>>) -> Option<Arc<Delivery>> {
         if let Some(delivery) = &delivery {
             self.load.taken(delivery.frame.len());
+            if self.sampler.sample() {
+                self.latency.queue_wait.record_since(delivery.framed_at);
+            }
         }
         delivery
     }
@@ -477,8 +491,16 @@ impl ConnectionReceiver {
     pub async fn recv_many(&mut self, buffer: &mut Vec<Arc<Delivery>>, limit: usize) -> usize {
         let start = buffer.len();
         let taken = self.receiver.recv_many(buffer, limit).await;
+        let mut now = None;
         for delivery in &buffer[start..] {
             self.load.taken(delivery.frame.len());
+            if self.sampler.sample() {
+                // One clock read for the whole batch.
+                let now = *now.get_or_insert_with(Instant::now);
+                self.latency
+                    .queue_wait
+                    .record(now.saturating_duration_since(delivery.framed_at));
+            }
         }
         taken
     }

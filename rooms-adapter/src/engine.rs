@@ -4,11 +4,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::adapter::{AdapterEvent, AdapterStats, EventSink, EventStream, RoomAdapter};
 use crate::broadcast::{BroadcastOptions, BroadcastReport, DeliveryFilter};
@@ -22,6 +23,7 @@ use crate::gap::{GapBoard, GapScope};
 use crate::history::HistoryPolicy;
 use crate::ids::{ConnectionId, NodeId, RoomName};
 use crate::message::SseMessage;
+use crate::metrics::{Latencies, LatencyStats};
 use crate::registry::Registry;
 use crate::sse;
 use crate::wire::Envelope;
@@ -414,6 +416,7 @@ impl RoomsBuilder {
             policy: self.policy,
             filter: self.filter,
             counters: Counters::default(),
+            latency: Arc::default(),
             lifecycle: broadcast::channel(LIFECYCLE_CAPACITY).0,
             gaps: sink.gaps(),
             gap_notify: Arc::new(Notify::new()),
@@ -527,6 +530,9 @@ pub(crate) struct Inner {
     policy: SlowConsumerPolicy,
     filter: Option<DeliveryFilter>,
     counters: Counters,
+    /// Latency histograms ([`Rooms::latency_stats`]), shared with every
+    /// connection's receiver (queue wait).
+    pub(crate) latency: Arc<Latencies>,
     lifecycle: broadcast::Sender<RoomsEvent>,
     /// Drops waiting to be signalled (shared with the sink, which records
     /// inbound drops).
@@ -768,6 +774,17 @@ impl Inner {
         }
     }
 
+    /// The span of one publish to the medium (trace level: one per room
+    /// and message).
+    pub(crate) fn publish_span(&self, room: &RoomName) -> tracing::Span {
+        tracing::trace_span!(
+            "rooms.publish",
+            node = %self.node,
+            medium = self.adapter.name(),
+            room = %room,
+        )
+    }
+
     fn frame(&self, message: Arc<SseMessage>) -> Result<Arc<Delivery>, Error> {
         let frame = sse::frame(&message)?;
         bump(&self.counters.frames_encoded);
@@ -792,12 +809,20 @@ impl Inner {
         first
     }
 
-    fn handle_remote(self: &Arc<Self>, room: RoomName, envelope: Envelope) {
+    fn handle_remote(self: &Arc<Self>, room: RoomName, envelope: Envelope, received_at: Instant) {
         bump(&self.counters.remote_received);
         if envelope.node() == &self.node {
             bump(&self.counters.echoes_dropped);
             return;
         }
+        let span = tracing::trace_span!(
+            "rooms.deliver",
+            room = %room,
+            from = %envelope.node(),
+            node = %self.node,
+            delivered = tracing::field::Empty,
+        );
+        let _entered = span.enter();
         let rooms = std::slice::from_ref(&room);
         let mut gone = Vec::new();
         {
@@ -815,9 +840,18 @@ impl Inner {
                     return;
                 }
             };
+            let mut delivered = 0u64;
             registry.for_each_recipient(rooms, envelope.except(), |entry, _| {
-                self.deliver(entry, &delivery, envelope.meta(), &room, &mut gone);
+                if let Outcome::Delivered =
+                    self.deliver(entry, &delivery, envelope.meta(), &room, &mut gone)
+                {
+                    delivered += 1;
+                }
             });
+            if delivered > 0 {
+                self.latency.delivery.record_since(received_at);
+            }
+            span.record("delivered", delivered);
         }
         self.remove_gone(gone);
     }
@@ -846,7 +880,7 @@ async fn dispatch(
     loop {
         let event = tokio::select! {
             biased;
-            event = events.recv() => event,
+            event = events.recv_stamped() => event,
             () = gap_notify.notified() => {
                 // A drop outside the receive path; report it if idle.
                 match engine.upgrade() {
@@ -857,18 +891,18 @@ async fn dispatch(
                 continue;
             }
         };
-        let Some(event) = event else {
+        let Some((event, received_at)) = event else {
             return;
         };
         let Some(inner) = engine.upgrade() else {
             return;
         };
-        inner.handle_event(event);
+        inner.handle_event(event, received_at);
         // Whatever else is queued already, without a trip through `select!`
         // per event.
         for _ in 1..DISPATCH_BATCH {
-            match events.try_recv() {
-                Ok(event) => inner.handle_event(event),
+            match events.try_recv_stamped() {
+                Ok((event, received_at)) => inner.handle_event(event, received_at),
                 Err(_) => break,
             }
         }
@@ -880,9 +914,13 @@ async fn dispatch(
 }
 
 impl Inner {
-    fn handle_event(self: &Arc<Self>, event: AdapterEvent) {
+    /// Handles one inbound event, handed over by the adapter at
+    /// `received_at`.
+    fn handle_event(self: &Arc<Self>, event: AdapterEvent, received_at: Instant) {
         match event {
-            AdapterEvent::Message { room, envelope } => self.handle_remote(room, envelope),
+            AdapterEvent::Message { room, envelope } => {
+                self.handle_remote(room, envelope, received_at);
+            }
             AdapterEvent::MediumLost { reason } => {
                 tracing::warn!(%reason, "medium lost");
                 self.set_medium_down(&reason);
@@ -891,11 +929,23 @@ impl Inner {
             AdapterEvent::Reconnected { rooms, outage } => {
                 bump(&self.counters.reconnects);
                 self.set_medium_up();
-                tracing::info!(rooms = rooms.len(), ?outage, "medium reconnected");
+                let span = tracing::info_span!(
+                    "rooms.reconnect",
+                    node = %self.node,
+                    medium = self.adapter.name(),
+                    rooms = rooms.len(),
+                    outage_ms = u64::try_from(outage.as_millis()).unwrap_or(u64::MAX),
+                );
+                span.in_scope(|| {
+                    tracing::info!(rooms = rooms.len(), ?outage, "medium reconnected")
+                });
                 if self.history.is_some() {
                     // What the rooms missed is replayed from history first.
                     let engine = Arc::clone(self);
-                    tokio::spawn(async move { engine.recover_after_outage(rooms, outage).await });
+                    tokio::spawn(
+                        async move { engine.recover_after_outage(rooms, outage).await }
+                            .instrument(span),
+                    );
                 } else {
                     // No receiver is fine: nobody listens for lifecycle events.
                     let _ = self.lifecycle.send(RoomsEvent::Reconnected {
@@ -944,6 +994,12 @@ impl Rooms {
         &self.inner
     }
 
+    /// The engine behind an `Inner` (e.g. upgraded from a weak reference).
+    #[cfg(feature = "prometheus")]
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
     /// The history every room keeps, if on ([`RoomsBuilder::history`]).
     pub fn history_policy(&self) -> Option<HistoryPolicy> {
         self.inner.history
@@ -972,6 +1028,13 @@ impl Rooms {
             .unwrap_or(self.inner.connection_queue_bytes);
         check_range("queue_bytes", queue_bytes, 1, MAX_CONNECTION_QUEUE_BYTES)?;
         let id = options.id.unwrap_or_else(ConnectionId::random);
+        let span = tracing::debug_span!(
+            "rooms.connect",
+            node = %self.inner.node,
+            medium = self.inner.adapter.name(),
+            connection = %id,
+        );
+        let _entered = span.enter();
         // Bounded by the entry (count and bytes), see `ConnectionEntry::push`.
         let (sender, receiver) = mpsc::unbounded_channel();
         let entry = ConnectionEntry::new(
@@ -988,12 +1051,23 @@ impl Rooms {
             receiver,
             load,
             Arc::downgrade(&self.inner),
+            Arc::clone(&self.inner.latency),
         ))
     }
 
     /// Removes a connection from every room and ends its receiver. Returns
     /// whether it was connected; disconnecting twice is fine.
     pub async fn disconnect(&self, connection: &ConnectionId) -> Result<bool, Error> {
+        let span = tracing::debug_span!(
+            "rooms.disconnect",
+            node = %self.inner.node,
+            medium = self.inner.adapter.name(),
+            connection = %connection,
+        );
+        self.disconnect_inner(connection).instrument(span).await
+    }
+
+    async fn disconnect_inner(&self, connection: &ConnectionId) -> Result<bool, Error> {
         let removed = self.inner.write().remove_connection(connection);
         let Some((entry, emptied)) = removed else {
             return Ok(false);
@@ -1030,11 +1104,22 @@ impl Rooms {
     ) -> Result<bool, Error> {
         self.inner.ensure_open()?;
         let room = room.into();
-        let joined = self.inner.write().join(connection, &room)?;
-        if !self.inner.subscribed().contains(&room) {
-            self.inner.reconcile_or_defer(&room).await?;
+        let span = tracing::debug_span!(
+            "rooms.join",
+            node = %self.inner.node,
+            medium = self.inner.adapter.name(),
+            room = %room,
+            connection = %connection,
+        );
+        async {
+            let joined = self.inner.write().join(connection, &room)?;
+            if !self.inner.subscribed().contains(&room) {
+                self.inner.reconcile_or_defer(&room).await?;
+            }
+            Ok(joined.newly_joined)
         }
-        Ok(joined.newly_joined)
+        .instrument(span)
+        .await
     }
 
     /// Removes a connection from a room. Returns whether it was a member.
@@ -1045,11 +1130,22 @@ impl Rooms {
     ) -> Result<bool, Error> {
         self.inner.ensure_open()?;
         let room = room.into();
-        let left = self.inner.write().leave(connection, &room)?;
-        if left.room_now_empty {
-            self.inner.reconcile_or_defer(&room).await?;
+        let span = tracing::debug_span!(
+            "rooms.leave",
+            node = %self.inner.node,
+            medium = self.inner.adapter.name(),
+            room = %room,
+            connection = %connection,
+        );
+        async {
+            let left = self.inner.write().leave(connection, &room)?;
+            if left.room_now_empty {
+                self.inner.reconcile_or_defer(&room).await?;
+            }
+            Ok(left.was_member)
         }
-        Ok(left.was_member)
+        .instrument(span)
+        .await
     }
 
     /// Removes a connection from every room but keeps it connected. Returns the
@@ -1093,6 +1189,7 @@ impl Rooms {
         I: IntoIterator<Item = R>,
         R: Into<RoomName>,
     {
+        let started = Instant::now();
         self.inner.ensure_open()?;
         let message = message.into();
         sse::validate(&message)?;
@@ -1102,7 +1199,44 @@ impl Rooms {
             rooms.dedup();
         }
         bump(&self.inner.counters.broadcasts);
+        let span = tracing::debug_span!(
+            "rooms.broadcast",
+            node = %self.inner.node,
+            medium = self.inner.adapter.name(),
+            room = tracing::field::Empty,
+            rooms = rooms.len(),
+            local_only = options.local_only,
+            delivered = tracing::field::Empty,
+            published = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            match rooms.as_slice() {
+                [room] => span.record("room", tracing::field::display(room)),
+                _ => span.record("room", tracing::field::debug(&rooms)),
+            };
+        }
+        let local_only = options.local_only;
+        let result = self
+            .broadcast_rooms(rooms, message, options)
+            .instrument(span.clone())
+            .await;
+        if let Ok(report) = &result {
+            span.record("delivered", report.delivered);
+            span.record("published", report.published);
+            if !local_only {
+                self.inner.latency.publish.record_since(started);
+            }
+        }
+        result
+    }
 
+    /// [`broadcast_to`](Self::broadcast_to) once the rooms are known.
+    async fn broadcast_rooms(
+        &self,
+        rooms: Vec<RoomName>,
+        message: Arc<SseMessage>,
+        options: BroadcastOptions,
+    ) -> Result<BroadcastReport, Error> {
         if let Some(policy) = self.inner.history
             && !options.local_only
         {
@@ -1123,15 +1257,20 @@ impl Rooms {
         let adapter = &self.inner.adapter;
         if let [room] = rooms.as_slice() {
             // The common case: no fan-out of futures to join.
-            let result = adapter.publish(room, &envelope).await;
+            let result = adapter
+                .publish(room, &envelope)
+                .instrument(self.inner.publish_span(room))
+                .await;
             self.inner.medium_result(&result);
             result?;
             report.published = 1;
             return Ok(report);
         }
-        let results = futures_util::future::join_all(
-            rooms.iter().map(|room| adapter.publish(room, &envelope)),
-        )
+        let results = futures_util::future::join_all(rooms.iter().map(|room| {
+            adapter
+                .publish(room, &envelope)
+                .instrument(self.inner.publish_span(room))
+        }))
         .await;
         for result in results {
             self.inner.medium_result(&result);
@@ -1283,6 +1422,12 @@ impl Rooms {
             queries_answered: control.map_or(0, |c| load(&c.answered)),
             resumes: load(&c.replayed),
         }
+    }
+
+    /// The engine's latency histograms: publish, delivery from the medium,
+    /// and queue wait; see [`metrics`](crate::metrics).
+    pub fn latency_stats(&self) -> LatencyStats {
+        self.inner.latency.snapshot()
     }
 
     /// The adapter's counters.

@@ -19,11 +19,14 @@
 //! - [`sse`]: WHATWG SSE framing, and with feature `axum` an axum response
 //!   (`sse::axum`), an `IntoResponse` for [`Error`] (status per case, see
 //!   [`Error::http_status`]) and the graceful-shutdown recipe.
+//! - [`metrics`]: latency histograms, and with feature `prometheus` a
+//!   `prometheus-client` collector of every counter and histogram.
 //!
 //! ## Features
 //!
 //! - `axum`: the axum SSE transport ([`sse`]`::axum`) and `IntoResponse` for
 //!   [`Error`].
+//! - `prometheus`: a `prometheus-client` collector ([`metrics`]).
 //! - `float-roundtrip`: exact `f64` round-trip of metadata (and of parsed
 //!   `data`) through the JSON codec, by serde_json's `float_roundtrip` (which
 //!   applies to the whole build, hence opt-in; without it a few values read
@@ -32,6 +35,16 @@
 //! The core knows nothing of Redis: see `rooms-adapter-memory` and
 //! `rooms-adapter-redis` for media, and `rooms-conformance` for the suite every
 //! medium must pass.
+//!
+//! ## Tracing
+//! The engine opens [`tracing`](https://docs.rs/tracing) spans with the
+//! fields an operator filters on: `rooms.connect`, `rooms.disconnect`,
+//! `rooms.join`, `rooms.leave` and `rooms.join_from` (debug; `node`,
+//! `medium`, `connection`, `room`), `rooms.broadcast` (debug; `room`, then
+//! `delivered` and `published`), `rooms.publish` and `rooms.deliver` (trace,
+//! one per message and room) and `rooms.reconnect` (info; `rooms`,
+//! `outage_ms`, covering the history recovery that follows). A level that is
+//! off costs a cached check.
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -48,6 +61,7 @@ pub mod history;
 pub mod ids;
 mod json_text;
 pub mod message;
+pub mod metrics;
 mod registry;
 pub mod sequence;
 pub mod sse;

@@ -34,7 +34,7 @@ use tokio::sync::Semaphore;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Args;
-use crate::state::AppState;
+use crate::state::{AppCounters, AppState};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -76,13 +76,15 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|error| format!("cannot read the address of the listener on {addr}: {error}"))?;
 
     let rooms = backend::build(&args).await?;
+    let counters = Arc::new(AppCounters::default());
     let state = AppState {
         rooms: rooms.clone(),
         keep_alive: args.keep_alive(),
         max_connections: args.max_connections,
         streams: Arc::new(Semaphore::new(args.max_streams())),
         body_timeout: args.body_timeout(),
-        counters: Arc::default(),
+        metrics: Arc::new(metrics::registry(&rooms, &counters)),
+        counters,
     };
     let notices = tokio::spawn(notices::relay(rooms.clone()));
 

@@ -505,15 +505,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`.
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    let rooms = &state.rooms;
-    let text = metrics::render(&metrics::Snapshot {
-        node: rooms.node_id().as_str(),
-        backend: rooms.adapter_name(),
-        engine: rooms.stats(),
-        adapter: rooms.adapter_stats(),
-        app: &state.counters,
-        live_nodes: rooms.nodes().ok().map(|nodes| nodes.len() as u64),
-    });
+    let text = metrics::render(&state.metrics);
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 
@@ -555,13 +547,15 @@ mod tests {
             .build()
             .await
             .unwrap();
+        let counters = Arc::new(crate::state::AppCounters::default());
         let state = AppState {
             rooms: rooms.clone(),
             keep_alive: Duration::from_secs(15),
             max_connections: 10,
             streams: Arc::new(tokio::sync::Semaphore::new(10)),
             body_timeout: Duration::from_secs(10),
-            counters: Arc::default(),
+            metrics: Arc::new(crate::metrics::registry(&rooms, &counters)),
+            counters,
         };
         let scope = |scope: &str| {
             Ok(Query(ScopeParams {

@@ -1,9 +1,10 @@
 //! The state every handler shares.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use rooms_adapter::Rooms;
 use tokio::sync::Semaphore;
 
@@ -24,38 +25,36 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// The application's own counters.
     pub counters: Arc<AppCounters>,
+    /// What `GET /metrics` encodes ([`metrics::registry`](crate::metrics::registry)).
+    pub metrics: Arc<Registry>,
 }
 
 /// Counters of the chat application itself (the engine and adapter have
-/// their own).
+/// their own), `prometheus_client` counters registered in the `/metrics`
+/// registry.
 #[derive(Debug, Default)]
 pub struct AppCounters {
     /// Chat messages accepted and broadcast.
-    pub messages_posted: AtomicU64,
+    pub messages_posted: Counter,
     /// Requests rejected by validation.
-    pub messages_rejected: AtomicU64,
+    pub messages_rejected: Counter,
     /// SSE connections refused because the node was full.
-    pub connections_refused: AtomicU64,
+    pub connections_refused: Counter,
     /// Broadcasts whose publish to the other nodes failed.
-    pub publish_failures: AtomicU64,
+    pub publish_failures: Counter,
     /// Sockets closed at once because `--max-sockets` were open.
-    pub sockets_refused: AtomicU64,
+    pub sockets_refused: Counter,
     /// Connections closed because the request head did not arrive in time.
-    pub header_timeouts: AtomicU64,
+    pub header_timeouts: Counter,
     /// POSTs answered 408 because the body did not arrive in time.
-    pub body_timeouts: AtomicU64,
+    pub body_timeouts: Counter,
     /// Connections reset because writing to them made no progress in time.
-    pub write_stalls: AtomicU64,
+    pub write_stalls: Counter,
 }
 
 impl AppCounters {
     /// Adds one to a counter.
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Reads a counter.
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    pub fn bump(counter: &Counter) {
+        counter.inc();
     }
 }

@@ -20,6 +20,7 @@
 use std::sync::Arc;
 
 use serde_json::json;
+use tracing::Instrument as _;
 
 use super::{Inner, Rooms, RoomsEvent, bump};
 use crate::broadcast::{BroadcastOptions, BroadcastReport};
@@ -101,6 +102,25 @@ impl Rooms {
     ) -> Result<Resume, Error> {
         self.inner.ensure_open()?;
         let room = room.into();
+        let span = tracing::debug_span!(
+            "rooms.join_from",
+            node = %self.inner.node,
+            medium = self.inner.adapter.name(),
+            room = %room,
+            connection = %connection,
+            last_event_id,
+        );
+        self.join_from_inner(connection, room, last_event_id)
+            .instrument(span)
+            .await
+    }
+
+    async fn join_from_inner(
+        &self,
+        connection: &ConnectionId,
+        room: RoomName,
+        last_event_id: Option<&str>,
+    ) -> Result<Resume, Error> {
         let last = match (self.inner.history, last_event_id) {
             (Some(_), Some(last)) if !self.is_in_room(connection, &room) => last,
             _ => {
@@ -208,6 +228,7 @@ impl Rooms {
                 .inner
                 .adapter
                 .publish_with_history(room, &envelope, policy)
+                .instrument(self.inner.publish_span(room))
                 .await;
             self.inner.medium_result(&result);
             let position = match result {
