@@ -118,7 +118,7 @@ impl PostgresAdapter {
     /// # Ok::<(), rooms_adapter::Error>(())
     /// ```
     pub fn attachment_table_sql(&self) -> String {
-        Publisher::table_sql(&self.config.quoted_table())
+        crate::publisher::table_sql(&self.config.quoted_table())
     }
 
     /// Deletes attachment rows older than the TTL now (the adapter also does
@@ -153,11 +153,13 @@ impl PostgresAdapter {
         if self.config.create_attachment_table {
             publisher.ensure_table(&self.config.quoted_table()).await?;
         }
-        let mut tasks = vec![tokio::spawn(clean_periodically(
-            Arc::downgrade(&publisher),
-            self.config.cleanup_interval,
-        ))
-        .abort_handle()];
+        let mut tasks = vec![
+            tokio::spawn(clean_periodically(
+                Arc::downgrade(&publisher),
+                self.config.cleanup_interval,
+            ))
+            .abort_handle(),
+        ];
         let mut commands = None;
         if let Some(sink) = &sink {
             let link = match listener::open(&self.config, &self.medium).await {
@@ -218,7 +220,12 @@ impl PostgresAdapter {
         commands.send(command).await.map_err(|_| error::closed())
     }
 
-    async fn publish_bytes(&self, channel: &str, bytes: &[u8], what: &str) -> Result<(), Error> {
+    async fn publish_bytes(
+        &self,
+        channel: &str,
+        bytes: bytes::Bytes,
+        what: &str,
+    ) -> Result<(), Error> {
         let session = self.session()?;
         match session.publisher.publish(channel, bytes, what).await {
             Ok(()) => {
@@ -353,7 +360,7 @@ impl RoomAdapter for PostgresAdapter {
         }
         let channel = room_channel(&self.config.channel_prefix, room.as_str());
         let what = format!("room {:?}", truncated(room.as_str()));
-        self.publish_bytes(&channel, &bytes, &what).await
+        self.publish_bytes(&channel, bytes, &what).await
     }
 
     /// Publishes a control frame on `{control_prefix}all` or the target
@@ -364,8 +371,12 @@ impl RoomAdapter for PostgresAdapter {
             ControlTarget::Node(node) => control_node_channel(&prefix, node.as_str()),
             _ => control_all_channel(&prefix),
         };
-        self.publish_bytes(&channel, payload, "the control channel")
-            .await
+        self.publish_bytes(
+            &channel,
+            bytes::Bytes::copy_from_slice(payload),
+            "the control channel",
+        )
+        .await
     }
 
     fn stats(&self) -> AdapterStats {

@@ -209,10 +209,12 @@ impl PostgresAdapterBuilder {
     /// Checks every setting and builds the adapter (it connects when the
     /// engine calls [`connect`](rooms_adapter::RoomAdapter::connect)).
     pub fn build(self) -> Result<PostgresAdapter, Error> {
-        let config = self.config.map_err(|reason| PostgresError::InvalidSetting {
-            setting: "connection string",
-            reason,
-        })?;
+        let config = self
+            .config
+            .map_err(|reason| PostgresError::InvalidSetting {
+                setting: "connection string",
+                reason,
+            })?;
         config.validate()?;
         Ok(PostgresAdapter::new(config))
     }

@@ -200,10 +200,7 @@ mod tests {
         assert_eq!(room_channel("p_", "").len(), 2 + HASH_CHARS);
         assert_eq!(control_all_channel("c_"), "c_all");
         assert!(control_node_channel("c_", "node-1").starts_with("c_n"));
-        assert_eq!(
-            control_node_channel("c_", "node-1").len(),
-            3 + HASH_CHARS
-        );
+        assert_eq!(control_node_channel("c_", "node-1").len(), 3 + HASH_CHARS);
     }
 
     #[test]
@@ -249,7 +246,8 @@ mod tests {
         }
         for name in names {
             assert_eq!(
-                map.room(&room_channel("sse_room_", name)).map(RoomName::as_str),
+                map.room(&room_channel("sse_room_", name))
+                    .map(RoomName::as_str),
                 Some(name)
             );
         }

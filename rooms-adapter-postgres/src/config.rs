@@ -144,7 +144,9 @@ impl PostgresConfig {
             invalid(
                 "control_prefix",
                 if self.control_prefix.is_none() {
-                    format!("{reason} (the default is derived from channel_prefix: set a shorter one)")
+                    format!(
+                        "{reason} (the default is derived from channel_prefix: set a shorter one)"
+                    )
                 } else {
                     reason
                 },
@@ -201,7 +203,12 @@ impl PostgresConfig {
             ));
         }
         let sizes = [
-            ("max_payload_bytes", self.max_payload_bytes, 1, MAX_PAYLOAD_LIMIT),
+            (
+                "max_payload_bytes",
+                self.max_payload_bytes,
+                1,
+                MAX_PAYLOAD_LIMIT,
+            ),
             ("pool_size", self.pool_size, 1, 256),
             (
                 "attachment_threshold",
@@ -232,9 +239,9 @@ impl PostgresConfig {
     /// The control prefix: control frames travel on `{control_prefix}all`
     /// and `{control_prefix}n{hash}`.
     pub fn control_prefix(&self) -> String {
-        self.control_prefix.clone().unwrap_or_else(|| {
-            format!("{DEFAULT_CONTROL_PREFIX_HEAD}{}", self.channel_prefix)
-        })
+        self.control_prefix
+            .clone()
+            .unwrap_or_else(|| format!("{DEFAULT_CONTROL_PREFIX_HEAD}{}", self.channel_prefix))
     }
     /// The codec used to publish (decoding always auto-detects).
     pub fn codec(&self) -> Codec {
@@ -321,9 +328,7 @@ fn check_table_name(name: &str) -> Result<(), String> {
     for part in parts {
         let plain = !part.is_empty()
             && part.len() <= 63
-            && part
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
             && !part.as_bytes()[0].is_ascii_digit();
         if !plain {
             return Err(format!(

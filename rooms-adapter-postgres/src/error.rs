@@ -78,7 +78,11 @@ pub enum PostgresError {
 impl PostgresError {
     /// A client error of `operation`: `Refused` when the server answered
     /// with an error that is not about the connection, else `Unavailable`.
-    pub(crate) fn from_client(medium: &str, operation: &str, source: tokio_postgres::Error) -> Self {
+    pub(crate) fn from_client(
+        medium: &str,
+        operation: &str,
+        source: tokio_postgres::Error,
+    ) -> Self {
         let refused = source.as_db_error().is_some_and(|db| {
             // Class 08 (connection exception), 53 (insufficient resources),
             // 57 (operator intervention: shutdown, admin shutdown) and 40

@@ -147,7 +147,11 @@ mod tests {
         for bytes in [&b"~tilde"[..], b"@at", b"nul\0inside", b"\xff\xfe", b""] {
             let text = inline_text(bytes, MAX_NOTIFY_PAYLOAD).unwrap();
             assert!(!text.contains('\0'));
-            assert_eq!(parse(&text).unwrap(), Frame::Inline(bytes.into()), "{bytes:?}");
+            assert_eq!(
+                parse(&text).unwrap(),
+                Frame::Inline(bytes.into()),
+                "{bytes:?}"
+            );
         }
         // The empty payload is plain text.
         assert_eq!(inline_text(b"", 10).as_deref(), Some(""));
@@ -168,7 +172,10 @@ mod tests {
         for bad in ["@", "@x", "@-1", "@0", "@+5", "@99999999999999999999"] {
             assert!(matches!(parse(bad), Err(FrameError::Reference(_))), "{bad}");
         }
-        assert_eq!(parse(&attachment_reference(7)).unwrap(), Frame::Attachment(7));
+        assert_eq!(
+            parse(&attachment_reference(7)).unwrap(),
+            Frame::Attachment(7)
+        );
     }
 
     proptest! {

@@ -99,12 +99,12 @@ pub use builder::PostgresAdapterBuilder;
 pub use config::{
     DEFAULT_ATTACHMENT_TABLE, DEFAULT_ATTACHMENT_TTL, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN,
     DEFAULT_CHANNEL_PREFIX, DEFAULT_CLEANUP_INTERVAL, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_CONTROL_PREFIX_HEAD, DEFAULT_PING_INTERVAL, DEFAULT_POOL_SIZE,
-    DEFAULT_PUBLISH_TIMEOUT, DEFAULT_SUBSCRIBE_TIMEOUT, DEFAULT_UNSUBSCRIBE_DELAY, MAX_DURATION,
-    MAX_PAYLOAD_LIMIT, PostgresConfig,
+    DEFAULT_CONTROL_PREFIX_HEAD, DEFAULT_PING_INTERVAL, DEFAULT_POOL_SIZE, DEFAULT_PUBLISH_TIMEOUT,
+    DEFAULT_SUBSCRIBE_TIMEOUT, DEFAULT_UNSUBSCRIBE_DELAY, MAX_DURATION, MAX_PAYLOAD_LIMIT,
+    PostgresConfig,
 };
 
-/// The tokio-postgres crate this adapter is built on (0.7).
-pub use tokio_postgres;
 /// The deadpool-postgres crate of the publishing pool (0.14).
 pub use deadpool_postgres;
+/// The tokio-postgres crate this adapter is built on (0.7).
+pub use tokio_postgres;

@@ -136,11 +136,7 @@ pub(crate) struct Listener {
 }
 
 impl Listener {
-    pub(crate) fn new(
-        parts: Parts,
-        link: Link,
-        ready: oneshot::Sender<Result<(), Error>>,
-    ) -> Self {
+    pub(crate) fn new(parts: Parts, link: Link, ready: oneshot::Sender<Result<(), Error>>) -> Self {
         let Parts {
             config,
             medium,
@@ -222,7 +218,9 @@ impl Listener {
         let now = Instant::now();
         if self.ping.is_some() && now >= self.ping_deadline {
             let after = self.config.ping_interval;
-            self.lost(format!("the liveness probe was not answered within {after:?}"));
+            self.lost(format!(
+                "the liveness probe was not answered within {after:?}"
+            ));
         }
         if let Some(link) = &self.link {
             if self.in_flight.is_none() {
@@ -251,7 +249,8 @@ impl Listener {
                     }
                     let client = Arc::clone(&link.client);
                     self.in_flight_has_control = with_control;
-                    self.in_flight = Some(Box::pin(async move { client.batch_execute(&sql).await }));
+                    self.in_flight =
+                        Some(Box::pin(async move { client.batch_execute(&sql).await }));
                 }
             }
             if self.ping.is_none() && now >= self.next_ping {
@@ -303,7 +302,9 @@ impl Listener {
                 Subscribed::Queued => {}
             },
             Command::Unsubscribe { room, reply } => {
-                self.table.unsubscribe(&room, std::time::Instant::now());
+                for waiter in self.table.unsubscribe(&room, std::time::Instant::now()) {
+                    let _ = waiter.send(Ok(()));
+                }
                 let _ = reply.send(());
             }
         }
@@ -416,13 +417,17 @@ impl Listener {
                 if !self.table.is_wanted(&room) {
                     return;
                 }
-                let decoded = payload.and_then(|bytes| wire::decode(bytes, self.config.max_payload_bytes));
+                let decoded =
+                    payload.and_then(|bytes| wire::decode(bytes, self.config.max_payload_bytes));
                 match decoded {
                     Ok(envelope) => {
                         self.shared.counters.record_received();
                         self.sink.send(AdapterEvent::Message { room, envelope });
                     }
-                    Err(error) => self.shared.counters.record_decode_error(room.as_str(), &error),
+                    Err(error) => self
+                        .shared
+                        .counters
+                        .record_decode_error(room.as_str(), &error),
                 }
             }
         }
@@ -474,7 +479,9 @@ impl Listener {
         for waiter in self.table.lost() {
             let _ = waiter.send(Err(Error::Unavailable {
                 medium: medium.clone(),
-                reason: format!("subscribe failed: {reason} (the room is listened when it is back)"),
+                reason: format!(
+                    "subscribe failed: {reason} (the room is listened when it is back)"
+                ),
                 source: None,
             }));
         }

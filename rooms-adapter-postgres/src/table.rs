@@ -11,7 +11,7 @@
 //! - Losing the connection forgets every `LISTEN` (the server did too);
 //!   wanted rooms are `LISTEN`ed again after the reconnect.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rooms_adapter::RoomName;
@@ -33,8 +33,9 @@ struct Entry<W> {
     channel: String,
     wanted: bool,
     listen: Listen,
-    /// When an unwanted room is `UNLISTEN`ed.
-    leave_at: Option<Instant>,
+    /// Bumped by every unsubscribe: a scheduled `UNLISTEN` of an older
+    /// generation is stale.
+    generation: u64,
     waiters: Vec<W>,
 }
 
@@ -61,10 +62,19 @@ pub(crate) struct Batch {
 
 /// The state of every room the listener knows. `W` is whatever answers a
 /// waiting subscribe (a oneshot sender in the adapter, a number in tests).
+/// Every operation but [`lost`](Self::lost) and
+/// [`wanted_rooms`](Self::wanted_rooms) costs what it touches, not the
+/// number of rooms: the task consults it on every event.
 #[derive(Debug)]
 pub(crate) struct ListenTable<W> {
     rooms: HashMap<RoomName, Entry<W>>,
     channels: ChannelMap,
+    /// Wanted rooms not listened (nor in flight).
+    to_listen: HashSet<RoomName>,
+    /// The rooms of the batch in flight.
+    sent: Vec<RoomName>,
+    /// Scheduled `UNLISTEN`s, in deadline order (the delay is constant).
+    leaving: VecDeque<(Instant, RoomName, u64)>,
     delay: Duration,
     connected: bool,
     in_flight: bool,
@@ -77,6 +87,9 @@ impl<W> ListenTable<W> {
         Self {
             rooms: HashMap::new(),
             channels: ChannelMap::default(),
+            to_listen: HashSet::new(),
+            sent: Vec::new(),
+            leaving: VecDeque::new(),
             delay,
             connected: false,
             in_flight: false,
@@ -85,8 +98,12 @@ impl<W> ListenTable<W> {
     }
 
     /// Wants `room` (on `channel`).
-    pub(crate) fn subscribe(&mut self, room: &RoomName, channel: String, waiter: W) -> Subscribed<W> {
-        let connected = self.connected;
+    pub(crate) fn subscribe(
+        &mut self,
+        room: &RoomName,
+        channel: String,
+        waiter: W,
+    ) -> Subscribed<W> {
         let entry = match self.rooms.get_mut(room) {
             Some(entry) => entry,
             None => {
@@ -95,7 +112,7 @@ impl<W> ListenTable<W> {
                     channel,
                     wanted: false,
                     listen: Listen::No,
-                    leave_at: None,
+                    generation: 0,
                     waiters: Vec::new(),
                 })
             }
@@ -103,36 +120,53 @@ impl<W> ListenTable<W> {
         if !entry.wanted {
             entry.wanted = true;
             self.wanted += 1;
+            // A scheduled UNLISTEN is stale from now on.
+            entry.generation += 1;
         }
-        entry.leave_at = None;
-        if !connected {
+        if !self.connected {
+            if entry.listen == Listen::No {
+                self.to_listen.insert(room.clone());
+            }
             return Subscribed::Down(waiter);
         }
-        if entry.listen == Listen::Yes {
-            return Subscribed::Ready(waiter);
+        match entry.listen {
+            Listen::Yes => Subscribed::Ready(waiter),
+            Listen::Sent => {
+                entry.waiters.push(waiter);
+                Subscribed::Queued
+            }
+            Listen::No => {
+                entry.waiters.push(waiter);
+                self.to_listen.insert(room.clone());
+                Subscribed::Queued
+            }
         }
-        entry.waiters.push(waiter);
-        Subscribed::Queued
     }
 
     /// Stops wanting `room`: nothing is delivered for it from now on; the
-    /// `UNLISTEN` is due after the delay.
-    pub(crate) fn unsubscribe(&mut self, room: &RoomName, now: Instant) {
+    /// `UNLISTEN` is due after the delay. Returns the waiters of a
+    /// subscribe not sent yet, to answer now (there is nothing to wait for).
+    pub(crate) fn unsubscribe(&mut self, room: &RoomName, now: Instant) -> Vec<W> {
         let Some(entry) = self.rooms.get_mut(room) else {
-            return;
+            return Vec::new();
         };
         if !entry.wanted {
-            return;
+            return Vec::new();
         }
         entry.wanted = false;
         self.wanted -= 1;
-        if entry.listen == Listen::No && entry.waiters.is_empty() {
+        entry.generation += 1;
+        if entry.listen == Listen::No {
+            let waiters = std::mem::take(&mut entry.waiters);
             let channel = entry.channel.clone();
             self.rooms.remove(room);
             self.channels.remove(&channel);
-            return;
+            self.to_listen.remove(room);
+            return waiters;
         }
-        entry.leave_at = Some(now + self.delay);
+        self.leaving
+            .push_back((now + self.delay, room.clone(), entry.generation));
+        Vec::new()
     }
 
     /// The room of a notification's channel, if it is wanted now.
@@ -168,16 +202,13 @@ impl<W> ListenTable<W> {
 
     /// Whether every wanted room is listened (and nothing is in flight).
     pub(crate) fn settled(&self) -> bool {
-        !self.in_flight
-            && self
-                .rooms
-                .values()
-                .all(|entry| !entry.wanted || entry.listen == Listen::Yes)
+        self.connected && !self.in_flight && self.to_listen.is_empty()
     }
 
-    /// The earliest pending `UNLISTEN`.
+    /// The earliest pending `UNLISTEN` (possibly a stale one: waking up
+    /// early is harmless).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.rooms.values().filter_map(|entry| entry.leave_at).min()
+        self.leaving.front().map(|(at, _, _)| *at)
     }
 
     /// The next batch, at most `max` statements, if the connection is up,
@@ -187,26 +218,35 @@ impl<W> ListenTable<W> {
             return None;
         }
         let mut batch = Batch::default();
-        let mut leaving = Vec::new();
-        for (room, entry) in &mut self.rooms {
-            if batch.listen.len() + batch.unlisten.len() >= max {
+        while batch.unlisten.len() < max {
+            match self.leaving.front() {
+                Some((at, _, _)) if *at <= now => {}
+                _ => break,
+            }
+            let Some((_, room, generation)) = self.leaving.pop_front() else {
                 break;
+            };
+            let due = self.rooms.get(&room).is_some_and(|entry| {
+                !entry.wanted && entry.generation == generation && entry.listen != Listen::Sent
+            });
+            if !due {
+                continue;
             }
-            if entry.wanted {
-                if entry.listen == Listen::No {
-                    entry.listen = Listen::Sent;
-                    batch.listen.push(entry.channel.clone());
-                }
-            } else if entry.leave_at.is_some_and(|at| at <= now) && entry.waiters.is_empty() {
-                if entry.listen != Listen::No {
-                    batch.unlisten.push(entry.channel.clone());
-                }
-                leaving.push(room.clone());
-            }
-        }
-        for room in leaving {
             if let Some(entry) = self.rooms.remove(&room) {
                 self.channels.remove(&entry.channel);
+                if entry.listen == Listen::Yes {
+                    batch.unlisten.push(entry.channel);
+                }
+            }
+        }
+        let room_left = max.saturating_sub(batch.unlisten.len());
+        let picked: Vec<RoomName> = self.to_listen.iter().take(room_left).cloned().collect();
+        for room in picked {
+            self.to_listen.remove(&room);
+            if let Some(entry) = self.rooms.get_mut(&room) {
+                entry.listen = Listen::Sent;
+                batch.listen.push(entry.channel.clone());
+                self.sent.push(room);
             }
         }
         if batch.listen.is_empty() && batch.unlisten.is_empty() {
@@ -221,8 +261,10 @@ impl<W> ListenTable<W> {
     pub(crate) fn batch_done(&mut self) -> Vec<W> {
         self.in_flight = false;
         let mut waiters = Vec::new();
-        for entry in self.rooms.values_mut() {
-            if entry.listen == Listen::Sent {
+        for room in std::mem::take(&mut self.sent) {
+            if let Some(entry) = self.rooms.get_mut(&room)
+                && entry.listen == Listen::Sent
+            {
                 entry.listen = Listen::Yes;
                 waiters.append(&mut entry.waiters);
             }
@@ -242,12 +284,16 @@ impl<W> ListenTable<W> {
     pub(crate) fn lost(&mut self) -> Vec<W> {
         self.connected = false;
         self.in_flight = false;
+        self.sent.clear();
+        self.leaving.clear();
         let mut waiters = Vec::new();
         let mut gone = Vec::new();
         for (room, entry) in &mut self.rooms {
             entry.listen = Listen::No;
             waiters.append(&mut entry.waiters);
-            if !entry.wanted {
+            if entry.wanted {
+                self.to_listen.insert(room.clone());
+            } else {
                 gone.push(room.clone());
             }
         }
@@ -287,23 +333,38 @@ mod tests {
     #[test]
     fn subscribes_are_batched_and_answered_when_confirmed() {
         let (mut table, now) = table();
-        assert_eq!(table.subscribe(&room("a"), channel("a"), 1), Subscribed::Queued);
-        assert_eq!(table.subscribe(&room("b"), channel("b"), 2), Subscribed::Queued);
+        assert_eq!(
+            table.subscribe(&room("a"), channel("a"), 1),
+            Subscribed::Queued
+        );
+        assert_eq!(
+            table.subscribe(&room("b"), channel("b"), 2),
+            Subscribed::Queued
+        );
         let mut batch = table.take_batch(now, 100).unwrap();
         batch.listen.sort();
         assert_eq!(batch.listen, vec![channel("a"), channel("b")]);
         // One batch at a time.
-        assert_eq!(table.subscribe(&room("c"), channel("c"), 3), Subscribed::Queued);
+        assert_eq!(
+            table.subscribe(&room("c"), channel("c"), 3),
+            Subscribed::Queued
+        );
         assert!(table.take_batch(now, 100).is_none());
         let mut answered = table.batch_done();
         answered.sort();
         assert_eq!(answered, vec![1, 2]);
         assert!(!table.settled());
-        assert_eq!(table.take_batch(now, 100).unwrap().listen, vec![channel("c")]);
+        assert_eq!(
+            table.take_batch(now, 100).unwrap().listen,
+            vec![channel("c")]
+        );
         assert_eq!(table.batch_done(), vec![3]);
         assert!(table.settled());
         // Already listened: answered at once, no batch.
-        assert_eq!(table.subscribe(&room("a"), channel("a"), 4), Subscribed::Ready(4));
+        assert_eq!(
+            table.subscribe(&room("a"), channel("a"), 4),
+            Subscribed::Ready(4)
+        );
         assert!(table.take_batch(now, 100).is_none());
         assert_eq!(table.wanted_count(), 3);
     }
@@ -333,7 +394,10 @@ mod tests {
         table.unsubscribe(&room("a"), now);
         assert_eq!(table.deliverable(&channel("a")), None);
         assert_eq!(table.wanted_count(), 0);
-        assert_eq!(table.next_deadline(), Some(now + Duration::from_millis(500)));
+        assert_eq!(
+            table.next_deadline(),
+            Some(now + Duration::from_millis(500))
+        );
         assert!(table.take_batch(now, 100).is_none(), "not due yet");
         let later = now + Duration::from_millis(500);
         assert_eq!(
@@ -358,8 +422,15 @@ mod tests {
         table.take_batch(now, 100);
         table.batch_done();
         table.unsubscribe(&room("a"), now);
-        assert_eq!(table.subscribe(&room("a"), channel("a"), 2), Subscribed::Ready(2));
-        assert!(table.take_batch(now + Duration::from_secs(10), 100).is_none());
+        assert_eq!(
+            table.subscribe(&room("a"), channel("a"), 2),
+            Subscribed::Ready(2)
+        );
+        assert!(
+            table
+                .take_batch(now + Duration::from_secs(10), 100)
+                .is_none()
+        );
         assert_eq!(table.deliverable(&channel("a")), Some(&room("a")));
     }
 
@@ -371,21 +442,46 @@ mod tests {
         table.batch_done();
         table.unsubscribe(&room("a"), now);
         let later = now + Duration::from_secs(1);
-        assert_eq!(table.take_batch(later, 100).unwrap().unlisten, vec![channel("a")]);
-        assert_eq!(table.subscribe(&room("a"), channel("a"), 2), Subscribed::Queued);
+        assert_eq!(
+            table.take_batch(later, 100).unwrap().unlisten,
+            vec![channel("a")]
+        );
+        assert_eq!(
+            table.subscribe(&room("a"), channel("a"), 2),
+            Subscribed::Queued
+        );
         table.batch_done();
-        assert_eq!(table.take_batch(later, 100).unwrap().listen, vec![channel("a")]);
+        assert_eq!(
+            table.take_batch(later, 100).unwrap().listen,
+            vec![channel("a")]
+        );
         assert_eq!(table.batch_done(), vec![2]);
     }
 
     #[test]
     fn never_listened_rooms_leave_at_once() {
         let mut table: ListenTable<u32> = ListenTable::new(Duration::from_millis(500));
-        assert_eq!(table.subscribe(&room("a"), channel("a"), 1), Subscribed::Down(1));
+        assert_eq!(
+            table.subscribe(&room("a"), channel("a"), 1),
+            Subscribed::Down(1)
+        );
         table.unsubscribe(&room("a"), Instant::now());
         assert_eq!(table.wanted_count(), 0);
         assert!(table.wanted_rooms().is_empty());
         assert_eq!(table.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_subscribe_not_sent_yet_is_answered_by_its_unsubscribe() {
+        let (mut table, now) = table();
+        assert_eq!(
+            table.subscribe(&room("a"), channel("a"), 1),
+            Subscribed::Queued
+        );
+        assert_eq!(table.unsubscribe(&room("a"), now), vec![1]);
+        assert!(table.take_batch(now, 100).is_none());
+        assert!(table.settled());
+        assert_eq!(table.deliverable(&channel("a")), None);
     }
 
     #[test]
@@ -401,16 +497,25 @@ mod tests {
         assert_eq!(table.lost(), vec![3]);
         assert!(!table.is_connected());
         // While down: subscribes are answered "down", the room stays wanted.
-        assert_eq!(table.subscribe(&room("new"), channel("new"), 4), Subscribed::Down(4));
+        assert_eq!(
+            table.subscribe(&room("new"), channel("new"), 4),
+            Subscribed::Down(4)
+        );
         assert!(table.take_batch(now, 100).is_none());
         table.connected();
         let mut batch = table.take_batch(now, 100).unwrap();
         batch.listen.sort();
-        assert_eq!(batch.listen, vec![channel("keep"), channel("new"), channel("waiting")]);
+        assert_eq!(
+            batch.listen,
+            vec![channel("keep"), channel("new"), channel("waiting")]
+        );
         assert!(batch.unlisten.is_empty());
         assert!(table.batch_done().is_empty());
         assert!(table.settled());
-        assert_eq!(table.wanted_rooms(), vec![room("keep"), room("new"), room("waiting")]);
+        assert_eq!(
+            table.wanted_rooms(),
+            vec![room("keep"), room("new"), room("waiting")]
+        );
         assert_eq!(table.deliverable(&channel("gone")), None);
     }
 }
