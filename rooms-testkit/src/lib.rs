@@ -27,6 +27,7 @@ pub mod nats_server;
 mod poll;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod postgres_server;
 mod process;
 pub mod redis;
 pub mod redis_cluster;

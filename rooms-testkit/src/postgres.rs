@@ -42,16 +42,7 @@ use tokio_postgres::NoTls;
 use crate::poll::wait_for;
 use crate::tcp_proxy::FaultProxy;
 
-/// Environment variable with the URL of the PostgreSQL server tests use.
-pub const URL_ENV: &str = "ROOMS_POSTGRES_URL";
-
-/// The server tests use without [`URL_ENV`].
-pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// The URL of the PostgreSQL server tests use.
-pub fn server_url() -> String {
-    std::env::var(URL_ENV).unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
+pub use crate::postgres_server::{DEFAULT_URL, URL_ENV, server_url};
 
 /// How harness adapters encode.
 pub trait Flavor: Send + Sync + 'static {
