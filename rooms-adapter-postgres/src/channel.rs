@@ -109,7 +109,7 @@ pub fn control_node_channel(control_prefix: &str, node: &str) -> String {
 }
 
 /// `identifier` as a quoted SQL identifier: in double quotes, each `"`
-/// doubled. Only for names checked by [`check_prefix`] (no NUL byte).
+/// doubled. For names without a NUL byte (the builder checks prefixes).
 pub fn quote_identifier(identifier: &str) -> String {
     let mut quoted = String::with_capacity(identifier.len() + 2);
     quoted.push('"');
