@@ -1,6 +1,8 @@
 //! Cross-node throughput and latency: one publisher process and one receiver
 //! process through one Redis, or one NATS server (a `nats://` URL: the raw
-//! side is then plain async-nats, the engine side runs over `NatsAdapter`).
+//! side is then plain async-nats, the engine side runs over `NatsAdapter`),
+//! or PostgreSQL (a `postgres://` URL: raw tokio-postgres LISTEN/NOTIFY, see
+//! [`pg`](crate::pg), against `PostgresAdapter`).
 //!
 //! Two implementations of each side carry the same bytes:
 //! - *raw*: plain redis-rs, no adapter: `PUBLISH` on one multiplexed
@@ -152,6 +154,9 @@ async fn publish_raw_nats(url: &str, codec: Codec, load: Load) -> Result<Value> 
 /// Raw receiver: plain redis-rs `SUBSCRIBE` (or async-nats for a `nats://`
 /// URL), count every message.
 pub async fn receive_raw(url: &str, spec: ReceiveSpec) -> Result<Value> {
+    if crate::pg::is_postgres(url) {
+        return crate::pg::receive_raw(url, spec).await;
+    }
     if is_nats(url) {
         return receive_raw_nats(url, spec).await;
     }
@@ -246,6 +251,9 @@ pub async fn receive_engine(rooms: &Rooms, spec: ReceiveSpec) -> Result<Value> {
 /// Raw publisher: redis-rs `PUBLISH` on one multiplexed connection (or
 /// async-nats `publish` for a `nats://` URL).
 pub async fn publish_raw(url: &str, codec: Codec, load: Load) -> Result<Value> {
+    if crate::pg::is_postgres(url) {
+        return crate::pg::publish_raw(url, codec, load).await;
+    }
     if is_nats(url) {
         return publish_raw_nats(url, codec, load).await;
     }
@@ -289,7 +297,7 @@ pub async fn publish_engine(rooms: &Rooms, load: Load) -> Result<Value> {
 }
 
 /// Offers `load` through `send(seq, sent_ns)` and reports what it did.
-async fn drive<F, Fut>(load: Load, side: &str, mut send: F) -> Result<Value>
+pub(crate) async fn drive<F, Fut>(load: Load, side: &str, mut send: F) -> Result<Value>
 where
     F: FnMut(u64, u64) -> Fut,
     Fut: Future<Output = Result<(), String>>,

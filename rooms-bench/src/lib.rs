@@ -20,6 +20,8 @@
 //! - [`memory`]: resident bytes per idle connection.
 //! - [`memory_traffic`]: resident bytes per connection after messages with
 //!   ids, against a registry that keeps each connection's own copy of its ids.
+//! - [`pg`]: the raw tokio-postgres sides of cross-node runs over
+//!   PostgreSQL, and the attachment path's cost.
 //! - [`join`]: join latency of new rooms while redis-server is frozen.
 #![warn(missing_docs)]
 
@@ -32,4 +34,5 @@ pub mod history;
 pub mod join;
 pub mod memory;
 pub mod memory_traffic;
+pub mod pg;
 pub mod receive_path;

@@ -200,6 +200,16 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         reps: usize,
     },
+    /// The attachment path's cost over PostgreSQL: one message of `size`
+    /// bytes at a time, then a burst.
+    PgAttach {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 65_536)]
+        size: usize,
+        #[arg(long, default_value_t = 200)]
+        count: usize,
+    },
     /// Codec encode/decode on the golden vectors.
     Codec {
         #[arg(long, default_value_t = 300)]
@@ -401,6 +411,9 @@ fn main() -> Result<()> {
             })
             .await
         })?,
+        Command::PgAttach { url, size, count } => run_spawned(RuntimeArg::Multi, async move {
+            rooms_bench::pg::attachment_cost(&url, size, count).await
+        })?,
         Command::Codec { millis } => codec::measure(Duration::from_millis(millis))?,
     };
     let mut result = result;
@@ -421,6 +434,9 @@ async fn adapter_node(
     use rooms_adapter_redis::DEFAULT_POOL_SIZE;
     use rooms_adapter_redis::RedisAdapter;
 
+    if rooms_bench::pg::is_postgres(url) {
+        return rooms_bench::pg::adapter_node(url, codec, queue).await;
+    }
     if cross::is_nats(url) {
         let adapter = rooms_adapter_nats::NatsAdapter::builder(url)
             .codec(codec)

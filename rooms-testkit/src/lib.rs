@@ -1,15 +1,18 @@
 //! Test tooling for `rooms` (not published):
 //! - conformance harnesses for every backend ([`memory`], [`redis`], and
 //!   `cluster_harness` with feature `cluster`, `sentinel_harness` with
-//!   feature `sentinel`, `nats` with feature `nats`);
+//!   feature `sentinel`, `nats` with feature `nats`, `postgres` with feature
+//!   `postgres`);
 //! - throwaway `redis-server` processes ([`redis_server`]), 3-master Redis
 //!   Clusters ([`redis_cluster`]) and Redis Sentinel deployments (a master, a
 //!   replica and three sentinels, with crash and failover:
 //!   [`redis_sentinel`]);
 //! - throwaway `nats-server` processes and 3-server NATS clusters with
-//!   routes ([`nats_server`]).
+//!   routes ([`nats_server`]);
+//! - a fault-injecting TCP proxy ([`tcp_proxy`]), and the PostgreSQL
+//!   harnesses on it (`postgres`, feature `postgres`).
 //!
-//! Features `deadpool`, `bb8`, `cluster`, `sentinel` and `nats` enable the harnesses
+//! Features `deadpool`, `bb8`, `cluster`, `sentinel`, `nats` and `postgres` enable the harnesses
 //! (and the same features of `rooms-adapter-redis`) for those drivers and
 //! topologies: a dev-dependent crate enables only what its tests use, so the
 //! crate under test keeps its own features.
@@ -22,6 +25,9 @@ pub mod memory;
 pub mod nats;
 pub mod nats_server;
 mod poll;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+pub mod postgres_server;
 mod process;
 pub mod redis;
 pub mod redis_cluster;
@@ -29,3 +35,4 @@ pub mod redis_sentinel;
 pub mod redis_server;
 #[cfg(feature = "sentinel")]
 pub mod sentinel_harness;
+pub mod tcp_proxy;

@@ -13,7 +13,9 @@
 //! `memory`, `fanout-ids`, `memory-traffic`, `join` (starts its own
 //! redis-server and freezes it), `e2e` (two `sse-chat` nodes, see [`e2e`]),
 //! `nats` (throughput and latency over a throwaway nats-server, against raw
-//! async-nats).
+//! async-nats), `postgres` (throughput and latency over the PostgreSQL server
+//! of the tests, `ROOMS_POSTGRES_URL`, against raw tokio-postgres
+//! LISTEN/NOTIFY, and the attachment path for a 64 KiB message).
 //! `--quick` runs fewer and smaller repetitions (a smoke test; its numbers are
 //! not worth writing down).
 
@@ -34,7 +36,7 @@ mod e2e;
 mod failover;
 mod history;
 
-const GROUPS: [&str; 15] = [
+const GROUPS: [&str; 16] = [
     "throughput",
     "drivers",
     "latency",
@@ -49,6 +51,7 @@ const GROUPS: [&str; 15] = [
     "failover",
     "cluster",
     "nats",
+    "postgres",
     "history",
 ];
 
@@ -186,6 +189,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "cluster" => bench.cluster()?,
             "history" => bench.history()?,
             "nats" => bench.nats()?,
+            "postgres" => bench.postgres()?,
             _ => {}
         }
         eprintln!("   {group}: {:.0?}", group_started.elapsed());
@@ -691,6 +695,76 @@ impl Bench {
         })();
         self.url = saved_url;
         self.server = saved_redis;
+        result
+    }
+
+    /// Throughput (JSON and MessagePack) and latency over the PostgreSQL
+    /// server of the tests (`ROOMS_POSTGRES_URL`): the raw side is plain
+    /// tokio-postgres LISTEN/NOTIFY, the adapter side a `Rooms` engine over
+    /// `PostgresAdapter`; then the attachment path's cost for a 64 KiB
+    /// message against a 4 KiB one that fits a NOTIFY. At most 50,000
+    /// messages per throughput run: PostgreSQL commits each notification.
+    fn postgres(&mut self) -> Result<(), String> {
+        let url = rooms_testkit::postgres_server::server_url();
+        eprintln!("postgres at {url}");
+        let saved_url = std::mem::replace(&mut self.url, url.clone());
+        let saved_redis = self.server.take();
+        let saved_plan = self.plan;
+        self.plan.throughput_count = self.plan.throughput_count.min(50_000);
+        let result = (|| {
+            for (codec, name) in [("json", "JSON"), ("msgpack", "MessagePack")] {
+                let (raw, adapter) =
+                    self.throughput_pair(&format!("PostgreSQL {name}"), codec, "postgres")?;
+                let count = thousands(self.plan.throughput_count as f64);
+                self.throughput_row(
+                    format!(
+                        "Cross-node throughput over PostgreSQL, {name} ({count} msgs; baseline \
+                         raw tokio-postgres NOTIFY/LISTEN)"
+                    ),
+                    raw,
+                    adapter,
+                );
+            }
+            self.latency_over(" over PostgreSQL")?;
+            let count = if self.plan.local_reps == 1 {
+                "50"
+            } else {
+                "200"
+            };
+            let mut results = Vec::new();
+            for size in ["4000", "65536"] {
+                let label = format!("pg-attach {size}");
+                eprintln!("   {label}");
+                let args = strings(&["pg-attach", "--url", &url, "--size", size, "--count", count]);
+                results.push(self.single(&label, &args, Duration::from_secs(300))?);
+            }
+            let [inline, attached] = [&results[0], &results[1]];
+            self.rows.push(Row {
+                bench: format!(
+                    "Attachment path over PostgreSQL: a 64 KiB message (table row + NOTIFY + \
+                     read), {count} one at a time, then a burst"
+                ),
+                figure: format!(
+                    "p50 {:.2} ms, p99 {:.2} ms; {} msg/s",
+                    f(&attached["p50_ms"]),
+                    f(&attached["p99_ms"]),
+                    thousands(f(&attached["msgs_per_s"]))
+                ),
+                baseline: format!(
+                    "4 KiB inline: p50 {:.2} ms, p99 {:.2} ms; {} msg/s",
+                    f(&inline["p50_ms"]),
+                    f(&inline["p99_ms"]),
+                    thousands(f(&inline["msgs_per_s"]))
+                ),
+                ratio: format!("{:.2}x", f(&attached["p50_ms"]) / f(&inline["p50_ms"])),
+                target: "report (p50 ratio: lower is better)".to_owned(),
+                verdict: Verdict::Info,
+            });
+            Ok(())
+        })();
+        self.url = saved_url;
+        self.server = saved_redis;
+        self.plan = saved_plan;
         result
     }
 

@@ -8,6 +8,7 @@ use rooms_conformance::{CASE_NAMES, CaseReport, Outcome, run_suite};
 use rooms_testkit::cluster_harness::RedisClusterHarness;
 use rooms_testkit::memory::{MemoryHarness, MemoryJsonHarness, MemoryMsgpackHarness};
 use rooms_testkit::nats::{NatsHarness, NatsMsgpackHarness};
+use rooms_testkit::postgres::{PostgresHarness, PostgresMsgpackHarness};
 use rooms_testkit::redis::{
     RedisBb8Harness, RedisDeadpoolHarness, RedisHarness, RedisMsgpackHarness,
 };
@@ -44,6 +45,11 @@ fn backends() -> Vec<(&'static str, Suite)> {
         ),
         ("nats", Box::pin(run_suite::<NatsHarness>())),
         ("nats-msgpack", Box::pin(run_suite::<NatsMsgpackHarness>())),
+        ("postgres", Box::pin(run_suite::<PostgresHarness>())),
+        (
+            "postgres-msgpack",
+            Box::pin(run_suite::<PostgresMsgpackHarness>()),
+        ),
     ]
 }
 

@@ -1,6 +1,6 @@
 //! Choosing and building the medium: memory (one node), Redis (many; one
-//! server, a Redis Cluster or a Sentinel deployment) or NATS (many; one
-//! server or a NATS cluster).
+//! server, a Redis Cluster or a Sentinel deployment), NATS (many; one
+//! server or a NATS cluster) or PostgreSQL (many; LISTEN/NOTIFY).
 
 use std::sync::Arc;
 
@@ -14,6 +14,11 @@ pub async fn build(args: &Args) -> Result<Rooms, String> {
     let timing = args.cluster_timing()?;
     let (adapter, context): (Arc<dyn RoomAdapter>, Option<String>) =
         match (args.nats_urls()?, args.redis_topology()?) {
+            _ if args.postgres_url()?.is_some() => {
+                let url = args.postgres_url()?.unwrap_or_default();
+                let (adapter, context) = postgres_adapter(&url)?;
+                (adapter, Some(context))
+            }
             (Some(urls), _) => {
                 let (adapter, context) = nats_adapter(&urls)?;
                 (adapter, Some(context))
@@ -159,5 +164,32 @@ fn nats_adapter(urls: &[String]) -> Result<(Arc<dyn RoomAdapter>, String), Strin
         .map_err(|error| format!("invalid --nats-url (or NATS_URL): {error}"))?;
     let context = adapter.medium().to_owned();
     tracing::info!(medium = adapter.medium(), "NATS backend");
+    Ok((Arc::new(adapter), context))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres_adapter(_url: &str) -> Result<(Arc<dyn RoomAdapter>, String), String> {
+    Err(
+        "--postgres-url (or DATABASE_URL) needs the PostgreSQL backend, which this build does \
+         not have; rebuild with: cargo run -p sse-chat --features postgres -- ..."
+            .to_owned(),
+    )
+}
+
+/// The PostgreSQL adapter for `url`, and what to call it in a failed
+/// connect's message (host, port and database; never the password). The
+/// engine's first connect opens the pool and the listening connection
+/// within the adapter's connect timeout, so an unreachable server is a
+/// start-up error naming the address.
+#[cfg(feature = "postgres")]
+fn postgres_adapter(url: &str) -> Result<(Arc<dyn RoomAdapter>, String), String> {
+    use rooms_adapter_postgres::PostgresAdapter;
+
+    let adapter = PostgresAdapter::builder(url)
+        .application_name("sse-chat")
+        .build()
+        .map_err(|error| format!("invalid --postgres-url (or DATABASE_URL): {error}"))?;
+    let context = adapter.medium().to_owned();
+    tracing::info!(medium = adapter.medium(), "PostgreSQL backend");
     Ok((Arc::new(adapter), context))
 }

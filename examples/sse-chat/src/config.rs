@@ -102,6 +102,20 @@ pub struct Args {
     )]
     pub nats_url: Option<String>,
 
+    /// PostgreSQL connection string, e.g.
+    /// postgres://user:password@127.0.0.1:5432/app; switches to the
+    /// PostgreSQL LISTEN/NOTIFY backend (needs a build with `--features
+    /// postgres`). Excludes the Redis and NATS flags. Its password never
+    /// appears in `--help`, logs or errors.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        conflicts_with_all = ["redis", "nats_url"]
+    )]
+    pub postgres_url: Option<String>,
+
     /// Seconds of silence before an SSE keep-alive comment is sent.
     #[arg(long, env = "SSE_CHAT_KEEP_ALIVE", hide_env_values = true, default_value_t = 15,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -279,6 +293,10 @@ impl fmt::Debug for Args {
             )
             .field("redis_sentinel_master", &self.redis_sentinel_master)
             .field("nats_url", &self.nats_url.as_ref().map(|_| "<hidden>"))
+            .field(
+                "postgres_url",
+                &self.postgres_url.as_ref().map(|_| "<hidden>"),
+            )
             .field("keep_alive_secs", &self.keep_alive_secs)
             .field("max_connections", &self.max_connections)
             .field("max_sockets", &self.max_sockets)
@@ -379,6 +397,19 @@ impl Args {
             .as_deref()
             .map(|list| url_list("--nats-url (or NATS_URL)", list))
             .transpose()
+    }
+
+    /// The PostgreSQL connection string asked for (`--postgres-url`), if any.
+    pub fn postgres_url(&self) -> Result<Option<String>, String> {
+        match self.postgres_url.as_deref().map(str::trim) {
+            None => Ok(None),
+            Some("") => Err(
+                "--postgres-url (or DATABASE_URL) is empty: give a connection \
+                             string such as postgres://app@127.0.0.1:5432/app"
+                    .to_owned(),
+            ),
+            Some(url) => Ok(Some(url.to_owned())),
+        }
     }
 
     /// The Redis deployment asked for, if any, with its URL lists split and

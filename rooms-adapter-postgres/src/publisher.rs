@@ -1,0 +1,380 @@
+//! The pooled side: publishing (`pg_notify`, attachments), reading
+//! attachments, creating the table and deleting old rows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::PostgresConfig;
+use crate::error::PostgresError;
+use crate::frame;
+
+/// What a receiver found in the attachments table.
+#[derive(Debug)]
+pub(crate) enum Fetched {
+    /// The payload.
+    Payload(Vec<u8>),
+    /// The row is larger than the limit (its size).
+    TooLarge(usize),
+    /// No such row (expired or never stored).
+    Missing,
+}
+
+/// The most publishes one worker pipelines on one connection at once.
+const MAX_PIPELINE: usize = 256;
+/// Publishes waiting for a worker (callers wait for room beyond it).
+const JOB_QUEUE: usize = 4096;
+
+/// One publish waiting for a worker.
+struct Job {
+    channel: String,
+    bytes: Bytes,
+    operation: String,
+    reply: oneshot::Sender<Result<(), PostgresError>>,
+}
+
+/// The publishing pool and the SQL it runs. Publishes are queued to
+/// `pool_size` workers; each takes every queued publish (up to
+/// [`MAX_PIPELINE`]) and pipelines them on one pooled connection: one
+/// statement (so one transaction) each, sent back to back, answered in
+/// order. A caller that awaits each publish before the next keeps its
+/// order.
+pub(crate) struct Publisher {
+    inner: Arc<Inner>,
+    jobs: mpsc::Sender<Job>,
+    workers: Vec<AbortHandle>,
+}
+
+pub(crate) struct Inner {
+    pool: Pool,
+    medium: String,
+    publish_timeout: Duration,
+    threshold: usize,
+    insert_and_notify: String,
+    fetch: String,
+    cleanup: String,
+    ttl_seconds: f64,
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        for worker in &self.workers {
+            worker.abort();
+        }
+    }
+}
+
+impl std::ops::Deref for Publisher {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl Publisher {
+    pub(crate) fn new(config: &PostgresConfig, medium: &str) -> Result<Arc<Self>, PostgresError> {
+        let mut pg = config.pg.clone();
+        pg.connect_timeout(config.connect_timeout);
+        // A transaction that notifies gets a transaction id, so its commit
+        // waits for a WAL flush: one disk flush per publish. Notifications
+        // and attachment rows are ephemeral; nothing is lost by not waiting
+        // (a server crash loses unread notifications anyway).
+        let options = match pg.get_options() {
+            Some(options) => format!("{options} -c synchronous_commit=off"),
+            None => "-c synchronous_commit=off".to_owned(),
+        };
+        pg.options(&options);
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.publish_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.connect_timeout))
+            .build()
+            .map_err(|error| PostgresError::InvalidSetting {
+                setting: "pool_size",
+                reason: error.to_string(),
+            })?;
+        let table = config.quoted_table();
+        let inner = Arc::new(Inner {
+            pool,
+            medium: medium.to_owned(),
+            publish_timeout: config.publish_timeout,
+            threshold: config.attachment_threshold,
+            insert_and_notify: format!(
+                "WITH a AS (INSERT INTO {table} (payload) VALUES ($2) RETURNING id) \
+                 SELECT pg_notify($1, '@' || a.id::text) FROM a"
+            ),
+            fetch: format!(
+                "SELECT octet_length(payload)::int8, \
+                 CASE WHEN octet_length(payload) <= $2 THEN payload END \
+                 FROM {table} WHERE id = $1"
+            ),
+            cleanup: format!(
+                "DELETE FROM {table} WHERE created_at < now() - make_interval(secs => $1)"
+            ),
+            ttl_seconds: config.attachment_ttl.as_secs_f64(),
+        });
+        let (jobs, queue) = mpsc::channel(JOB_QUEUE);
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let workers = (0..config.pool_size)
+            .map(|_| tokio::spawn(work(Arc::clone(&inner), Arc::clone(&queue))).abort_handle())
+            .collect();
+        Ok(Arc::new(Self {
+            inner,
+            jobs,
+            workers,
+        }))
+    }
+
+    /// Publishes `bytes` on `channel` through a worker: inline when the
+    /// frame fits the threshold, else through the attachments table (one
+    /// statement, so one transaction: receivers are notified when the row
+    /// is visible). Within the publish timeout.
+    pub(crate) async fn publish(
+        &self,
+        channel: &str,
+        bytes: Bytes,
+        what: &str,
+    ) -> Result<(), PostgresError> {
+        let operation = format!("publish to {what}");
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            channel: channel.to_owned(),
+            bytes,
+            operation: operation.clone(),
+            reply,
+        };
+        let closed = || PostgresError::Pool {
+            medium: self.medium.clone(),
+            operation: operation.clone(),
+            reason: "the adapter is shutting down".into(),
+        };
+        let work = async {
+            self.jobs.send(job).await.map_err(|_| closed())?;
+            answer.await.map_err(|_| closed())?
+        };
+        match tokio::time::timeout(self.publish_timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(PostgresError::Timeout {
+                operation,
+                after: self.publish_timeout,
+            }),
+        }
+    }
+}
+
+/// A worker: takes what is queued, pipelines it on one pooled connection.
+async fn work(inner: Arc<Inner>, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let mut jobs = Vec::new();
+        {
+            let mut queue = queue.lock().await;
+            match queue.recv().await {
+                Some(job) => jobs.push(job),
+                None => return,
+            }
+            while jobs.len() < MAX_PIPELINE {
+                match queue.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        // Callers that gave up (timed out) are skipped.
+        jobs.retain(|job| !job.reply.is_closed());
+        if jobs.is_empty() {
+            continue;
+        }
+        match inner.pipeline(&jobs).await {
+            Ok(results) => {
+                for (job, result) in jobs.into_iter().zip(results) {
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(failure) => {
+                let message = failure.to_string();
+                let mut first = Some(failure);
+                for job in jobs {
+                    let error = first.take().unwrap_or_else(|| PostgresError::Pool {
+                        medium: inner.medium.clone(),
+                        operation: job.operation.clone(),
+                        reason: message.clone(),
+                    });
+                    let _ = job.reply.send(Err(error));
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Runs `jobs` pipelined on one pooled connection; one result each.
+    async fn pipeline(
+        &self,
+        jobs: &[Job],
+    ) -> Result<Vec<Result<(), PostgresError>>, PostgresError> {
+        let operation = match jobs {
+            [job] => job.operation.as_str(),
+            _ => "publish",
+        };
+        let client = self.client(operation).await?;
+        let notify = client
+            .prepare_cached("SELECT pg_notify($1, $2)")
+            .await
+            .map_err(|e| PostgresError::from_client(&self.medium, operation, e))?;
+        let frames: Vec<Option<std::borrow::Cow<'_, str>>> = jobs
+            .iter()
+            .map(|job| frame::inline_text(&job.bytes, self.threshold))
+            .collect();
+        let attach = if frames.iter().any(Option::is_none) {
+            Some(
+                client
+                    .prepare_cached(&self.insert_and_notify)
+                    .await
+                    .map_err(|e| PostgresError::from_client(&self.medium, operation, e))?,
+            )
+        } else {
+            None
+        };
+        let sends = jobs.iter().zip(&frames).map(|(job, frame)| {
+            let client = &client;
+            let (notify, attach) = (&notify, &attach);
+            async move {
+                let result = match (frame, attach) {
+                    (Some(text), _) => client.execute(notify, &[&job.channel, &&**text]).await,
+                    (None, Some(attach)) => {
+                        client
+                            .execute(attach, &[&job.channel, &&job.bytes[..]])
+                            .await
+                    }
+                    (None, None) => return Ok(()),
+                };
+                result
+                    .map(|_| ())
+                    .map_err(|e| PostgresError::from_client(&self.medium, &job.operation, e))
+            }
+        });
+        Ok(futures_util::future::join_all(sends).await)
+    }
+
+    async fn client(&self, operation: &str) -> Result<deadpool_postgres::Object, PostgresError> {
+        self.pool.get().await.map_err(|error| {
+            use deadpool_postgres::PoolError;
+            match error {
+                PoolError::Backend(source) => {
+                    PostgresError::from_client(&self.medium, operation, source)
+                }
+                PoolError::Timeout(_) => PostgresError::Timeout {
+                    operation: format!("{operation} (waiting for a pooled connection)"),
+                    after: self.publish_timeout,
+                },
+                other => PostgresError::Pool {
+                    medium: self.medium.clone(),
+                    operation: operation.to_owned(),
+                    reason: other.to_string(),
+                },
+            }
+        })
+    }
+
+    /// Creates the attachments table if it is missing (concurrent creators
+    /// are fine: a lost race is not an error).
+    pub(crate) async fn ensure_table(&self, table: &str) -> Result<(), PostgresError> {
+        let operation = "create the attachments table";
+        let client = self.client(operation).await?;
+        match client.batch_execute(&table_sql(table)).await {
+            Ok(()) => Ok(()),
+            Err(error)
+                if error.as_db_error().is_some_and(|db| {
+                    // unique_violation (pg_type) or duplicate_table /
+                    // duplicate_object: another node created it meanwhile.
+                    matches!(db.code().code(), "23505" | "42P07" | "42710")
+                }) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(PostgresError::from_client(&self.medium, operation, error)),
+        }
+    }
+
+    /// Reads attachment `id`, unless it is larger than `limit` bytes.
+    pub(crate) async fn fetch(&self, id: i64, limit: usize) -> Result<Fetched, PostgresError> {
+        let operation = "read an attachment";
+        let work = async {
+            let client = self.client(operation).await?;
+            let statement = client
+                .prepare_cached(&self.fetch)
+                .await
+                .map_err(|e| PostgresError::from_client(&self.medium, operation, e))?;
+            let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+            let row = client
+                .query_opt(&statement, &[&id, &limit])
+                .await
+                .map_err(|e| PostgresError::from_client(&self.medium, operation, e))?;
+            let Some(row) = row else {
+                return Ok(Fetched::Missing);
+            };
+            let size: i64 = row
+                .try_get(0)
+                .map_err(|e| PostgresError::from_client(&self.medium, operation, e))?;
+            let payload: Option<Vec<u8>> = row
+                .try_get(1)
+                .map_err(|e| PostgresError::from_client(&self.medium, operation, e))?;
+            Ok(match payload {
+                Some(payload) => Fetched::Payload(payload),
+                None => Fetched::TooLarge(usize::try_from(size).unwrap_or(usize::MAX)),
+            })
+        };
+        match tokio::time::timeout(self.publish_timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(PostgresError::Timeout {
+                operation: operation.to_owned(),
+                after: self.publish_timeout,
+            }),
+        }
+    }
+
+    /// Deletes attachment rows older than the TTL; returns how many.
+    pub(crate) async fn cleanup(&self) -> Result<u64, PostgresError> {
+        let operation = "delete old attachments";
+        let client = self.client(operation).await?;
+        client
+            .execute(&self.cleanup, &[&self.ttl_seconds])
+            .await
+            .map_err(|e| PostgresError::from_client(&self.medium, operation, e))
+    }
+
+    /// Closes the pool: its connections are dropped.
+    pub(crate) fn close(&self) {
+        self.pool.close();
+    }
+}
+
+/// The DDL of the attachments table `table` (quoted).
+pub(crate) fn table_sql(table: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (\n    \
+         id bigserial PRIMARY KEY,\n    \
+         created_at timestamptz NOT NULL DEFAULT now(),\n    \
+         payload bytea NOT NULL\n);\n\
+         CREATE INDEX IF NOT EXISTS {index} ON {table} (created_at);",
+        index = crate::channel::quote_identifier(&format!(
+            "{}_created_at",
+            table.rsplit('.').next().unwrap_or(table).trim_matches('"')
+        )),
+    )
+}
