@@ -3,9 +3,15 @@
 //! own fault-injecting proxy, with its own channels and attachments table.
 
 mod json {
-    rooms_conformance::conformance_suite!(rooms_testkit::postgres::PostgresHarness);
+    rooms_conformance::conformance_suite!(
+        rooms_testkit::postgres::PostgresHarness,
+        capabilities = [fault_injection, raw_publish, emitter, control],
+    );
 }
 
 mod msgpack {
-    rooms_conformance::conformance_suite!(rooms_testkit::postgres::PostgresMsgpackHarness);
+    rooms_conformance::conformance_suite!(
+        rooms_testkit::postgres::PostgresMsgpackHarness,
+        capabilities = [fault_injection, raw_publish, emitter, control],
+    );
 }
