@@ -312,7 +312,14 @@ impl NatsAdapter {
         let _lifecycle = self.lifecycle.lock().await;
         match &*self.shared.phase() {
             Phase::Idle => {}
-            Phase::Running(_) => return Ok(()),
+            // The contract: a second connect is a configuration error, and
+            // events never go to two sinks.
+            Phase::Running(_) => {
+                return Err(Error::Config(format!(
+                    "NATS adapter is already connected (node {:?})",
+                    truncated(node.as_str())
+                )));
+            }
             Phase::Closed => return Err(error::closed()),
         }
         let prefix = self.config.control_prefix();

@@ -395,3 +395,19 @@ async fn disconnect_writes_out_what_was_published() {
         }
     }
 }
+
+/// The contract: a second `connect` without `disconnect` is a configuration
+/// error, and the first sink keeps its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connect_is_a_config_error() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let (adapter, _events) = connected(&server.url(), "twice").await;
+    let again = adapter
+        .connect(NodeId::from("twice"), EventSink::bounded(8).0)
+        .await;
+    assert!(matches!(again, Err(Error::Config(_))), "{again:?}");
+    let publisher = adapter.connect_publisher(NodeId::from("twice")).await;
+    assert!(matches!(publisher, Err(Error::Config(_))), "{publisher:?}");
+    assert!(adapter.is_connected());
+    adapter.disconnect().await.expect("disconnect");
+}

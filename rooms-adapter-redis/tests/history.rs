@@ -121,7 +121,10 @@ async fn publishes_store_positions_under_the_documented_keys() {
     assert_eq!((epoch.as_str(), latest), (positions[0].epoch(), 3));
     // Between the ttl (minus the test's own time) and the ttl plus a
     // sixteenth of slack.
-    let (low, high) = (TTL.as_millis() as i64 - 10_000, TTL.as_millis() as i64 * 17 / 16);
+    let (low, high) = (
+        TTL.as_millis() as i64 - 10_000,
+        TTL.as_millis() as i64 * 17 / 16,
+    );
     for key in [&stream, &meta] {
         let ttl: i64 = query(&url, redis::cmd("PTTL").arg(key)).await;
         assert!(ttl >= low && ttl <= high, "{key}: pttl {ttl}");
@@ -138,9 +141,15 @@ async fn publishes_store_positions_under_the_documented_keys() {
         for key in [&stream, &meta] {
             let ttl: i64 = query(&url, redis::cmd("PTTL").arg(key)).await;
             if refreshed {
-                assert!(ttl > TTL.as_millis() as i64 - 10_000, "{key}: refreshed, pttl {ttl}");
+                assert!(
+                    ttl > TTL.as_millis() as i64 - 10_000,
+                    "{key}: refreshed, pttl {ttl}"
+                );
             } else {
-                assert!(ttl <= set && ttl > set - 10_000, "{key}: left alone, pttl {ttl}");
+                assert!(
+                    ttl <= set && ttl > set - 10_000,
+                    "{key}: left alone, pttl {ttl}"
+                );
             }
         }
     }

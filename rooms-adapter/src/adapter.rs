@@ -248,8 +248,8 @@ impl AdapterCapabilities {
 /// - **A second `connect` without `disconnect`?** A caller's mistake the
 ///   engine never makes. Answer it with a non-retryable [`Error::Config`]
 ///   (as Redis does) rather than start a second reader; it must never make
-///   the adapter deliver into two sinks. (NATS answers `Ok` and keeps the
-///   first sink; the memory bus replaces the sink.) After `disconnect` an
+///   the adapter deliver into two sinks. (NATS does the same; the memory bus
+///   replaces the sink.) After `disconnect` an
 ///   adapter may refuse every call with [`Error::Closed`] (Redis and NATS
 ///   do): an application that starts again makes a new adapter.
 /// - **Decode errors for rooms not subscribed?** Not counted: a payload of a
@@ -396,9 +396,13 @@ pub trait RoomAdapter: Send + Sync + 'static {
 /// every adapter, so a slow engine can never stall a medium's read loop.
 #[derive(Debug, Clone)]
 pub struct EventSink {
-    /// Each event with when it was handed over (the start of the engine's
-    /// delivery latency).
-    sender: mpsc::UnboundedSender<(AdapterEvent, Instant)>,
+    /// Each event, with when it was handed over for one in
+    /// [`DELIVERY_SAMPLE`](crate::metrics::DELIVERY_SAMPLE) (the start of
+    /// the engine's delivery latency; a clock read per event would cost the
+    /// receive path several percent).
+    sender: mpsc::UnboundedSender<(AdapterEvent, Option<Instant>)>,
+    /// Messages handed over, for picking the ones to stamp.
+    handed: Arc<AtomicU64>,
     /// Events queued and not yet received: the bound is enforced here with
     /// one atomic, not by a semaphore the receiver would lock per event.
     queued: Arc<AtomicUsize>,
@@ -410,7 +414,7 @@ pub struct EventSink {
 /// The receiving end of an [`EventSink`]: the engine's inbound queue.
 #[derive(Debug)]
 pub struct EventStream {
-    receiver: mpsc::UnboundedReceiver<(AdapterEvent, Instant)>,
+    receiver: mpsc::UnboundedReceiver<(AdapterEvent, Option<Instant>)>,
     queued: Arc<AtomicUsize>,
 }
 
@@ -425,8 +429,9 @@ impl EventStream {
         self.try_recv_stamped().map(|(event, _)| event)
     }
 
-    /// The next event and when the adapter handed it over.
-    pub(crate) async fn recv_stamped(&mut self) -> Option<(AdapterEvent, Instant)> {
+    /// The next event and, if it was sampled, when the adapter handed it
+    /// over.
+    pub(crate) async fn recv_stamped(&mut self) -> Option<(AdapterEvent, Option<Instant>)> {
         let event = self.receiver.recv().await;
         if event.is_some() {
             self.queued.fetch_sub(1, Ordering::AcqRel);
@@ -437,7 +442,7 @@ impl EventStream {
     /// [`try_recv`](Self::try_recv) with when the adapter handed it over.
     pub(crate) fn try_recv_stamped(
         &mut self,
-    ) -> Result<(AdapterEvent, Instant), mpsc::error::TryRecvError> {
+    ) -> Result<(AdapterEvent, Option<Instant>), mpsc::error::TryRecvError> {
         let event = self.receiver.try_recv()?;
         self.queued.fetch_sub(1, Ordering::AcqRel);
         Ok(event)
@@ -473,6 +478,7 @@ impl EventSink {
         (
             EventSink {
                 sender,
+                handed: Arc::default(),
                 queued: Arc::clone(&queued),
                 capacity: capacity.max(1),
                 dropped: Arc::new(AtomicU64::new(0)),
@@ -501,7 +507,14 @@ impl EventSink {
     }
 
     fn push(&self, event: AdapterEvent) -> SinkOutcome {
-        match self.sender.send((event, Instant::now())) {
+        let stamp = match &event {
+            AdapterEvent::Message { .. } => {
+                crate::metrics::sampled(self.handed.fetch_add(1, Ordering::Relaxed))
+                    .then(Instant::now)
+            }
+            _ => None,
+        };
+        match self.sender.send((event, stamp)) {
             Ok(()) => SinkOutcome::Queued,
             Err(_) => {
                 self.queued.fetch_sub(1, Ordering::AcqRel);

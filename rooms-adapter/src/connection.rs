@@ -27,8 +27,24 @@ pub struct Delivery {
     frame: Bytes,
     id_fingerprint: Option<Fingerprint>,
     /// When it was framed, just before it is queued: the start of its
-    /// queue wait.
-    framed_at: Instant,
+    /// queue wait. Only one delivery in
+    /// [`DELIVERY_SAMPLE`](crate::metrics::DELIVERY_SAMPLE) is stamped.
+    framed_at: Option<Instant>,
+}
+
+/// `Some(now)` for one delivery in
+/// [`DELIVERY_SAMPLE`](crate::metrics::DELIVERY_SAMPLE) framed on this
+/// thread (a thread-local count: no shared atomic on the hot path).
+fn stamp_framed() -> Option<Instant> {
+    thread_local! {
+        static FRAMED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    let framed = FRAMED.with(|framed| {
+        let n = framed.get();
+        framed.set(n.wrapping_add(1));
+        n
+    });
+    crate::metrics::sampled(framed).then(Instant::now)
 }
 
 impl Delivery {
@@ -41,7 +57,7 @@ impl Delivery {
             message,
             frame,
             id_fingerprint,
-            framed_at: Instant::now(),
+            framed_at: stamp_framed(),
         }
     }
 
@@ -465,8 +481,10 @@ impl ConnectionReceiver {
     fn taken(&mut self, delivery: Option<Arc<Delivery>>) -> Option<Arc<Delivery>> {
         if let Some(delivery) = &delivery {
             self.load.taken(delivery.frame.len());
-            if self.sampler.sample() {
-                self.latency.queue_wait.record_since(delivery.framed_at);
+            if let Some(framed_at) = delivery.framed_at
+                && self.sampler.sample()
+            {
+                self.latency.queue_wait.record_since(framed_at);
             }
         }
         delivery
@@ -494,12 +512,14 @@ impl ConnectionReceiver {
         let mut now = None;
         for delivery in &buffer[start..] {
             self.load.taken(delivery.frame.len());
-            if self.sampler.sample() {
+            if let Some(framed_at) = delivery.framed_at
+                && self.sampler.sample()
+            {
                 // One clock read for the whole batch.
                 let now = *now.get_or_insert_with(Instant::now);
                 self.latency
                     .queue_wait
-                    .record(now.saturating_duration_since(delivery.framed_at));
+                    .record(now.saturating_duration_since(framed_at));
             }
         }
         taken

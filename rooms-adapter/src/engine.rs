@@ -809,7 +809,12 @@ impl Inner {
         first
     }
 
-    fn handle_remote(self: &Arc<Self>, room: RoomName, envelope: Envelope, received_at: Instant) {
+    fn handle_remote(
+        self: &Arc<Self>,
+        room: RoomName,
+        envelope: Envelope,
+        received_at: Option<Instant>,
+    ) {
         bump(&self.counters.remote_received);
         if envelope.node() == &self.node {
             bump(&self.counters.echoes_dropped);
@@ -848,7 +853,9 @@ impl Inner {
                     delivered += 1;
                 }
             });
-            if delivered > 0 {
+            if delivered > 0
+                && let Some(received_at) = received_at
+            {
                 self.latency.delivery.record_since(received_at);
             }
             span.record("delivered", delivered);
@@ -916,7 +923,7 @@ async fn dispatch(
 impl Inner {
     /// Handles one inbound event, handed over by the adapter at
     /// `received_at`.
-    fn handle_event(self: &Arc<Self>, event: AdapterEvent, received_at: Instant) {
+    fn handle_event(self: &Arc<Self>, event: AdapterEvent, received_at: Option<Instant>) {
         match event {
             AdapterEvent::Message { room, envelope } => {
                 self.handle_remote(room, envelope, received_at);

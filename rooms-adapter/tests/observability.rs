@@ -59,9 +59,12 @@ async fn latency_histograms_fill_with_traffic() {
     assert_eq!(sent.queue_wait.count, 0);
 
     let received = b.latency_stats();
-    assert_eq!(received.delivery.count, 20, "{received:?}");
-    // Sampled: the first delivery of the connection, then one in 16.
-    assert_eq!(received.queue_wait.count, 2, "{received:?}");
+    // Sampled: the first 8 messages from the medium, then one in 8
+    // (the 9th and the 17th): 10 of 20.
+    assert_eq!(received.delivery.count, 10, "{received:?}");
+    // Deliveries are stamped the same way (per thread); the connection
+    // records its first stamped one, then one in 16.
+    assert!((1..=2).contains(&received.queue_wait.count), "{received:?}");
     assert_eq!(received.publish.count, 0);
     let last = received.delivery.buckets.last().expect("buckets").1;
     assert!(last <= received.delivery.count);

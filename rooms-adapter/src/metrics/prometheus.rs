@@ -57,6 +57,7 @@ use crate::wire::DecodeErrorKind;
 /// | `rooms_adapter_publish_errors_total` | counter | publishes that failed |
 /// | `rooms_adapter_received_total` | counter | envelopes the adapter received and decoded |
 /// | `rooms_adapter_dropped_inbound_total` | counter | inbound events the adapter's hand-off dropped |
+/// | `rooms_adapter_medium_dropped_total` | counter | messages the medium itself dropped for this node (a NATS slow consumer) |
 /// | `rooms_adapter_reconnects_total` | counter | times the adapter lost and restored the medium |
 /// | `rooms_adapter_decode_errors_total{kind}` | counter | inbound payloads skipped, by reason |
 /// | `rooms_adapter_subscriptions` | gauge | rooms the adapter is subscribed to |
@@ -302,7 +303,7 @@ impl Collector for RoomsCollector {
             counter(enc, name, help, value)?;
         }
 
-        let adapter_counters: [(&str, &str, u64); 5] = [
+        let adapter_counters: [(&str, &str, u64); 6] = [
             (
                 "rooms_adapter_published",
                 "Envelopes published to the medium.",
@@ -322,6 +323,11 @@ impl Collector for RoomsCollector {
                 "rooms_adapter_dropped_inbound",
                 "Inbound events dropped by the adapter.",
                 a.dropped_inbound,
+            ),
+            (
+                "rooms_adapter_medium_dropped",
+                "Messages the medium itself dropped for this node (e.g. a NATS slow consumer).",
+                a.medium_dropped,
             ),
             (
                 "rooms_adapter_reconnects",
