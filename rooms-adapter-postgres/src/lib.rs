@@ -85,6 +85,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod adapter;
+mod batch;
 mod builder;
 pub mod channel;
 mod config;

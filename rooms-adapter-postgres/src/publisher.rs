@@ -11,9 +11,14 @@ use tokio::task::AbortHandle;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
+use crate::batch::{self, Statement};
 use crate::config::PostgresConfig;
 use crate::error::PostgresError;
 use crate::frame;
+
+/// Notifies many (channel, payload) pairs in one statement, so one
+/// transaction and one commit, in array order.
+const NOTIFY_MANY: &str = "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS t(c, p)";
 
 /// What a receiver found in the attachments table.
 #[derive(Debug)]
@@ -41,10 +46,13 @@ struct Job {
 
 /// The publishing pool and the SQL it runs. Publishes are queued to
 /// `pool_size` workers; each takes every queued publish (up to
-/// [`MAX_PIPELINE`]) and pipelines them on one pooled connection: one
-/// statement (so one transaction) each, sent back to back, answered in
-/// order. A caller that awaits each publish before the next keeps its
-/// order.
+/// [`MAX_PIPELINE`]) and pipelines them on one pooled connection:
+/// consecutive inline notifications as one statement (so one transaction
+/// and one commit: PostgreSQL serialises the commits of notifying
+/// transactions cluster-wide, so a commit per message is what limits
+/// throughput), each attachment as its own statement, sent back to back,
+/// answered in order (see [`batch`]). A caller that awaits each publish
+/// before the next keeps its order.
 pub(crate) struct Publisher {
     inner: Arc<Inner>,
     jobs: mpsc::Sender<Job>,
@@ -240,6 +248,25 @@ impl Inner {
             .iter()
             .map(|job| frame::inline_text(&job.bytes, self.threshold))
             .collect();
+        let planned: Vec<(&str, Option<&str>)> = jobs
+            .iter()
+            .zip(&frames)
+            .map(|(job, frame)| (job.channel.as_str(), frame.as_deref()))
+            .collect();
+        let statements = batch::plan(&planned, MAX_PIPELINE);
+        let notify_many = if statements
+            .iter()
+            .any(|s| matches!(s, Statement::Notify(range) if range.len() > 1))
+        {
+            Some(
+                client
+                    .prepare_cached(NOTIFY_MANY)
+                    .await
+                    .map_err(|e| PostgresError::from_client(&self.medium, operation, e))?,
+            )
+        } else {
+            None
+        };
         let attach = if frames.iter().any(Option::is_none) {
             Some(
                 client
@@ -250,25 +277,83 @@ impl Inner {
         } else {
             None
         };
-        let sends = jobs.iter().zip(&frames).map(|(job, frame)| {
+        // Sent back to back on one connection (tokio-postgres pipelines
+        // them), answered in order.
+        let sends = statements.iter().map(|statement| {
             let client = &client;
-            let (notify, attach) = (&notify, &attach);
+            let (notify, notify_many, attach) = (&notify, &notify_many, &attach);
+            let planned = &planned;
             async move {
-                let result = match (frame, attach) {
-                    (Some(text), _) => client.execute(notify, &[&job.channel, &&**text]).await,
-                    (None, Some(attach)) => {
-                        client
-                            .execute(attach, &[&job.channel, &&job.bytes[..]])
-                            .await
+                let (result, first) = match statement {
+                    Statement::Notify(range) => {
+                        let batch = planned.get(range.clone()).unwrap_or_default();
+                        let result = match (batch, notify_many) {
+                            ([(channel, Some(text))], _) => {
+                                client.execute(notify, &[channel, text]).await
+                            }
+                            (_, Some(many)) => {
+                                let channels: Vec<&str> = batch.iter().map(|(c, _)| *c).collect();
+                                let texts: Vec<&str> =
+                                    batch.iter().map(|(_, t)| t.unwrap_or_default()).collect();
+                                client.execute(many, &[&channels, &texts]).await
+                            }
+                            _ => Ok(0),
+                        };
+                        (result, range.start)
                     }
-                    (None, None) => return Ok(()),
+                    Statement::Attach(index) => {
+                        let Some(job) = jobs.get(*index) else {
+                            return (Ok(()), *index..*index);
+                        };
+                        let result = match attach {
+                            Some(attach) => {
+                                client
+                                    .execute(attach, &[&job.channel, &&job.bytes[..]])
+                                    .await
+                            }
+                            None => Ok(0),
+                        };
+                        (result, *index)
+                    }
                 };
-                result
-                    .map(|_| ())
-                    .map_err(|e| PostgresError::from_client(&self.medium, &job.operation, e))
+                let range = match statement {
+                    Statement::Notify(range) => range.clone(),
+                    Statement::Attach(index) => *index..*index + 1,
+                };
+                let operation = jobs
+                    .get(first)
+                    .map_or("publish", |job| job.operation.as_str());
+                (
+                    result
+                        .map(|_| ())
+                        .map_err(|e| PostgresError::from_client(&self.medium, operation, e)),
+                    range,
+                )
             }
         });
-        Ok(futures_util::future::join_all(sends).await)
+        let answered = futures_util::future::join_all(sends).await;
+        // One result per job: a statement's result for each of its jobs.
+        let mut results: Vec<Result<(), PostgresError>> = Vec::with_capacity(jobs.len());
+        for (result, range) in answered {
+            match result {
+                Ok(()) => results.extend(range.map(|_| Ok(()))),
+                Err(error) => {
+                    let message = error.to_string();
+                    let mut first = Some(error);
+                    for index in range {
+                        let error = first.take().unwrap_or_else(|| PostgresError::Pool {
+                            medium: self.medium.clone(),
+                            operation: jobs
+                                .get(index)
+                                .map_or_else(|| "publish".to_owned(), |job| job.operation.clone()),
+                            reason: message.clone(),
+                        });
+                        results.push(Err(error));
+                    }
+                }
+            }
+        }
+        Ok(results)
     }
 
     async fn client(&self, operation: &str) -> Result<deadpool_postgres::Object, PostgresError> {

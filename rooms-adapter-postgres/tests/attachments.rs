@@ -192,3 +192,52 @@ async fn frames_that_are_not_envelopes_are_skipped_and_counted() {
     receiver.disconnect().await.unwrap();
     harness.teardown().await;
 }
+
+/// Publishes queued together share one `pg_notify` statement (one
+/// transaction), and PostgreSQL delivers identical notifications of one
+/// transaction once: a batch is cut before a repeat, so equal broadcasts
+/// published at the same time all arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_messages_published_together_all_arrive() {
+    let harness = PostgresHarness::setup().await.unwrap();
+    let receiver = harness.new_adapter().await.unwrap();
+    let publisher = harness.new_adapter().await.unwrap();
+    let (sink, mut events) = EventSink::bounded(1024);
+    receiver.connect(NodeId::from("rx"), sink).await.unwrap();
+    publisher
+        .connect_publisher(NodeId::from("tx"))
+        .await
+        .unwrap();
+    let room = RoomName::from("same");
+    receiver.subscribe(&room).await.unwrap();
+
+    const COUNT: usize = 300;
+    let same = Envelope::new(NodeId::from("tx"), SseMessage::new("again"));
+    let envelopes: Vec<Envelope> = (0..COUNT)
+        .map(|n| {
+            if n % 3 == 0 {
+                Envelope::new(NodeId::from("tx"), SseMessage::new(format!("n{n}")))
+            } else {
+                same.clone()
+            }
+        })
+        .collect();
+    let results = futures_util::future::join_all(
+        envelopes
+            .iter()
+            .map(|envelope| publisher.publish(&room, envelope)),
+    )
+    .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let mut repeats = 0;
+    for _ in 0..COUNT {
+        let (_, envelope) = next_message(&mut events).await;
+        if envelope.message().data == "again" {
+            repeats += 1;
+        }
+    }
+    assert_eq!(repeats, COUNT - COUNT.div_ceil(3));
+    receiver.disconnect().await.unwrap();
+    publisher.disconnect().await.unwrap();
+    harness.teardown().await;
+}
