@@ -3,7 +3,7 @@
 //! [`ConnectionReceiver`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::dedup::{Fingerprint, IdRing};
-use crate::engine::Inner;
+use crate::engine::{Inner, MAX_CONNECTION_QUEUE, MAX_CONNECTION_QUEUE_BYTES};
 use crate::history::Position;
 use crate::ids::{ConnectionId, RoomName};
 use crate::message::SseMessage;
@@ -152,7 +152,7 @@ pub struct ConnectionInfo<'a> {
 pub(crate) struct ConnectionEntry {
     pub(crate) id: ConnectionId,
     /// The queue itself is a tokio unbounded channel: its bound is enforced
-    /// here, by count and by bytes, with two atomics ([`QueueLoad`]) instead of
+    /// here, by count and by bytes, with one atomic word ([`QueueLoad`]) instead of
     /// a semaphore whose lock the receiver would take on every message.
     sender: mpsc::UnboundedSender<Arc<Delivery>>,
     pub(crate) context: Option<Value>,
@@ -234,19 +234,52 @@ pub(crate) struct Recovered {
 }
 
 /// How much is queued for one connection, shared by the engine (which adds)
-/// and the receiver (which takes).
+/// and the receiver (which takes): the message count and the bytes in one
+/// atomic word, so a push and a take each cost one read-modify-write on a
+/// line the two sides share. Messages sit above [`QueueLoad::BYTE_BITS`],
+/// bytes below.
 #[derive(Debug, Default)]
-pub(crate) struct QueueLoad {
-    messages: AtomicUsize,
-    bytes: AtomicUsize,
-}
+pub(crate) struct QueueLoad(AtomicU64);
 
 impl QueueLoad {
+    /// Bits of the word counting bytes: 4 TiB, far above
+    /// [`MAX_CONNECTION_QUEUE_BYTES`] plus the frames in flight.
+    const BYTE_BITS: u32 = 42;
+    const ONE_MESSAGE: u64 = 1 << Self::BYTE_BITS;
+    const BYTE_MASK: u64 = Self::ONE_MESSAGE - 1;
+
+    /// One message of `size` bytes as a word to add or subtract (a frame
+    /// over 4 TiB, which cannot exist, would count as 4 TiB both ways).
+    fn word(size: usize) -> u64 {
+        Self::ONE_MESSAGE + u64::try_from(size).map_or(Self::BYTE_MASK, |s| s.min(Self::BYTE_MASK))
+    }
+
+    /// Adds one message of `size` bytes; returns the messages and bytes
+    /// queued before it.
+    fn add(&self, size: usize) -> (usize, usize) {
+        let before = self.0.fetch_add(Self::word(size), Ordering::AcqRel);
+        Self::split(before)
+    }
+
     fn taken(&self, size: usize) {
-        self.messages.fetch_sub(1, Ordering::AcqRel);
-        self.bytes.fetch_sub(size, Ordering::AcqRel);
+        self.0.fetch_sub(Self::word(size), Ordering::AcqRel);
+    }
+
+    fn bytes(&self) -> usize {
+        Self::split(self.0.load(Ordering::Acquire)).1
+    }
+
+    fn split(word: u64) -> (usize, usize) {
+        let messages = usize::try_from(word >> Self::BYTE_BITS).unwrap_or(usize::MAX);
+        let bytes = usize::try_from(word & Self::BYTE_MASK).unwrap_or(usize::MAX);
+        (messages, bytes)
     }
 }
+
+// The message count (at most `MAX_CONNECTION_QUEUE`, plus one per pusher in
+// flight) must fit above the bytes.
+const _: () = assert!((MAX_CONNECTION_QUEUE as u64) < 1 << (63 - QueueLoad::BYTE_BITS));
+const _: () = assert!((MAX_CONNECTION_QUEUE_BYTES as u64) < 1 << (QueueLoad::BYTE_BITS - 2));
 
 /// What [`ConnectionEntry::push`] did.
 pub(crate) enum Push {
@@ -424,8 +457,7 @@ impl ConnectionEntry {
             }
         }
         let size = delivery.frame.len();
-        let messages = self.load.messages.fetch_add(1, Ordering::AcqRel);
-        let bytes = self.load.bytes.fetch_add(size, Ordering::AcqRel);
+        let (messages, bytes) = self.load.add(size);
         // One message always fits an empty queue, however large it is.
         let over_bytes = bytes > 0 && bytes.saturating_add(size) > self.queue_bytes_limit;
         if messages >= self.queue_capacity || over_bytes {
@@ -546,7 +578,7 @@ impl ConnectionReceiver {
 
     /// How many bytes of SSE frames are queued.
     pub fn queued_bytes(&self) -> usize {
-        self.load.bytes.load(Ordering::Acquire)
+        self.load.bytes()
     }
 }
 
@@ -555,5 +587,35 @@ impl Drop for ConnectionReceiver {
         if let Some(engine) = self.engine.upgrade() {
             engine.connection_gone(&self.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_load_counts_messages_and_bytes_in_one_word() {
+        let load = QueueLoad::default();
+        assert_eq!(load.add(100), (0, 0));
+        assert_eq!(load.add(MAX_CONNECTION_QUEUE_BYTES), (1, 100));
+        assert_eq!(load.bytes(), 100 + MAX_CONNECTION_QUEUE_BYTES);
+        load.taken(100);
+        assert_eq!(load.add(0), (1, MAX_CONNECTION_QUEUE_BYTES));
+        load.taken(0);
+        load.taken(MAX_CONNECTION_QUEUE_BYTES);
+        assert_eq!(load.bytes(), 0);
+        // A full queue by count never carries into the byte field.
+        for _ in 0..MAX_CONNECTION_QUEUE {
+            load.add(1);
+        }
+        assert_eq!(
+            QueueLoad::split(load.0.load(Ordering::Relaxed)),
+            (MAX_CONNECTION_QUEUE, MAX_CONNECTION_QUEUE)
+        );
+        // An impossible frame size saturates the same way both ways.
+        load.add(usize::MAX);
+        load.taken(usize::MAX);
+        assert_eq!(load.bytes(), MAX_CONNECTION_QUEUE);
     }
 }

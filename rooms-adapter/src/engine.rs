@@ -596,7 +596,10 @@ impl LocalView for Inner {
 }
 
 enum Outcome {
-    Delivered,
+    /// Queued for the connection.
+    Queued,
+    /// Held until the room's replay is queued (`Rooms::join_from`).
+    Held,
     Filtered,
     Duplicate,
     Dropped,
@@ -649,6 +652,8 @@ impl Inner {
     /// Offers one delivery to one connection. Connections to remove (closed,
     /// or lagging under [`SlowConsumerPolicy::Disconnect`]) are collected in
     /// `gone`, to be removed once the registry lock is released.
+    /// The caller counts [`Outcome::Queued`] into `counters.deliveries`,
+    /// once per message.
     fn deliver(
         &self,
         entry: &ConnectionEntry,
@@ -665,13 +670,10 @@ impl Inner {
         }
         if entry.hold(room, delivery) {
             // Queued after the room's replay (`Rooms::join_from`).
-            return Outcome::Delivered;
+            return Outcome::Held;
         }
         match entry.push(delivery) {
-            Push::Queued => {
-                bump(&self.counters.deliveries);
-                Outcome::Delivered
-            }
+            Push::Queued => Outcome::Queued,
             Push::Duplicate => {
                 bump(&self.counters.duplicates);
                 Outcome::Duplicate
@@ -726,15 +728,23 @@ impl Inner {
             }
             if !local.is_empty() {
                 let delivery = self.frame(Arc::clone(message))?;
+                let mut queued = 0u64;
+                let metadata = options.metadata.as_ref();
                 registry.for_each_recipient(&local, except, |entry, room| {
-                    match self.deliver(entry, &delivery, options.metadata.as_ref(), room, &mut gone)
-                    {
-                        Outcome::Delivered => report.delivered += 1,
+                    match self.deliver(entry, &delivery, metadata, room, &mut gone) {
+                        Outcome::Queued => {
+                            queued += 1;
+                            report.delivered += 1;
+                        }
+                        Outcome::Held => report.delivered += 1,
                         Outcome::Filtered => report.filtered += 1,
                         Outcome::Dropped => report.dropped += 1,
                         Outcome::Duplicate => {}
                     }
                 });
+                self.counters
+                    .deliveries
+                    .fetch_add(queued, Ordering::Relaxed);
             }
         }
         if report.dropped > 0 {
@@ -845,14 +855,20 @@ impl Inner {
                     return;
                 }
             };
-            let mut delivered = 0u64;
+            let (mut delivered, mut queued) = (0u64, 0u64);
             registry.for_each_recipient(rooms, envelope.except(), |entry, _| {
-                if let Outcome::Delivered =
-                    self.deliver(entry, &delivery, envelope.meta(), &room, &mut gone)
-                {
-                    delivered += 1;
+                match self.deliver(entry, &delivery, envelope.meta(), &room, &mut gone) {
+                    Outcome::Queued => {
+                        queued += 1;
+                        delivered += 1;
+                    }
+                    Outcome::Held => delivered += 1,
+                    _ => {}
                 }
             });
+            self.counters
+                .deliveries
+                .fetch_add(queued, Ordering::Relaxed);
             if delivered > 0
                 && let Some(received_at) = received_at
             {
