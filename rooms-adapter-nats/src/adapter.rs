@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::task::Poll;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -460,7 +462,16 @@ impl NatsAdapter {
             ));
         }
         let limit = self.config.publish_timeout;
-        match tokio::time::timeout(limit, client.publish(subject, payload)).await {
+        // The client's queue has room almost always: a first poll without a
+        // timer spares a timer entry per message; only a publish that has
+        // to wait for room gets the timeout.
+        let mut publish = std::pin::pin!(client.publish(subject, payload));
+        let first = std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx))).await;
+        let outcome = match first {
+            Poll::Ready(result) => Ok(result),
+            Poll::Pending => tokio::time::timeout(limit, publish).await,
+        };
+        match outcome {
             Ok(Ok(())) => {
                 counters.record_published();
                 Ok(())
