@@ -89,14 +89,7 @@ async fn chat_round_trip_over_real_http() {
     .await;
 
     // GET /rooms, /healthz, /metrics.
-    let rooms: Value = http
-        .get(server.url("/rooms"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, rooms) = server.get_json(&http, "/rooms").await;
     assert_eq!(rooms["node"], "mem-a");
     assert_eq!(rooms["backend"], "memory");
     assert_eq!(rooms["rooms"], json!([{"room": "lobby", "members": 2}]));

@@ -99,14 +99,7 @@ async fn the_cluster_of_one_memory_node_is_that_node() {
         );
     }
 
-    let metrics = http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics_text(&http).await;
     for line in [
         "rooms_cluster_nodes 1",
         "rooms_queries_answered_total 0",

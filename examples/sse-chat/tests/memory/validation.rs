@@ -124,14 +124,7 @@ async fn invalid_input_gets_a_4xx_json_error_naming_the_field() {
         assert_eq!(body["field"].as_str(), field, "{body}");
     }
 
-    let metrics = http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics_text(&http).await;
     assert!(
         metrics.contains("\nsse_chat_messages_posted_total 0\n"),
         "{metrics}"

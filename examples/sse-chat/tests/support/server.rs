@@ -113,14 +113,7 @@ impl ChatServer {
 
     /// Local member count of `room`, per `GET /rooms`.
     pub async fn members(&self, http: &reqwest::Client, room: &str) -> usize {
-        let body: Value = http
-            .get(self.url("/rooms"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, body) = self.get_json(http, "/rooms").await;
         body["rooms"]
             .as_array()
             .unwrap()
@@ -162,6 +155,17 @@ impl ChatServer {
             "{content_type}"
         );
         Metrics::parse(&response.text().await.unwrap())
+    }
+
+    /// GET `/metrics` as text, unchecked.
+    pub async fn metrics_text(&self, http: &reqwest::Client) -> String {
+        http.get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// GET `path`: the status and the JSON answer.
