@@ -29,12 +29,12 @@ use rooms_adapter::{RoomName, wire};
 use rooms_adapter_redis::RedisAdapter;
 use rooms_adapter_redis::redis;
 use rooms_adapter_redis::redis::aio::MultiplexedConnection;
+use rooms_testkit::poll::eventually;
 use rooms_testkit::redis::fast_builder;
 use rooms_testkit::redis_server::RedisServer;
 use tokio::time::Instant;
 
 use common::*;
-use rooms_testkit::poll::eventually;
 
 /// Held by every test for its whole run (see the module docs).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -13,11 +13,11 @@ use rooms_adapter::adapter::{AdapterEvent, EventStream, RoomAdapter};
 use rooms_adapter::wire::DecodeErrorKind;
 use rooms_adapter::{ControlTarget, Envelope, Error, NodeId, RoomName, SseMessage};
 use rooms_adapter_redis::{RedisAdapter, RedisAdapterBuilder};
+use rooms_testkit::poll::eventually;
 use rooms_testkit::redis::fast_builder;
 use tokio::time::Instant;
 
 use common::*;
-use rooms_testkit::poll::eventually;
 
 const ALL: &str = "rooms-control:sse:room:all";
 

@@ -11,11 +11,11 @@ use std::time::Duration;
 use rooms_adapter::adapter::RoomAdapter;
 use rooms_adapter::{Envelope, Error, NodeId, RoomName, SseMessage};
 use rooms_adapter_redis::{RedisAdapter, RedisAdapterBuilder};
+use rooms_testkit::poll::eventually;
 use serde_json::Value;
 use tokio::time::Instant;
 
 use common::*;
-use rooms_testkit::poll::eventually;
 
 fn envelope(n: u64) -> Envelope {
     Envelope::new(NodeId::from("publisher"), SseMessage::new(n))

@@ -9,11 +9,11 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use rooms_adapter::RoomName;
 use rooms_adapter::adapter::RoomAdapter;
+use rooms_testkit::poll::eventually;
 use serde_json::Value;
 use tokio::time::Instant;
 
 use common::*;
-use rooms_testkit::poll::eventually;
 
 const ROOMS: usize = 10_000;
 

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use rooms_adapter::adapter::{EventSink, RoomAdapter};
 use rooms_adapter::{Envelope, NodeId, RoomName, SseMessage};
+use rooms_testkit::poll::eventually;
 use rooms_testkit::redis_sentinel::RedisSentinel;
 use rooms_testkit::sentinel_harness::fast_sentinel_builder;
 use tokio::time::Instant;
 
 use common::*;
-use rooms_testkit::poll::eventually;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_adapter_follows_a_failover() {

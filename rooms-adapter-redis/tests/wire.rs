@@ -10,10 +10,10 @@ use std::time::Duration;
 use rooms_adapter::adapter::RoomAdapter;
 use rooms_adapter::wire::{self, Codec, DecodeErrorKind};
 use rooms_adapter::{Envelope, NodeId, RoomName, SseMessage};
+use rooms_testkit::poll::eventually;
 use serde_json::Value;
 
 use common::*;
-use rooms_testkit::poll::eventually;
 
 fn vectors() -> Vec<Value> {
     let path = concat!(
