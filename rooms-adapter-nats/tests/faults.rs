@@ -3,7 +3,6 @@
 //! sees it, the server's `max_payload`, credentials, publish-only adapters.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::future::Future;
 use std::time::Duration;
 
 use rooms_adapter::adapter::{AdapterEvent, EventSink, EventStream, RoomAdapter};
@@ -11,25 +10,13 @@ use rooms_adapter::{Envelope, Error, NodeId, RoomName, SseMessage};
 use rooms_adapter_nats::NatsAdapter;
 use rooms_testkit::nats::fast_builder;
 use rooms_testkit::nats_server::NatsServer;
+use rooms_testkit::poll::eventually;
 use tokio::time::Instant;
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
 fn envelope(data: &str) -> Envelope {
     Envelope::new(NodeId::from("publisher"), SseMessage::new(data))
-}
-
-/// Polls `check` every 10 ms until it holds, or panics after [`DEADLINE`].
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// The next event that is not a control frame, within [`DEADLINE`].
@@ -63,7 +50,7 @@ async fn subscribing_while_down_fails_fast_and_the_room_comes_back() {
     let (publisher, _publisher_events) = connected(&url, "publisher").await;
 
     server.kill().expect("kill");
-    wait_until("the node sees the server gone", || async {
+    eventually("the node to see the server gone", DEADLINE, || async {
         !node.is_connected()
     })
     .await;
@@ -95,7 +82,7 @@ async fn subscribing_while_down_fails_fast_and_the_room_comes_back() {
         AdapterEvent::Reconnected { rooms, .. } => assert_eq!(rooms, vec![late.clone()]),
         other => panic!("expected Reconnected, got {other:?}"),
     }
-    wait_until("the publisher is back", || async {
+    eventually("the publisher to be back", DEADLINE, || async {
         publisher.is_connected()
     })
     .await;
@@ -143,7 +130,7 @@ async fn the_unsubscribe_delay_keeps_a_rejoined_room_and_drops_an_abandoned_one(
     // Leave for good: gone from the server after the delay.
     let left = Instant::now();
     adapter.unsubscribe(&room).await.expect("unsubscribe");
-    wait_until("the server drops the subscription", || async {
+    eventually("the server to drop the subscription", DEADLINE, || async {
         server.subscription_count().await.unwrap() == base
     })
     .await;

@@ -29,6 +29,7 @@ use rooms_adapter::{RoomName, wire};
 use rooms_adapter_redis::RedisAdapter;
 use rooms_adapter_redis::redis;
 use rooms_adapter_redis::redis::aio::MultiplexedConnection;
+use rooms_testkit::poll::eventually;
 use rooms_testkit::redis::fast_builder;
 use rooms_testkit::redis_server::RedisServer;
 use tokio::time::Instant;
@@ -249,16 +250,22 @@ async fn flood_stalled_consumer(adapter: &RedisAdapter, events: &mut EventStream
     // held by Redis, not by this process.
     let backlog = pubsub_backlog(&mut publisher).await;
 
-    let deadline = Instant::now() + FLOOD_DEADLINE;
-    while adapter.stats().received + adapter.stats().decode_errors_total() < messages {
-        assert!(
-            Instant::now() < deadline,
-            "{topology}: the adapter read only part of the flood within {FLOOD_DEADLINE:?} \
-             after the last publish: {:?} ({receivers} of {messages} publishes had a receiver)",
-            adapter.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(
+        &format!(
+            "{topology}: the adapter to read the whole flood after the last publish \
+             ({receivers} of {messages} publishes had a receiver)"
+        ),
+        FLOOD_DEADLINE,
+        || async {
+            let stats = adapter.stats();
+            if stats.received + stats.decode_errors_total() >= messages {
+                Ok(())
+            } else {
+                Err(format!("{stats:?}"))
+            }
+        },
+    )
+    .await;
     let read_in = started.elapsed();
 
     let memory = meter.finish();
@@ -449,19 +456,17 @@ async fn output_buffer_limit_cut_reconnects_and_resubscribes() {
     // subscriber for it (a later burst message may have cut the new
     // connection too); that one must arrive.
     let deadline = Instant::now() + DEADLINE;
-    let mut attempt = 0u64;
-    let after = loop {
-        assert!(
-            Instant::now() < deadline,
-            "the room never had a subscriber again"
-        );
-        let sent = payload("after", attempt, 128);
-        if publish_raw(&url, &channel, &sent).await == 1 {
-            break attempt;
+    let mut attempts = 0u64;
+    let after = eventually("the room to have a subscriber again", DEADLINE, || {
+        let attempt = attempts;
+        attempts += 1;
+        let (url, channel) = (&url, &channel);
+        async move {
+            let sent = payload("after", attempt, 128);
+            (publish_raw(url, channel, &sent).await == 1).then_some(attempt)
         }
-        attempt += 1;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
     let mut more_reconnects = 0;
     loop {
         let event = tokio::time::timeout_at(deadline, events.recv())

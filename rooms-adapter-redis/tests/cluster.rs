@@ -13,6 +13,7 @@ use rooms_adapter::{BroadcastOptions, ConnectOptions, RoomsEvent, SseMessage, wi
 use rooms_adapter_redis::key_slot;
 use rooms_conformance::{Harness, expect_data, member, next, node, shutdown_all};
 use rooms_testkit::cluster_harness::RedisClusterHarness;
+use rooms_testkit::poll::eventually;
 use rooms_testkit::redis_cluster::{RedisCluster, cli};
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -51,18 +52,6 @@ async fn shard_channels(cluster: &RedisCluster, index: usize) -> BTreeSet<String
         .filter(|line| line.starts_with(wire::DEFAULT_CHANNEL_PREFIX))
         .map(str::to_owned)
         .collect()
-}
-
-async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,9 +269,11 @@ async fn one_node_in_a_thousand_rooms_hears_them_all() {
         "{ROOMS} rooms published and heard in {:?}",
         started.elapsed()
     );
-    wait_for("the publisher reports every publish", || async {
-        a.adapter_stats().published == ROOMS as u64
-    })
+    eventually(
+        "the publisher to report every publish",
+        DEADLINE,
+        || async { a.adapter_stats().published == ROOMS as u64 },
+    )
     .await;
     shutdown_all(&[&a, &b]).await;
 }

@@ -13,6 +13,7 @@ use rooms_adapter::adapter::{AdapterEvent, EventStream, RoomAdapter};
 use rooms_adapter::wire::DecodeErrorKind;
 use rooms_adapter::{ControlTarget, Envelope, Error, NodeId, RoomName, SseMessage};
 use rooms_adapter_redis::{RedisAdapter, RedisAdapterBuilder};
+use rooms_testkit::poll::eventually;
 use rooms_testkit::redis::fast_builder;
 use tokio::time::Instant;
 
@@ -58,20 +59,14 @@ fn control(payload: &str) -> Frame {
 
 /// Publishes a control frame, retrying while the publisher reconnects.
 async fn publish_control_eventually(adapter: &RedisAdapter, target: &ControlTarget, payload: &str) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match adapter.publish_control(target, payload.as_bytes()).await {
-            Ok(()) => return,
-            Err(error) => {
-                assert!(error.is_retryable(), "{error}");
-                assert!(
-                    Instant::now() < deadline,
-                    "publishing never recovered: {error}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+    eventually("publishing to recover", DEADLINE, || async {
+        let result = adapter.publish_control(target, payload.as_bytes()).await;
+        if let Err(error) = &result {
+            assert!(error.is_retryable(), "{error}");
         }
-    }
+        result
+    })
+    .await;
 }
 
 /// `All` reaches every node (the sender too), `Node(b)` only `b`; the

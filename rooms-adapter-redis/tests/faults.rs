@@ -11,6 +11,7 @@ use std::time::Duration;
 use rooms_adapter::adapter::RoomAdapter;
 use rooms_adapter::{Envelope, Error, NodeId, RoomName, SseMessage};
 use rooms_adapter_redis::{RedisAdapter, RedisAdapterBuilder};
+use rooms_testkit::poll::eventually;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -71,7 +72,7 @@ async fn killed_mid_stream_resubscribes_and_resumes() {
     assert!(first.message().data.value().unwrap().is_u64());
     // ... then Redis dies.
     server.kill().expect("kill");
-    wait_until("publishes fail while down", || {
+    eventually("publishes fail while down", DEADLINE, || async {
         failures.load(Ordering::Relaxed) >= 3
     })
     .await;
@@ -142,14 +143,12 @@ async fn fails_fast_with(configure: fn(RedisAdapterBuilder) -> RedisAdapterBuild
         println!("{name}: publish while down failed after {took:?}: {error}");
     }
     server.restart().await.expect("restart");
-    let deadline = Instant::now() + DEADLINE;
-    while adapter.publish(&room, &envelope(9)).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{name}: publishing did not recover"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        &format!("{name}: publishing to recover"),
+        DEADLINE,
+        || async { adapter.publish(&room, &envelope(9)).await },
+    )
+    .await;
     adapter.disconnect().await.expect("disconnect");
 }
 
@@ -277,7 +276,10 @@ async fn frozen_server_is_detected_by_the_liveness_probe() {
     server.pause().expect("SIGSTOP");
     let frozen_at = Instant::now();
     // Loss is noticed within interval + timeout; wait for the gauge to drop.
-    wait_until("the probe notices", || adapter.stats().subscriptions == 0).await;
+    eventually("the probe to notice", DEADLINE, || async {
+        adapter.stats().subscriptions == 0
+    })
+    .await;
     let noticed = frozen_at.elapsed();
     server.resume().expect("SIGCONT");
     let (rooms, outage) = next_reconnected(&mut events, DEADLINE).await;
@@ -356,14 +358,10 @@ async fn disconnect_is_idempotent_and_closes_everything() {
 }
 
 async fn wait_until_async_zero(url: &str) {
-    let deadline = Instant::now() + DEADLINE;
-    while pubsub_clients(url).await != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "subscriber connection still open"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the subscriber connection to close", DEADLINE, || async {
+        pubsub_clients(url).await == 0
+    })
+    .await;
 }
 
 /// A room that empties and refills within the unsubscribe delay is not
@@ -396,11 +394,10 @@ async fn unsubscribe_delay_prevents_flapping() {
         publish_raw(&url, channel, br#"{"v":1,"m":{"data":1},"n":"x"}"#).await,
         1
     );
-    let deadline = Instant::now() + DEADLINE;
-    while subscribers(&url, channel).await != 0 {
-        assert!(Instant::now() < deadline, "never unsubscribed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("Redis to drop the subscription", DEADLINE, || async {
+        subscribers(&url, channel).await == 0
+    })
+    .await;
     assert_eq!(command_calls(&url, "unsubscribe").await, 1);
     assert!(
         tokio::time::timeout(Duration::from_millis(50), events.recv())

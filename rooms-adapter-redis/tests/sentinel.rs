@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use rooms_adapter::adapter::{EventSink, RoomAdapter};
 use rooms_adapter::{Envelope, NodeId, RoomName, SseMessage};
+use rooms_testkit::poll::eventually;
 use rooms_testkit::redis_sentinel::RedisSentinel;
 use rooms_testkit::sentinel_harness::fast_sentinel_builder;
 use tokio::time::Instant;
@@ -67,19 +68,10 @@ async fn the_adapter_follows_a_failover() {
     assert_eq!(rooms, vec![room.clone()]);
 
     // Publishing follows the new master (retrying while the driver finds it).
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match publisher.publish(&room, &message("after")).await {
-            Ok(()) => break,
-            Err(error) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "publishing never recovered: {error}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
+    eventually("publishing to recover", DEADLINE, || async {
+        publisher.publish(&room, &message("after")).await
+    })
+    .await;
     let (_, got) = loop {
         let (room, envelope) = next_message(&mut events).await;
         if envelope.message().data == "after" {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use rooms_adapter::adapter::RoomAdapter;
 use rooms_adapter::wire::{self, Codec, DecodeErrorKind};
 use rooms_adapter::{Envelope, NodeId, RoomName, SseMessage};
+use rooms_testkit::poll::eventually;
 use serde_json::Value;
 
 use common::*;
@@ -138,7 +139,7 @@ async fn bad_payloads_are_skipped_and_counted_between_good_ones() {
         assert_eq!(got_room, room);
         assert_eq!(envelope.message().data, Value::from(expected));
     }
-    wait_until("five bad payloads counted", || {
+    eventually("five bad payloads counted", DEADLINE, || async {
         adapter.stats().decode_errors_total() == 5
     })
     .await;

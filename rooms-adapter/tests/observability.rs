@@ -2,51 +2,14 @@
 //! Tracing spans are tested in `spans.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use rooms_adapter::{BroadcastOptions, ConnectOptions, ConnectionReceiver, Rooms, SseMessage};
-use rooms_adapter_memory::{MemoryAdapter, MemoryBus};
-
-const DEADLINE: Duration = Duration::from_secs(10);
-
-/// Two nodes on one bus: `b` has a member in `lobby`, `a` broadcasts
-/// `messages` times, and the member takes every one. Keep the receiver:
-/// dropping it disconnects the member.
-async fn traffic(messages: usize) -> (Rooms, Rooms, ConnectionReceiver) {
-    let bus = MemoryBus::new();
-    let a = Rooms::builder(Arc::new(bus.adapter()))
-        .node_id("node-a")
-        .build()
-        .await
-        .expect("node a");
-    let b = Rooms::builder(Arc::new(bus.adapter()))
-        .node_id("node-b")
-        .build()
-        .await
-        .expect("node b");
-    let mut member = b
-        .connect(ConnectOptions::new().id("member"))
-        .await
-        .expect("connect");
-    b.join(member.id(), "lobby").await.expect("join");
-    for i in 0..messages {
-        a.broadcast(
-            "lobby",
-            SseMessage::new(format!("m{i}")),
-            BroadcastOptions::new(),
-        )
-        .await
-        .expect("broadcast");
-    }
-    for _ in 0..messages {
-        tokio::time::timeout(DEADLINE, member.recv())
-            .await
-            .expect("delivered in time")
-            .expect("connection open");
-    }
-    (a, b, member)
-}
+use common::traffic;
+use rooms_adapter::{BroadcastOptions, Rooms, SseMessage};
+use rooms_adapter_memory::MemoryAdapter;
 
 #[tokio::test]
 async fn latency_histograms_fill_with_traffic() {

@@ -19,8 +19,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{Stream, StreamExt};
 use rooms_adapter::wire::Codec;
 use rooms_adapter::{BroadcastOptions, ConnectOptions, Rooms};
 use serde_json::{Value, json};
@@ -89,7 +89,7 @@ async fn receive_raw_nats(url: &str, spec: ReceiveSpec) -> Result<Value> {
     let client = async_nats::connect(url)
         .await
         .with_context(|| format!("connecting the raw NATS subscriber to {url}"))?;
-    let mut messages = client.subscribe(nats_subject()).await.context("SUB")?;
+    let messages = client.subscribe(nats_subject()).await.context("SUB")?;
     // A round trip, so the subscription is in place before READY.
     let probe = client.new_inbox();
     let mut probe_sub = client.subscribe(probe.clone()).await.context("SUB probe")?;
@@ -101,28 +101,7 @@ async fn receive_raw_nats(url: &str, spec: ReceiveSpec) -> Result<Value> {
         .await
         .context("the probe did not come back")?;
 
-    let mut tally = Tally::new(spec.count, spec.latency, spec.warmup)?;
-    let watchdog = Watchdog::spawn(tally.progress(), spec.start_timeout, spec.idle_timeout);
-    ready();
-    loop {
-        tokio::select! {
-            biased;
-            message = messages.next() => {
-                let Some(message) = message else { break };
-                let sent = if tally.wants_latency() {
-                    scan_u64(&message.payload, b"\"ts\":")
-                } else {
-                    None
-                };
-                tally.record(None, sent);
-                if tally.done() {
-                    break;
-                }
-            }
-            () = watchdog.stopped() => break,
-        }
-    }
-    Ok(tally.finish("raw", Value::Null))
+    count_raw(messages, spec, |message| &message.payload[..]).await
 }
 
 /// Raw async-nats publisher: `publish` on one client.
@@ -166,8 +145,20 @@ pub async fn receive_raw(url: &str, spec: ReceiveSpec) -> Result<Value> {
         .await
         .context("connecting the raw subscriber")?;
     pubsub.subscribe(CHANNEL).await.context("SUBSCRIBE")?;
-    let mut messages = pubsub.into_on_message();
+    let messages = pubsub.into_on_message();
 
+    count_raw(messages, spec, redis::Msg::get_payload_bytes).await
+}
+
+/// The raw receivers' loop: prints READY, then counts every message of
+/// `messages` (for latency, scanning the send time out of the bytes
+/// `payload` gives) until `spec.count` have come, the stream ends or the
+/// watchdog gives up.
+pub(crate) async fn count_raw<S, F>(mut messages: S, spec: ReceiveSpec, payload: F) -> Result<Value>
+where
+    S: Stream + Unpin,
+    F: Fn(&S::Item) -> &[u8],
+{
     let mut tally = Tally::new(spec.count, spec.latency, spec.warmup)?;
     let watchdog = Watchdog::spawn(tally.progress(), spec.start_timeout, spec.idle_timeout);
     ready();
@@ -177,7 +168,7 @@ pub async fn receive_raw(url: &str, spec: ReceiveSpec) -> Result<Value> {
             message = messages.next() => {
                 let Some(message) = message else { break };
                 let sent = if tally.wants_latency() {
-                    scan_u64(message.get_payload_bytes(), b"\"ts\":")
+                    scan_u64(payload(&message), b"\"ts\":")
                 } else {
                     None
                 };

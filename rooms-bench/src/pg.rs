@@ -24,8 +24,8 @@ use rooms_adapter_postgres::tokio_postgres::{self, AsyncMessage, NoTls};
 use rooms_adapter_postgres::{DEFAULT_CHANNEL_PREFIX, PostgresAdapter};
 use serde_json::{Value, json};
 
-use crate::common::{ROOM, Tally, Watchdog, raw_payload, ready, scan_u64};
-use crate::cross::{Load, ReceiveSpec, drive};
+use crate::common::{ROOM, raw_payload};
+use crate::cross::{Load, ReceiveSpec, count_raw, drive};
 
 /// Whether `url` names a PostgreSQL server.
 pub fn is_postgres(url: &str) -> bool {
@@ -56,29 +56,13 @@ pub async fn receive_raw(url: &str, spec: ReceiveSpec) -> Result<Value> {
         .batch_execute(&format!("LISTEN \"{}\"", channel()))
         .await
         .context("LISTEN")?;
-    let mut tally = Tally::new(spec.count, spec.latency, spec.warmup)?;
-    let watchdog = Watchdog::spawn(tally.progress(), spec.start_timeout, spec.idle_timeout);
-    ready();
-    loop {
-        tokio::select! {
-            biased;
-            notification = incoming.recv() => {
-                let Some(notification) = notification else { break };
-                let sent = if tally.wants_latency() {
-                    scan_u64(notification.payload().as_bytes(), b"\"ts\":")
-                } else {
-                    None
-                };
-                tally.record(None, sent);
-                if tally.done() {
-                    break;
-                }
-            }
-            () = watchdog.stopped() => break,
-        }
-    }
+    let messages = futures_util::stream::poll_fn(|cx| incoming.poll_recv(cx));
+    let result = count_raw(messages, spec, |notification| {
+        notification.payload().as_bytes()
+    })
+    .await;
     drop(client);
-    Ok(tally.finish("raw", Value::Null))
+    result
 }
 
 /// Raw publisher: `pg_notify` pipelined on one connection.

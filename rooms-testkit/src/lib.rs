@@ -10,7 +10,9 @@
 //! - throwaway `nats-server` processes and 3-server NATS clusters with
 //!   routes ([`nats_server`]);
 //! - a fault-injecting TCP proxy ([`tcp_proxy`]), and the PostgreSQL
-//!   harnesses on it (`postgres`, feature `postgres`).
+//!   harnesses on it (`postgres`, feature `postgres`);
+//! - waiting for a condition with a deadline instead of sleeping a fixed
+//!   time ([`poll`]).
 //!
 //! Features `deadpool`, `bb8`, `cluster`, `sentinel`, `nats` and `postgres` enable the harnesses
 //! (and the same features of `rooms-adapter-redis`) for those drivers and
@@ -24,7 +26,7 @@ pub mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod nats_server;
-mod poll;
+pub mod poll;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod postgres_server;

@@ -55,14 +55,7 @@ async fn connect(server: &ChatServer) -> TcpStream {
 
 /// The value of an unlabelled sample in `GET /metrics`.
 async fn metric(server: &ChatServer, http: &reqwest::Client, name: &str) -> u64 {
-    let text = http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text(http).await;
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("{name} in\n{text}"))

@@ -103,14 +103,7 @@ async fn two_nodes_share_rooms_on_every_master_of_a_cluster() {
     }
 
     // The counters show the cross-node traffic and the backend.
-    let metrics = http
-        .get(node_b.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node_b.metrics_text(&http).await;
     assert!(metrics.contains("backend=\"redis-cluster\""), "{metrics}");
     let subscriptions = metrics.lines().find_map(|line| {
         line.strip_prefix("rooms_adapter_subscriptions ")?

@@ -73,15 +73,6 @@ pub async fn next_reconnected(
     }
 }
 
-/// Waits until `condition` holds, polling, or panics after the deadline.
-pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// A plain connection to the server, as a foreign publisher or an operator.
 pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)

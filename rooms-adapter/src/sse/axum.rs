@@ -3,8 +3,8 @@
 //!
 //! - [`SseResponse`] is an [`IntoResponse`]: `Content-Type: text/event-stream`,
 //!   `Cache-Control: no-cache`, `X-Accel-Buffering: no` (so a reverse proxy does
-//!   not buffer the stream), and a body that writes each [`Delivery`]'s
-//!   pre-built [`sse_frame`](Delivery::sse_frame) as it is. The frame was built
+//!   not buffer the stream), and a body that writes each [`Delivery`](crate::Delivery)'s
+//!   pre-built [`sse_frame`](crate::Delivery::sse_frame) as it is. The frame was built
 //!   once per message and is shared by every connection that receives it; this
 //!   transport never re-frames.
 //! - While nothing is sent for the keep-alive interval (default 15 s), a comment
@@ -135,29 +135,26 @@
 //! `EventSource` reconnects by itself, e.g. to another node behind the load
 //! balancer.
 
+mod last_event_id;
+mod stream;
+
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::fmt;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
-use futures_util::Stream;
-use tokio::time::{Instant, Sleep};
+use bytes::Bytes;
 
-use crate::connection::{ConnectOptions, ConnectionReceiver, Delivery};
+use crate::connection::{ConnectOptions, ConnectionReceiver};
 use crate::engine::{Resume, Rooms};
 use crate::error::Error;
 use crate::ids::RoomName;
 use crate::message::SseMessage;
 use crate::sse;
+pub use last_event_id::{LAST_EVENT_ID, LastEventId};
+pub use stream::SseStream;
 
 /// Default interval of keep-alive comments.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -167,45 +164,6 @@ pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How many bytes of queued frames one body chunk may join (64 KiB).
 pub const COALESCE_BYTES: usize = 64 * 1024;
-
-/// The `Last-Event-ID` request header, which a reconnecting `EventSource`
-/// sends with the id of the last event it received. `None` when the header is
-/// absent, empty, or not valid UTF-8.
-///
-/// Extracting it never fails.
-///
-/// ```
-/// use rooms_adapter::sse::axum::LastEventId;
-///
-/// async fn handler(LastEventId(last): LastEventId) -> String {
-///     match last {
-///         Some(id) => format!("welcome back, you saw everything up to {id}"),
-///         None => "welcome".to_owned(),
-///     }
-/// }
-/// let app: axum::Router = axum::Router::new().route("/", axum::routing::get(handler));
-/// # let _ = app;
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LastEventId(pub Option<String>);
-
-/// The `Last-Event-ID` header name.
-pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
-
-impl<S: Send + Sync> FromRequestParts<S> for LastEventId {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(LastEventId(
-            parts
-                .headers
-                .get(&LAST_EVENT_ID)
-                .and_then(|value| value.to_str().ok())
-                .filter(|value| !value.is_empty())
-                .map(str::to_owned),
-        ))
-    }
-}
 
 /// An SSE response streaming one connection's deliveries.
 ///
@@ -382,98 +340,16 @@ impl IntoResponse for SseResponse {
     }
 }
 
-/// The body of an [`SseResponse`]: a stream of SSE frames and keep-alive
-/// comments that ends when the connection is ended on the server side.
-pub struct SseStream {
-    receiver: ConnectionReceiver,
-    prelude: VecDeque<Bytes>,
-    keep_alive_frame: Bytes,
-    timer: Option<(Duration, Pin<Box<Sleep>>)>,
-}
-
-impl fmt::Debug for SseStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SseStream")
-            .field("connection", self.receiver.id())
-            .finish_non_exhaustive()
-    }
-}
-
-impl SseStream {
-    /// The connection this stream serves.
-    pub fn connection(&self) -> &crate::ConnectionId {
-        self.receiver.id()
-    }
-
-    fn sent_something(&mut self) {
-        if let Some((every, sleep)) = &mut self.timer {
-            let now = Instant::now();
-            sleep
-                .as_mut()
-                .reset(now.checked_add(*every).unwrap_or(now + MAX_KEEP_ALIVE));
-        }
-    }
-}
-
-impl SseStream {
-    /// Joins the frames queued behind `first` (up to [`COALESCE_BYTES`]) into
-    /// one chunk, so a burst costs one write instead of one per message.
-    fn coalesce(&mut self, first: Bytes) -> Bytes {
-        if first.len() >= COALESCE_BYTES || self.receiver.queued() == 0 {
-            return first;
-        }
-        let mut chunk = BytesMut::with_capacity(COALESCE_BYTES.min(first.len() * 8));
-        chunk.extend_from_slice(&first);
-        while chunk.len() < COALESCE_BYTES {
-            let Some(next) = self.receiver.try_recv() else {
-                break;
-            };
-            chunk.extend_from_slice(next.sse_frame());
-        }
-        chunk.freeze()
-    }
-}
-
-impl Stream for SseStream {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if let Some(frame) = this.prelude.pop_front() {
-            this.sent_something();
-            return Poll::Ready(Some(Ok(frame)));
-        }
-        match this.receiver.poll_recv(cx) {
-            Poll::Ready(Some(delivery)) => {
-                this.sent_something();
-                return Poll::Ready(Some(Ok(this.coalesce(frame_of(&delivery)))));
-            }
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => {}
-        }
-        if let Some((_, sleep)) = &mut this.timer
-            && sleep.as_mut().poll(cx).is_ready()
-        {
-            this.sent_something();
-            return Poll::Ready(Some(Ok(this.keep_alive_frame.clone())));
-        }
-        Poll::Pending
-    }
-}
-
-/// The delivery's shared frame: cloning `Bytes` bumps a reference count, it
-/// does not copy or re-frame.
-fn frame_of(delivery: &Arc<Delivery>) -> Bytes {
-    delivery.sse_frame().clone()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::adapter::{EventSink, RoomAdapter};
     use crate::{BroadcastOptions, ConnectOptions, Envelope, NodeId, RoomName, Rooms};
+    use axum::extract::FromRequestParts;
     use axum::http::Request;
     use futures_util::StreamExt;
+    use std::sync::Arc;
+    use tokio::time::Instant;
 
     struct Local;
 

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -116,33 +116,35 @@ impl Browser {
                 .unwrap_or_else(|error| panic!("cannot start {}: {error}", chromedriver.display()));
             let url = format!("http://127.0.0.1:{port}");
             let status_url = format!("{url}/status");
-            let ready = tokio::time::timeout(DEADLINE, async {
-                loop {
-                    if let Ok(Some(_)) = driver.try_wait() {
-                        return false;
+            // `Some(true)`: ready; `Some(false)`: exited (the port was taken).
+            let ready = eventually(
+                &format!("chromedriver on port {port} to become ready"),
+                DEADLINE,
+                || {
+                    let exited = matches!(driver.try_wait(), Ok(Some(_)));
+                    let status = (!exited).then(|| http.get(&status_url).send());
+                    async move {
+                        let Some(status) = status else {
+                            return Some(false);
+                        };
+                        let body = status.await.ok()?.json::<serde_json::Value>().await.ok()?;
+                        (body["value"]["ready"] == true).then_some(true)
                     }
-                    if let Ok(response) = http.get(&status_url).send().await
-                        && let Ok(body) = response.json::<serde_json::Value>().await
-                        && body["value"]["ready"] == true
-                    {
-                        return true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            })
+                },
+            )
             .await;
-            match ready {
-                Ok(true) => {
-                    return Some(Browser {
-                        chromium,
-                        url,
-                        driver,
-                        profiles: Vec::new(),
-                    });
-                }
-                Ok(false) if attempt < 3 => continue,
-                _ => panic!("chromedriver on port {port} did not become ready"),
+            if ready {
+                return Some(Browser {
+                    chromium,
+                    url,
+                    driver,
+                    profiles: Vec::new(),
+                });
             }
+            assert!(
+                attempt < 3,
+                "chromedriver on port {port} exited before it became ready"
+            );
         }
         unreachable!()
     }
