@@ -15,7 +15,8 @@ use rooms_adapter::wire::{self, Codec, DecodeError};
 use rooms_adapter::{Error, RoomName};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Notification, Socket};
 
 use crate::adapter::Shared;
 use crate::channel::quote_identifier;
@@ -24,6 +25,7 @@ use crate::error::PostgresError;
 use crate::frame::{self, Frame};
 use crate::publisher::{Fetched, Publisher};
 use crate::table::{ListenTable, Subscribed};
+use crate::tls::Connector;
 
 /// The most `LISTEN`/`UNLISTEN` statements in one round trip.
 const MAX_BATCH: usize = 1000;
@@ -62,22 +64,32 @@ pub(crate) async fn open(config: &PostgresConfig, medium: &str) -> Result<Link, 
     let mut pg = config.pg.clone();
     pg.connect_timeout(config.connect_timeout);
     let limit = config.connect_timeout + Duration::from_secs(1);
-    let (client, mut connection) = match tokio::time::timeout(limit, pg.connect(NoTls)).await {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(error)) => {
-            return Err(PostgresError::from_client(
-                medium,
-                "open the listening connection",
-                error,
-            ));
-        }
-        Err(_) => {
-            return Err(PostgresError::Timeout {
-                operation: format!("connect to {medium}"),
-                after: limit,
-            });
-        }
+    let connected = match &config.connector {
+        Connector::Plain => tokio::time::timeout(limit, connect(&pg, NoTls)).await,
+        #[cfg(feature = "tls")]
+        Connector::Rustls(tls) => tokio::time::timeout(limit, connect(&pg, tls.clone())).await,
     };
+    match connected {
+        Ok(Ok(link)) => Ok(link),
+        Ok(Err(error)) => Err(PostgresError::from_client(
+            medium,
+            "open the listening connection",
+            error,
+        )),
+        Err(_) => Err(PostgresError::Timeout {
+            operation: format!("connect to {medium}"),
+            after: limit,
+        }),
+    }
+}
+
+/// Connects with `tls`; the connection is driven by polling its messages.
+async fn connect<T>(pg: &tokio_postgres::Config, tls: T) -> Result<Link, tokio_postgres::Error>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, mut connection) = pg.connect(tls).await?;
     let messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     Ok(Link {
         client: Arc::new(client),

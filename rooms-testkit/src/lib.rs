@@ -10,7 +10,9 @@
 //! - throwaway `nats-server` processes and 3-server NATS clusters with
 //!   routes ([`nats_server`]);
 //! - a fault-injecting TCP proxy ([`tcp_proxy`]), and the PostgreSQL
-//!   harnesses on it (`postgres`, feature `postgres`).
+//!   harnesses on it (`postgres`, feature `postgres`); throwaway PostgreSQL
+//!   clusters ([`postgres_server`]);
+//! - certificates made at test time, for TLS ([`certs`]).
 //!
 //! Features `deadpool`, `bb8`, `cluster`, `sentinel`, `nats` and `postgres` enable the harnesses
 //! (and the same features of `rooms-adapter-redis`) for those drivers and
@@ -18,6 +20,7 @@
 //! crate under test keeps its own features.
 #![warn(missing_docs)]
 
+pub mod certs;
 #[cfg(feature = "cluster")]
 pub mod cluster_harness;
 pub mod memory;
