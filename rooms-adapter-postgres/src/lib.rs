@@ -112,7 +112,12 @@
 //! - A listening session that falls behind holds the server's notification
 //!   queue (8 GB by default) back; the adapter reads without waiting on the
 //!   engine (a full engine queue drops and counts), and waits only while
-//!   attachments are read.
+//!   attachments are read: when 256 notifications wait behind attachment
+//!   reads it stops reading until the first is in (each read has the
+//!   publish timeout). The probe's answer and `LISTEN` confirmations wait
+//!   behind the unread notifications too, so that time counts neither
+//!   against the probe (no false `MediumLost`) nor against the subscribe
+//!   timeout (a subscribe waits for the reads).
 //!
 //! ```no_run
 //! use std::sync::Arc;
