@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use rooms_adapter::Error;
 
-/// A failure of the PostgreSQL medium. Converted into
+/// Everything that goes wrong in this crate: settings, the server, TLS,
+/// timeouts, and notification payloads that are not frames
+/// ([`frame::parse`](crate::frame::parse)). Converted into
 /// [`rooms_adapter::Error`] at the adapter's surface:
 ///
 /// ```
@@ -79,6 +81,20 @@ pub enum PostgresError {
         /// The client's error (it carries rustls's words).
         #[source]
         source: tokio_postgres::Error,
+    },
+    /// A `~` notification payload (inline binary, see
+    /// [`frame`](crate::frame)) whose rest is not base64.
+    #[error("a `~` frame is not valid base64: {reason}")]
+    InvalidBinaryFrame {
+        /// The decoder's words.
+        reason: String,
+    },
+    /// An `@` notification payload (attachment reference) whose rest is not
+    /// a positive decimal row id.
+    #[error("an `@` frame is not a row id: {found:?}")]
+    InvalidReferenceFrame {
+        /// What follows the `@` (its first 40 characters).
+        found: String,
     },
     /// An operation took too long.
     #[error("{operation} timed out after {after:?}")]
@@ -157,6 +173,12 @@ impl From<PostgresError> for Error {
             },
             PostgresError::Refused { ref operation, .. } => Error::Backend {
                 context: operation.clone(),
+                retryable: false,
+                source: Box::new(error),
+            },
+            PostgresError::InvalidBinaryFrame { .. }
+            | PostgresError::InvalidReferenceFrame { .. } => Error::Backend {
+                context: "read a notification payload".into(),
                 retryable: false,
                 source: Box::new(error),
             },

@@ -467,7 +467,7 @@ impl Listener {
             }
             Err(error) => {
                 let error = match error {
-                    frame::FrameError::Reference(_) => DecodeError::InvalidField {
+                    PostgresError::InvalidReferenceFrame { .. } => DecodeError::InvalidField {
                         field: "attachment",
                         reason: error.to_string(),
                     },

@@ -8,19 +8,22 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rooms_adapter::adapter::{AdapterEvent, EventSink, EventStream};
-use rooms_adapter::{Envelope, Error, NodeId, RoomAdapter, RoomName, SseMessage};
+mod common;
+
+use common::Pair;
+use rooms_adapter::adapter::EventSink;
+use rooms_adapter::{Error, NodeId, RoomAdapter, RoomName};
 use rooms_adapter_postgres::tokio_postgres::config::SslMode;
 use rooms_adapter_postgres::{PostgresAdapter, PostgresAdapterBuilder};
 use rooms_testkit::certs::TestCerts;
 use rooms_testkit::postgres::{connect_direct, fast_builder};
 use rooms_testkit::postgres_server::{PostgresServer, ServerOptions, ServerTls};
 
-const DEADLINE: Duration = Duration::from_secs(10);
 /// The connect timeout of the adapters here ([`fast_builder`]'s).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -57,39 +60,25 @@ fn builder(url: &str) -> PostgresAdapterBuilder {
     fast_builder(config(url)).application_name("rooms-tls-test")
 }
 
-async fn next_message(events: &mut EventStream) -> Envelope {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(AdapterEvent::Message { envelope, .. })) => return envelope,
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("the event stream ended"),
-            Err(_) => panic!("no message within {DEADLINE:?}"),
-        }
-    }
+/// [`builder`], trusting `ca`.
+fn trusting(url: &str, ca: PathBuf) -> PostgresAdapterBuilder {
+    builder(url).tls_root_certificates(ca)
 }
 
-/// A receiver and a publish-only adapter built by `make`; a small and an
-/// attachment-sized message cross from one to the other.
-async fn delivers(make: impl Fn() -> PostgresAdapter) -> (Arc<PostgresAdapter>, EventStream) {
-    let receiver = Arc::new(make());
-    let publisher = make();
-    let (sink, mut events) = EventSink::bounded(64);
-    receiver.connect(NodeId::from("rx"), sink).await.unwrap();
-    publisher
-        .connect_publisher(NodeId::from("tx"))
-        .await
-        .unwrap();
+/// A receiver and a publish-only adapter built by `builder`; a small and an
+/// attachment-sized message cross from one to the other. The receiver stays
+/// connected.
+async fn delivers(builder: PostgresAdapterBuilder) -> Arc<PostgresAdapter> {
+    let make = || Arc::new(builder.clone().build().unwrap());
     let room = RoomName::from("secure");
-    receiver.subscribe(&room).await.unwrap();
+    let mut nodes = Pair::connect(make(), make(), 64, &[&room]).await;
     let big = "x".repeat(20_000);
     for data in ["over TLS", big.as_str()] {
-        let envelope = Envelope::new(NodeId::from("tx"), SseMessage::new(data));
-        publisher.publish(&room, &envelope).await.unwrap();
-        assert_eq!(next_message(&mut events).await.message().data, data);
+        nodes.publish(&room, data).await;
+        assert_eq!(nodes.next_message().await.1.message().data, data);
     }
-    publisher.disconnect().await.unwrap();
-    (receiver, events)
+    nodes.publisher.disconnect().await.unwrap();
+    nodes.receiver
 }
 
 /// How many sessions of `rooms-tls-test` use TLS, and how many do not.
@@ -107,9 +96,10 @@ async fn sessions_by_tls(server: &PostgresServer) -> (i64, i64) {
     (row.get(0), row.get(1))
 }
 
-/// Connects `adapter` and expects it to fail within the connect timeout
-/// (plus slack), with an error that is not retryable.
-async fn fails_fast(adapter: &PostgresAdapter) -> Error {
+/// Connects an adapter of `builder` and expects it to fail within the
+/// connect timeout (plus slack), with an error that is not retryable.
+async fn fails_fast(builder: PostgresAdapterBuilder) -> Error {
+    let adapter = builder.build().unwrap();
     let (sink, _events) = EventSink::bounded(8);
     let started = Instant::now();
     let error = adapter
@@ -130,14 +120,12 @@ async fn delivery_over_tls_verified_against_the_generated_ca() {
     let certs = TestCerts::generate().unwrap();
     let server = tls_server(&certs).await;
     let url = server.url_for("postgres", "sslmode=require");
-    let make = || {
-        builder(&url)
-            .tls_root_certificates(certs.ca())
-            .build()
-            .unwrap()
-    };
-    assert_eq!(make().config().ssl_mode(), SslMode::Require);
-    let (receiver, _events) = delivers(make).await;
+    let tls = trusting(&url, certs.ca());
+    assert_eq!(
+        tls.clone().build().unwrap().config().ssl_mode(),
+        SslMode::Require
+    );
+    let receiver = delivers(tls).await;
     // The listening connection and the receiver's pool (attachment reads)
     // are TLS sessions; none is plain.
     let (tls, plain) = sessions_by_tls(&server).await;
@@ -152,14 +140,12 @@ async fn root_certificates_alone_mean_prefer_and_no_options_mean_plain() {
     let server = tls_server(&certs).await;
     // No sslmode: roots turn TLS on where the server offers it.
     let url = server.url_for("postgres", "");
-    let make = || {
-        builder(&url)
-            .tls_root_certificates(certs.ca())
-            .build()
-            .unwrap()
-    };
-    assert_eq!(make().config().ssl_mode(), SslMode::Prefer);
-    let (receiver, _events) = delivers(make).await;
+    let tls = trusting(&url, certs.ca());
+    assert_eq!(
+        tls.clone().build().unwrap().config().ssl_mode(),
+        SslMode::Prefer
+    );
+    let receiver = delivers(tls).await;
     assert_eq!(sessions_by_tls(&server).await.1, 0, "a plain session");
     receiver.disconnect().await.unwrap();
 
@@ -174,23 +160,15 @@ async fn root_certificates_alone_mean_prefer_and_no_options_mean_plain() {
 async fn a_wrong_ca_fails_within_the_connect_timeout_with_a_clear_error() {
     let certs = TestCerts::generate().unwrap();
     let server = tls_server(&certs).await;
-    let adapter = builder(&server.url_for("postgres", "sslmode=require"))
-        .tls_root_certificates(certs.other_ca())
-        .build()
-        .unwrap();
-    let error = fails_fast(&adapter).await;
+    let url = server.url_for("postgres", "sslmode=require");
+    let error = fails_fast(trusting(&url, certs.other_ca())).await;
     let text = error.to_string();
     assert!(
         text.contains("TLS") && text.contains("not trusted") && text.contains("UnknownIssuer"),
         "{text}"
     );
     // The same through `require_tls` and a URL without sslmode.
-    let adapter = builder(&server.url_for("postgres", ""))
-        .require_tls(true)
-        .tls_root_certificates(certs.other_ca())
-        .build()
-        .unwrap();
-    fails_fast(&adapter).await;
+    fails_fast(trusting(&server.url_for("postgres", ""), certs.other_ca()).require_tls(true)).await;
 }
 
 #[tokio::test]
@@ -199,23 +177,15 @@ async fn a_server_without_tls_fails_when_tls_is_required() {
     let server = PostgresServer::start(ServerOptions::default())
         .await
         .unwrap();
-    let adapter = builder(&server.url_for("postgres", "sslmode=require"))
-        .tls_root_certificates(certs.ca())
-        .build()
-        .unwrap();
-    let error = fails_fast(&adapter).await;
+    let url = server.url_for("postgres", "sslmode=require");
+    let error = fails_fast(trusting(&url, certs.ca())).await;
     assert!(
         error.to_string().contains("server does not support TLS"),
         "{error}"
     );
     // `prefer` (roots, no require) goes plain to such a server.
-    let make = || {
-        builder(&server.url_for("postgres", ""))
-            .tls_root_certificates(certs.ca())
-            .build()
-            .unwrap()
-    };
-    let (receiver, _events) = delivers(make).await;
+    let tls = trusting(&server.url_for("postgres", ""), certs.ca());
+    let receiver = delivers(tls).await;
     receiver.disconnect().await.unwrap();
 }
 
@@ -225,22 +195,11 @@ async fn client_certificate_authentication() {
     let server = tls_server(&certs).await;
     let url = server.url_for("certuser", "sslmode=require");
     let (cert, key) = certs.client("certuser").unwrap();
-    let make = || {
-        builder(&url)
-            .tls_root_certificates(certs.ca())
-            .tls_client_certificate(&cert, &key)
-            .build()
-            .unwrap()
-    };
-    let (receiver, _events) = delivers(make).await;
+    let receiver = delivers(trusting(&url, certs.ca()).tls_client_certificate(&cert, &key)).await;
     receiver.disconnect().await.unwrap();
 
     // No client certificate: the server refuses the session.
-    let adapter = builder(&url)
-        .tls_root_certificates(certs.ca())
-        .build()
-        .unwrap();
-    let error = fails_fast(&adapter).await;
+    let error = fails_fast(trusting(&url, certs.ca())).await;
     assert!(
         error
             .to_string()
@@ -249,22 +208,12 @@ async fn client_certificate_authentication() {
     );
     // A certificate of a CA the server does not trust.
     let (cert, key) = certs.untrusted_client("certuser").unwrap();
-    let adapter = builder(&url)
-        .tls_root_certificates(certs.ca())
-        .tls_client_certificate(&cert, &key)
-        .build()
-        .unwrap();
-    let error = fails_fast(&adapter).await;
+    let error = fails_fast(trusting(&url, certs.ca()).tls_client_certificate(&cert, &key)).await;
     let text = error.to_string();
     assert!(text.contains("TLS") && text.contains("UnknownCA"), "{text}");
     // Another user's certificate (CN=someone) for certuser.
     let (cert, key) = certs.client("someone").unwrap();
-    let adapter = builder(&url)
-        .tls_root_certificates(certs.ca())
-        .tls_client_certificate(&cert, &key)
-        .build()
-        .unwrap();
-    let error = fails_fast(&adapter).await;
+    let error = fails_fast(trusting(&url, certs.ca()).tls_client_certificate(&cert, &key)).await;
     assert!(
         error
             .to_string()
