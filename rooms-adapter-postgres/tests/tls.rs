@@ -11,18 +11,18 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
 use common::Pair;
-use rooms_adapter::adapter::EventSink;
-use rooms_adapter::{Error, NodeId, RoomAdapter, RoomName};
+use rooms_adapter::{Error, RoomAdapter, RoomName};
 use rooms_adapter_postgres::tokio_postgres::config::SslMode;
 use rooms_adapter_postgres::{PostgresAdapter, PostgresAdapterBuilder};
 use rooms_testkit::certs::TestCerts;
 use rooms_testkit::postgres::{connect_direct, fast_builder};
 use rooms_testkit::postgres_server::{PostgresServer, ServerOptions, ServerTls};
+use rooms_testkit::refusal::refused_fast;
 
 /// The connect timeout of the adapters here ([`fast_builder`]'s).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -99,20 +99,9 @@ async fn sessions_by_tls(server: &PostgresServer) -> (i64, i64) {
 /// Connects an adapter of `builder` and expects it to fail within the
 /// connect timeout (plus slack), with an error that is not retryable.
 async fn fails_fast(builder: PostgresAdapterBuilder) -> Error {
-    let adapter = builder.build().unwrap();
-    let (sink, _events) = EventSink::bounded(8);
-    let started = Instant::now();
-    let error = adapter
-        .connect(NodeId::from("rx"), sink)
+    refused_fast(&builder.build().unwrap(), CONNECT_TIMEOUT)
         .await
-        .expect_err("connect must fail");
-    let took = started.elapsed();
-    assert!(
-        took < CONNECT_TIMEOUT + Duration::from_secs(1),
-        "failed after {took:?}: {error}"
-    );
-    assert!(!error.is_retryable(), "retryable: {error}");
-    error
+        .unwrap()
 }
 
 #[tokio::test]

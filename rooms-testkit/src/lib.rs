@@ -12,7 +12,8 @@
 //! - a fault-injecting TCP proxy ([`tcp_proxy`]), and the PostgreSQL
 //!   harnesses on it (`postgres`, feature `postgres`); throwaway PostgreSQL
 //!   clusters ([`postgres_server`]);
-//! - certificates made at test time, for TLS ([`certs`]).
+//! - certificates made at test time, for TLS ([`certs`]), and the check
+//!   that a refused connect fails fast and for good ([`refusal`]).
 //!
 //! Features `deadpool`, `bb8`, `cluster`, `sentinel`, `nats` and `postgres` enable the harnesses
 //! (and the same features of `rooms-adapter-redis`) for those drivers and
@@ -36,6 +37,7 @@ pub mod redis;
 pub mod redis_cluster;
 pub mod redis_sentinel;
 pub mod redis_server;
+pub mod refusal;
 #[cfg(feature = "sentinel")]
 pub mod sentinel_harness;
 pub mod tcp_proxy;
