@@ -28,7 +28,7 @@ impl Connector {
     }
 }
 
-/// Decides the `sslmode` of `config` (see the [module docs](self)), sets it
+/// Decides the `sslmode` of `config` (see [TLS](crate#tls)), sets it
 /// on the tokio-postgres config, and builds the connector; the error names
 /// the setting, and the file when a certificate file is unreadable or
 /// invalid.
