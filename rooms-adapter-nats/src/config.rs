@@ -239,6 +239,14 @@ impl NatsConfig {
             }
             _ => {}
         }
+        let tls = &self.tls;
+        for path in &tls.root_certificates {
+            check_pem("tls_root_certificates", path, "CERTIFICATE-----")?;
+        }
+        if let Some((cert, key)) = &tls.client_certificate {
+            check_pem("tls_client_certificate", cert, "CERTIFICATE-----")?;
+            check_pem("tls_client_certificate", key, "PRIVATE KEY-----")?;
+        }
         Ok(())
     }
 
@@ -318,5 +326,27 @@ impl NatsConfig {
             .map_or(0, |d| d.subsec_nanos());
         let jitter = base.mul_f64(f64::from(nanos % 250) / 1000.0);
         base.saturating_sub(jitter)
+    }
+}
+
+/// Checks that `path` is a readable PEM file with a `-----BEGIN ...{what}`
+/// block (async-nats reads it when connecting, with a vaguer error).
+fn check_pem(setting: &str, path: &std::path::Path, what: &str) -> Result<(), Error> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        Error::Config(format!(
+            "{setting}: cannot read {}: {error}",
+            path.display()
+        ))
+    })?;
+    let found = text
+        .lines()
+        .any(|line| line.starts_with("-----BEGIN ") && line.ends_with(what));
+    if found {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{setting}: {} has no PEM block `-----BEGIN ...{what}`",
+            path.display()
+        )))
     }
 }

@@ -27,11 +27,24 @@ use rooms_adapter::Error;
 /// assert!(!from_connect("nats at x:1", denied).is_retryable());
 /// ```
 pub fn from_connect(medium: &str, error: async_nats::ConnectError) -> Error {
-    // async-nats reports a rejected server certificate as an I/O error;
-    // rustls's message says what it is. Retrying cannot fix it.
-    if error.to_string().contains("invalid peer certificate") {
+    // async-nats reports TLS failures as I/O errors; rustls's error under
+    // them says what it is. Retrying cannot fix it.
+    if let Some(tls) = rustls_error(&error) {
+        use async_nats::rustls::Error as Tls;
+        let what = match tls {
+            Tls::InvalidCertificate(_) => {
+                "the server's certificate is not trusted (add its CA with tls_root_certificates)"
+            }
+            Tls::AlertReceived(_) => {
+                "the server refused the handshake (does it accept the client certificate of \
+                 tls_client_certificate?)"
+            }
+            _ => {
+                "the handshake failed (does the server speak TLS? require_tls and tls:// URLs ask for it)"
+            }
+        };
         return Error::Backend {
-            context: format!("connect to {medium}: TLS: the server's certificate is not trusted"),
+            context: format!("connect to {medium}: TLS: {what}"),
             retryable: false,
             source: Box::new(error),
         };
@@ -51,6 +64,25 @@ pub fn from_connect(medium: &str, error: async_nats::ConnectError) -> Error {
             source: Some(Box::new(error)),
         },
     }
+}
+
+/// The rustls error under a connect error, if any.
+fn rustls_error(error: &async_nats::ConnectError) -> Option<&async_nats::rustls::Error> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(current) = cause {
+        if let Some(found) = current.downcast_ref::<async_nats::rustls::Error>() {
+            return Some(found);
+        }
+        let inner = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|inner| inner.downcast_ref::<async_nats::rustls::Error>());
+        if inner.is_some() {
+            return inner;
+        }
+        cause = current.source();
+    }
+    None
 }
 
 /// The retryable error of an operation tried while the client is not

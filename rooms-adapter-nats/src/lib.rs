@@ -31,7 +31,13 @@
 //! - Credentials: user and password, token, NKey seed or `.creds` file
 //!   (feature `nkeys`, on by default). TLS: `tls://` URLs or
 //!   [`require_tls`](NatsAdapterBuilder::require_tls), extra root
-//!   certificates and client certificates (rustls with `ring`).
+//!   certificates and client certificates (rustls with `ring`). Certificate
+//!   and key files are checked by `build` (an unreadable file, or one without
+//!   the PEM block it should hold, is a `Config` error naming it); an
+//!   untrusted server, a refused client certificate or a server without TLS
+//!   fail the connect at once with a `Backend` error that is not retryable
+//!   and says what to check. Every option is tested against a real
+//!   `nats-server` (operator/JWT mode for `.creds`).
 //!
 //! ## Connection loss
 //!

@@ -1,6 +1,7 @@
 //! Behaviour beyond the conformance suite, on throwaway `nats-server`s:
 //! subscribing while the server is down, the unsubscribe delay as the server
-//! sees it, the server's `max_payload`, credentials, publish-only adapters.
+//! sees it, the server's `max_payload`, publish-only adapters (credentials
+//! and TLS: `auth.rs`).
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::time::Duration;
@@ -178,52 +179,6 @@ async fn an_envelope_over_the_servers_max_payload_fails_naming_both_sizes() {
 }
 
 #[tokio::test]
-async fn user_password_and_token_credentials() {
-    let server = NatsServer::start_with_config(
-        "authorization { users: [ { user: \"app\", password: \"s3cret\" } ] }",
-    )
-    .await
-    .expect("nats-server");
-    let good = fast_builder([server.url()])
-        .user_and_password("app", "s3cret")
-        .build()
-        .unwrap();
-    good.connect(NodeId::from("good"), EventSink::bounded(8).0)
-        .await
-        .expect("right password");
-    let bad = fast_builder([server.url()])
-        .user_and_password("app", "wrong")
-        .build()
-        .unwrap();
-    let error = bad
-        .connect(NodeId::from("bad"), EventSink::bounded(8).0)
-        .await
-        .expect_err("wrong password");
-    assert!(!error.is_retryable(), "{error}");
-    assert!(
-        !format!("{error:?}").contains("wrong"),
-        "the password leaks: {error:?}"
-    );
-
-    let server = NatsServer::start_with_config("authorization { token: \"t0ken\" }")
-        .await
-        .expect("nats-server");
-    let adapter = fast_builder([server.url()]).token("t0ken").build().unwrap();
-    adapter
-        .connect(NodeId::from("token"), EventSink::bounded(8).0)
-        .await
-        .expect("right token");
-    // A token in the URL works too, and is masked in the medium's name.
-    let in_url = server.url().replace("nats://", "nats://t0ken@");
-    let adapter = fast_builder([in_url]).build().unwrap();
-    assert!(!adapter.medium().contains("t0ken"), "{}", adapter.medium());
-    adapter
-        .connect(NodeId::from("url"), EventSink::bounded(8).0)
-        .await
-        .expect("token in the URL");
-}
-
-#[tokio::test]
 async fn a_publish_only_adapter_publishes_and_cannot_subscribe() {
     let server = NatsServer::start().await.expect("nats-server");
     let (node, mut events) = connected(&server.url(), "node").await;
@@ -248,107 +203,6 @@ async fn a_publish_only_adapter_publishes_and_cannot_subscribe() {
         emitter.publish(&room, &envelope("late")).await,
         Err(Error::Closed { .. })
     ));
-}
-
-/// A TLS-only server with a self-signed certificate (made with `openssl`),
-/// trusted through `tls_root_certificates`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_with_extra_root_certificates() {
-    let dir = std::env::temp_dir().join(format!("rooms-nats-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let Ok(status) = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-    else {
-        eprintln!("SKIPPED tls_with_extra_root_certificates: `openssl` is not installed");
-        return;
-    };
-    assert!(status.success());
-    let server = NatsServer::start_with_config(&format!(
-        "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
-        cert.display(),
-        key.display()
-    ))
-    .await
-    .expect("nats-server with TLS");
-    let url = server.url().replace("nats://", "tls://");
-    let adapter = fast_builder([url.as_str()])
-        .tls_root_certificates(&cert)
-        .build()
-        .unwrap();
-    let (sink, mut events) = EventSink::bounded(64);
-    adapter
-        .connect(NodeId::from("tls"), sink)
-        .await
-        .expect("connect over TLS");
-    let room = RoomName::from("sealed");
-    adapter.subscribe(&room).await.expect("subscribe over TLS");
-    adapter
-        .publish(&room, &envelope("sealed"))
-        .await
-        .expect("publish over TLS");
-    match next_event(&mut events).await {
-        AdapterEvent::Message { envelope, .. } => assert_eq!(envelope.message().data, "sealed"),
-        other => panic!("expected the message, got {other:?}"),
-    }
-    adapter.disconnect().await.unwrap();
-
-    // Without the root certificate the server is not trusted: not retryable.
-    let untrusted = fast_builder([url.as_str()]).build().unwrap();
-    let error = untrusted
-        .connect(NodeId::from("untrusted"), EventSink::bounded(8).0)
-        .await
-        .expect_err("an untrusted certificate");
-    assert!(!error.is_retryable(), "{error}");
-    drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// An NKey user: the server knows the public key, the adapter signs the
-/// server's nonce with the seed.
-#[cfg(feature = "nkeys")]
-#[tokio::test]
-async fn nkey_credentials() {
-    let user = nkeys::KeyPair::new_user();
-    let server = NatsServer::start_with_config(&format!(
-        "authorization {{ users: [ {{ nkey: \"{}\" }} ] }}",
-        user.public_key()
-    ))
-    .await
-    .expect("nats-server");
-    let adapter = fast_builder([server.url()])
-        .nkey(user.seed().unwrap())
-        .build()
-        .unwrap();
-    assert!(
-        !format!("{adapter:?}").contains("SU"),
-        "the seed leaks: {adapter:?}"
-    );
-    adapter
-        .connect(NodeId::from("nkey"), EventSink::bounded(8).0)
-        .await
-        .expect("connect with the NKey");
-    let stranger = fast_builder([server.url()])
-        .nkey(nkeys::KeyPair::new_user().seed().unwrap())
-        .build()
-        .unwrap();
-    let error = stranger
-        .connect(NodeId::from("stranger"), EventSink::bounded(8).0)
-        .await
-        .expect_err("an unknown NKey");
-    assert!(!error.is_retryable(), "{error}");
 }
 
 /// Publishes handed to the client before `disconnect` are written out, not

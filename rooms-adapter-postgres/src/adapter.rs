@@ -11,6 +11,7 @@ use rooms_adapter::adapter::{
 use rooms_adapter::{Envelope, Error, NodeId, RoomName};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
 use crate::channel::{control_all_channel, control_node_channel, room_channel};
 use crate::config::{PostgresConfig, describe};
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     pub(crate) connected: AtomicBool,
     /// Rooms wanted now.
     pub(crate) wanted: AtomicUsize,
+    /// When the listener held back (not held against the server).
+    pub(crate) pauses: listener::Pauses,
     phase: Mutex<Phase>,
 }
 
@@ -83,6 +86,7 @@ impl PostgresAdapter {
                 counters: AdapterCounters::default(),
                 connected: AtomicBool::new(false),
                 wanted: AtomicUsize::new(0),
+                pauses: listener::Pauses::default(),
                 phase: Mutex::new(Phase::Idle),
             }),
             lifecycle: tokio::sync::Mutex::new(()),
@@ -312,15 +316,30 @@ impl RoomAdapter for PostgresAdapter {
             reply,
         })
         .await?;
+        // The time the listener holds back for attachment reads does not
+        // count: it cannot read the confirmation meanwhile, and nothing is
+        // wrong with the server.
         let limit = self.config.subscribe_timeout;
-        match tokio::time::timeout(limit, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(error::closed()),
-            Err(_) => Err(PostgresError::Timeout {
-                operation: format!("subscribe to room {:?}", truncated(room.as_str())),
-                after: limit,
+        let started = Instant::now();
+        let paused_before = self.shared.pauses.total(started);
+        let deadline = |now: Instant| {
+            started + limit + self.shared.pauses.total(now).saturating_sub(paused_before)
+        };
+        let mut answer = answer;
+        loop {
+            match tokio::time::timeout_at(deadline(Instant::now()), &mut answer).await {
+                Ok(Ok(result)) => return result,
+                Ok(Err(_)) => return Err(error::closed()),
+                Err(_) => {
+                    if Instant::now() >= deadline(Instant::now()) {
+                        return Err(PostgresError::Timeout {
+                            operation: format!("subscribe to room {:?}", truncated(room.as_str())),
+                            after: limit,
+                        }
+                        .into());
+                    }
+                }
             }
-            .into()),
         }
     }
 

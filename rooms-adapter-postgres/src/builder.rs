@@ -1,6 +1,8 @@
 //! [`PostgresAdapterBuilder`]: validated settings for a [`PostgresAdapter`].
 
 use std::fmt;
+#[cfg(feature = "tls")]
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -9,6 +11,8 @@ use rooms_adapter::wire::Codec;
 
 use crate::adapter::PostgresAdapter;
 use crate::config::PostgresConfig;
+#[cfg(feature = "tls")]
+use crate::config::TlsSettings;
 use crate::error::PostgresError;
 
 /// Builds a [`PostgresAdapter`] with validated settings. Start with
@@ -206,16 +210,54 @@ impl PostgresAdapterBuilder {
         })
     }
 
+    /// Refuses servers without TLS (feature `tls`; `sslmode=require` in the
+    /// connection string asks for it too). See [TLS](crate#tls).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn require_tls(self, required: bool) -> Self {
+        self.with(|config| config.tls.require = required)
+    }
+
+    /// Trusts the root certificates in a PEM file (besides the system's;
+    /// feature `tls`). Read by [`build`](Self::build): an unreadable or
+    /// invalid file is an error naming it. Without
+    /// [`require_tls`](Self::require_tls) the connections use TLS when the
+    /// server offers it.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_root_certificates(self, path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        self.with(|config| config.tls.root_certificates.push(path))
+    }
+
+    /// Presents a client certificate (mutual TLS, e.g. `cert` authentication
+    /// in `pg_hba.conf`): PEM certificate (chain) and key (feature `tls`).
+    /// Read by [`build`](Self::build).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_client_certificate(self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        let (cert, key) = (cert.into(), key.into());
+        self.with(|config| config.tls.client_certificate = Some((cert, key)))
+    }
+
+    /// Replaces every TLS setting at once (feature `tls`).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls(self, tls: TlsSettings) -> Self {
+        self.with(|config| config.tls = tls)
+    }
+
     /// Checks every setting and builds the adapter (it connects when the
     /// engine calls [`connect`](rooms_adapter::RoomAdapter::connect)).
     pub fn build(self) -> Result<PostgresAdapter, Error> {
-        let config = self
+        let mut config = self
             .config
             .map_err(|reason| PostgresError::InvalidSetting {
                 setting: "connection string",
                 reason,
             })?;
         config.validate()?;
+        crate::tls::resolve(&mut config)?;
         Ok(PostgresAdapter::new(config))
     }
 }

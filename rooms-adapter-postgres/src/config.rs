@@ -1,6 +1,8 @@
 //! Settings: [`PostgresConfig`] (validated by the builder) and the defaults.
 
 use std::fmt;
+#[cfg(feature = "tls")]
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rooms_adapter::wire::{Codec, DEFAULT_MAX_PAYLOAD_BYTES};
@@ -8,6 +10,7 @@ use rooms_adapter::wire::{Codec, DEFAULT_MAX_PAYLOAD_BYTES};
 use crate::channel::{MAX_CONTROL_PREFIX_BYTES, MAX_PREFIX_BYTES, check_prefix};
 use crate::error::PostgresError;
 use crate::frame::MAX_NOTIFY_PAYLOAD;
+use crate::tls::Connector;
 
 /// Default channel prefix: room `chat` listens on `sse_room_` + a 26-character
 /// hash (see [`channel`](crate::channel)).
@@ -42,6 +45,22 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// The largest `max_payload_bytes`: 256 MiB.
 pub const MAX_PAYLOAD_LIMIT: usize = 256 * 1024 * 1024;
 
+/// TLS settings (feature `tls`): rustls with its `ring` provider, every
+/// certificate verified. See [TLS](crate#tls) for how they combine with
+/// the connection string's `sslmode`.
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct TlsSettings {
+    /// Refuse to talk to a server without TLS (as `sslmode=require`).
+    pub require: bool,
+    /// PEM files with extra root certificates (the system's are used too).
+    pub root_certificates: Vec<PathBuf>,
+    /// A client certificate and its key (PEM), for mutual TLS.
+    pub client_certificate: Option<(PathBuf, PathBuf)>,
+}
+
 /// The validated settings of a [`PostgresAdapter`](crate::PostgresAdapter).
 #[derive(Clone)]
 pub struct PostgresConfig {
@@ -63,6 +82,10 @@ pub struct PostgresConfig {
     pub(crate) attachment_ttl: Duration,
     pub(crate) cleanup_interval: Duration,
     pub(crate) create_attachment_table: bool,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: TlsSettings,
+    /// Set by `build` from `pg`'s `sslmode` and `tls`.
+    pub(crate) connector: Connector,
 }
 
 impl fmt::Debug for PostgresConfig {
@@ -74,6 +97,7 @@ impl fmt::Debug for PostgresConfig {
             .field("codec", &self.codec)
             .field("pool_size", &self.pool_size)
             .field("attachment_table", &self.attachment_table)
+            .field("tls", &self.connector.is_tls())
             .finish_non_exhaustive()
     }
 }
@@ -128,6 +152,9 @@ impl PostgresConfig {
             attachment_ttl: DEFAULT_ATTACHMENT_TTL,
             cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
             create_attachment_table: true,
+            #[cfg(feature = "tls")]
+            tls: TlsSettings::default(),
+            connector: Connector::Plain,
         }
     }
 
@@ -294,6 +321,21 @@ impl PostgresConfig {
     /// The interval of the liveness probe on the listening connection.
     pub fn ping_interval(&self) -> Duration {
         self.ping_interval
+    }
+    /// The TLS settings, as given to the builder.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls(&self) -> &TlsSettings {
+        &self.tls
+    }
+    /// Whether the connections speak TLS (when the server offers it, under
+    /// `sslmode=prefer`): see [TLS](crate#tls).
+    pub fn uses_tls(&self) -> bool {
+        self.connector.is_tls()
+    }
+    /// The `sslmode` the connections use (decided by `build`).
+    pub fn ssl_mode(&self) -> tokio_postgres::config::SslMode {
+        self.pg.get_ssl_mode()
     }
 
     /// The attachments table as SQL: each part quoted.

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use rooms_adapter::Error;
 
-/// A failure of the PostgreSQL medium. Converted into
+/// Everything that goes wrong in this crate: settings, the server, TLS,
+/// timeouts, and notification payloads that are not frames
+/// ([`frame::parse`](crate::frame::parse)). Converted into
 /// [`rooms_adapter::Error`] at the adapter's surface:
 ///
 /// ```
@@ -32,7 +34,7 @@ pub enum PostgresError {
         reason: String,
     },
     /// The server cannot be reached, or the connection broke.
-    #[error("{medium} is unavailable: {operation} failed: {source}")]
+    #[error("{medium} is unavailable: {operation} failed: {}", in_words(.source))]
     Unavailable {
         /// E.g. `postgres at 127.0.0.1:5432/test`.
         medium: String,
@@ -55,7 +57,7 @@ pub enum PostgresError {
     },
     /// The server refused a statement for a reason retrying cannot fix
     /// (permissions, a missing table, ...).
-    #[error("{operation} was refused by {medium}: {source}")]
+    #[error("{operation} was refused by {medium}: {}", in_words(.source))]
     Refused {
         /// The medium.
         medium: String,
@@ -64,6 +66,35 @@ pub enum PostgresError {
         /// The server's error.
         #[source]
         source: tokio_postgres::Error,
+    },
+    /// TLS failed in a way retrying cannot fix: the server's certificate is
+    /// not trusted (or not for this host), the server has no TLS while it
+    /// is required, or the server refused the client certificate.
+    #[error("TLS with {medium} failed: {reason}")]
+    Tls {
+        /// The medium.
+        medium: String,
+        /// What was being done.
+        operation: String,
+        /// What went wrong, in words (rustls's, and what to check).
+        reason: String,
+        /// The client's error (it carries rustls's words).
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A `~` notification payload (inline binary, see
+    /// [`frame`](crate::frame)) whose rest is not base64.
+    #[error("a `~` frame is not valid base64: {reason}")]
+    InvalidBinaryFrame {
+        /// The decoder's words.
+        reason: String,
+    },
+    /// An `@` notification payload (attachment reference) whose rest is not
+    /// a positive decimal row id.
+    #[error("an `@` frame is not a row id: {found:?}")]
+    InvalidReferenceFrame {
+        /// What follows the `@` (its first 40 characters).
+        found: String,
     },
     /// An operation took too long.
     #[error("{operation} timed out after {after:?}")]
@@ -94,7 +125,14 @@ impl PostgresError {
                 || code.starts_with("40"))
         });
         let (medium, operation) = (medium.to_owned(), operation.to_owned());
-        if refused {
+        if let Some(reason) = crate::tls::setup_error(&source) {
+            PostgresError::Tls {
+                medium,
+                operation,
+                reason,
+                source,
+            }
+        } else if refused {
             PostgresError::Refused {
                 medium,
                 operation,
@@ -121,7 +159,7 @@ impl From<PostgresError> for Error {
                 ref source,
             } => Error::Unavailable {
                 medium: medium.clone(),
-                reason: format!("{operation} failed: {source}"),
+                reason: format!("{operation} failed: {}", in_words(source)),
                 source: Some(Box::new(error)),
             },
             PostgresError::Pool {
@@ -138,8 +176,32 @@ impl From<PostgresError> for Error {
                 retryable: false,
                 source: Box::new(error),
             },
+            PostgresError::InvalidBinaryFrame { .. }
+            | PostgresError::InvalidReferenceFrame { .. } => Error::Backend {
+                context: "read a notification payload".into(),
+                retryable: false,
+                source: Box::new(error),
+            },
+            PostgresError::Tls { ref operation, .. } => Error::Backend {
+                context: operation.clone(),
+                retryable: false,
+                source: Box::new(error),
+            },
         }
     }
+}
+
+/// A client error with its causes: tokio-postgres's own words ("db error",
+/// "error performing TLS handshake") say little without them.
+pub(crate) fn in_words(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(current) = cause {
+        text.push_str(": ");
+        text.push_str(&current.to_string());
+        cause = current.source();
+    }
+    text
 }
 
 /// The error of a call made after `disconnect` (or before `connect`).

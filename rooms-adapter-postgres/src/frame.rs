@@ -46,6 +46,8 @@ use std::borrow::Cow;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
+use crate::error::PostgresError;
+
 /// The largest `NOTIFY` payload a default PostgreSQL build accepts (it must
 /// be shorter than 8000 bytes).
 pub const MAX_NOTIFY_PAYLOAD: usize = 7999;
@@ -63,18 +65,6 @@ pub enum Frame<'a> {
     Inline(Cow<'a, [u8]>),
     /// The bytes are in the attachments table, in the row with this id.
     Attachment(i64),
-}
-
-/// Why a payload is not a valid frame.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum FrameError {
-    /// A `~` frame whose rest is not base64.
-    #[error("a `~` frame is not valid base64: {0}")]
-    Base64(String),
-    /// An `@` frame whose rest is not a positive decimal id.
-    #[error("an `@` frame is not a row id: {0:?}")]
-    Reference(String),
 }
 
 /// Whether `bytes` can travel as they are: UTF-8 without NUL, not starting
@@ -108,20 +98,27 @@ pub fn attachment_reference(id: i64) -> String {
     format!("@{id}")
 }
 
-/// Parses a notification payload.
-pub fn parse(payload: &str) -> Result<Frame<'_>, FrameError> {
+/// Parses a notification payload. The error
+/// ([`InvalidBinaryFrame`](PostgresError::InvalidBinaryFrame) or
+/// [`InvalidReferenceFrame`](PostgresError::InvalidReferenceFrame)) names
+/// what is wrong with it.
+pub fn parse(payload: &str) -> Result<Frame<'_>, PostgresError> {
     match payload.as_bytes().first() {
         Some(&BINARY_MARKER) => STANDARD
             .decode(&payload[1..])
             .map(|bytes| Frame::Inline(Cow::Owned(bytes)))
-            .map_err(|error| FrameError::Base64(error.to_string())),
+            .map_err(|error| PostgresError::InvalidBinaryFrame {
+                reason: error.to_string(),
+            }),
         Some(&ATTACHMENT_MARKER) => {
             let digits = &payload[1..];
             match digits.parse::<i64>() {
                 Ok(id) if id > 0 && digits.bytes().all(|b| b.is_ascii_digit()) => {
                     Ok(Frame::Attachment(id))
                 }
-                _ => Err(FrameError::Reference(digits.chars().take(40).collect())),
+                _ => Err(PostgresError::InvalidReferenceFrame {
+                    found: digits.chars().take(40).collect(),
+                }),
             }
         }
         _ => Ok(Frame::Inline(Cow::Borrowed(payload.as_bytes()))),
@@ -168,9 +165,22 @@ mod tests {
 
     #[test]
     fn bad_frames_are_errors() {
-        assert!(matches!(parse("~not base64!"), Err(FrameError::Base64(_))));
+        let error = parse("~not base64!").unwrap_err();
+        assert!(
+            matches!(error, PostgresError::InvalidBinaryFrame { .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("base64"), "{error}");
         for bad in ["@", "@x", "@-1", "@0", "@+5", "@99999999999999999999"] {
-            assert!(matches!(parse(bad), Err(FrameError::Reference(_))), "{bad}");
+            let error = parse(bad).unwrap_err();
+            assert!(
+                matches!(error, PostgresError::InvalidReferenceFrame { .. }),
+                "{bad}"
+            );
+            assert!(
+                error.to_string().contains(&format!("{:?}", &bad[1..])),
+                "{error}"
+            );
         }
         assert_eq!(
             parse(&attachment_reference(7)).unwrap(),

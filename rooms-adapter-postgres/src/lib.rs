@@ -36,8 +36,8 @@
 //!   ([`connect_publisher`](rooms_adapter::RoomAdapter::connect_publisher):
 //!   the pool only) and control frames (node liveness, cross-node queries)
 //!   on `{control_prefix}all` and `{control_prefix}n{hash}`. No history.
-//! - TLS is not offered yet (`NoTls`): use it on a trusted network or
-//!   through a local TLS tunnel.
+//! - TLS (feature `tls`, on by default): rustls, every certificate
+//!   verified; see [TLS](#tls).
 //!
 //! ## Connection loss
 //!
@@ -57,6 +57,53 @@
 //! on). Subscribing while the listening connection is down fails at once,
 //! and the room stays wanted.
 //!
+//! ## TLS
+//!
+//! With feature `tls` (on by default) both the publishing pool and the
+//! listening connection speak TLS through rustls (tokio-postgres-rustls,
+//! with rustls's `ring` provider chosen explicitly: nothing is installed
+//! process-wide, and an application that also enables `aws-lc-rs` is not
+//! disturbed). Every certificate is verified, host name included: against
+//! the system's roots plus those of
+//! [`tls_root_certificates`](PostgresAdapterBuilder::tls_root_certificates).
+//! The adapter never speaks unverified TLS, so the connection string's
+//! `sslmode` reads:
+//!
+//! | `sslmode` | TLS options of the builder | the connections |
+//! |---|---|---|
+//! | `disable` | none | plain |
+//! | `disable` | any | a configuration error |
+//! | `prefer`, or none (tokio-postgres's default) | none | plain (libpq's `prefer` does not verify; this adapter does not guess) |
+//! | `prefer`, or none | root certificates or a client certificate | TLS, verified, when the server offers it; plain when it does not |
+//! | `require` | any | TLS, verified; a server without TLS fails the connect |
+//! | `prefer` or `require` | [`require_tls(true)`](PostgresAdapterBuilder::require_tls) | as `require` |
+//!
+//! So `require` here is libpq's `verify-full` (tokio-postgres reads neither
+//! `verify-ca`/`verify-full` nor `sslrootcert`: use the builder). A client
+//! certificate ([`tls_client_certificate`](PostgresAdapterBuilder::tls_client_certificate))
+//! serves `cert` authentication (`clientcert=verify-full` in `pg_hba.conf`).
+//! Certificate files are read by `build`: an unreadable or invalid one is a
+//! [`Config`](rooms_adapter::Error::Config) error naming the file. A server
+//! whose certificate is not trusted, a server without TLS when TLS is
+//! required, or a refused client certificate fail the connect at once with
+//! a [`Backend`](rooms_adapter::Error::Backend) error that is not
+//! retryable; the listening connection keeps retrying in the background
+//! after a later loss, as for any other failure.
+//!
+//! ```no_run
+//! use rooms_adapter_postgres::PostgresAdapter;
+//!
+//! let adapter = PostgresAdapter::builder("postgres://app@db.internal:5432/app?sslmode=require")
+//!     .tls_root_certificates("/etc/rooms/db-ca.pem")
+//!     .tls_client_certificate("/etc/rooms/app.crt", "/etc/rooms/app.key")
+//!     .build()?;
+//! assert!(adapter.config().uses_tls());
+//! # Ok::<(), rooms_adapter::Error>(())
+//! ```
+//!
+//! Without feature `tls`, connections are plain and `sslmode=require` is a
+//! configuration error.
+//!
 //! ## Server side
 //!
 //! - The database encoding must be UTF8 (the default).
@@ -65,7 +112,12 @@
 //! - A listening session that falls behind holds the server's notification
 //!   queue (8 GB by default) back; the adapter reads without waiting on the
 //!   engine (a full engine queue drops and counts), and waits only while
-//!   attachments are read.
+//!   attachments are read: when 256 notifications wait behind attachment
+//!   reads it stops reading until the first is in (each read has the
+//!   publish timeout). The probe's answer and `LISTEN` confirmations wait
+//!   behind the unread notifications too, so that time counts neither
+//!   against the probe (no false `MediumLost`) nor against the subscribe
+//!   timeout (a subscribe waits for the reads).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -94,9 +146,12 @@ pub mod frame;
 mod listener;
 mod publisher;
 mod table;
+mod tls;
 
 pub use adapter::PostgresAdapter;
 pub use builder::PostgresAdapterBuilder;
+#[cfg(feature = "tls")]
+pub use config::TlsSettings;
 pub use config::{
     DEFAULT_ATTACHMENT_TABLE, DEFAULT_ATTACHMENT_TTL, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN,
     DEFAULT_CHANNEL_PREFIX, DEFAULT_CLEANUP_INTERVAL, DEFAULT_CONNECT_TIMEOUT,

@@ -15,7 +15,8 @@ use rooms_adapter::wire::{self, Codec, DecodeError};
 use rooms_adapter::{Error, RoomName};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Notification, Socket};
 
 use crate::adapter::Shared;
 use crate::channel::quote_identifier;
@@ -24,13 +25,60 @@ use crate::error::PostgresError;
 use crate::frame::{self, Frame};
 use crate::publisher::{Fetched, Publisher};
 use crate::table::{ListenTable, Subscribed};
+use crate::tls::Connector;
 
 /// The most `LISTEN`/`UNLISTEN` statements in one round trip.
 const MAX_BATCH: usize = 1000;
 /// The most notifications waiting behind an attachment being read; beyond
 /// it the task stops reading the connection (backpressure to the server,
-/// which queues notifications) until the attachment is in.
+/// which queues notifications) until the attachment is in. While it holds
+/// back, the answers to the liveness probe and to `LISTEN`s wait behind
+/// unread notifications too: that time is not held against the server
+/// (see [`Pauses`]). It is bounded: every read has the publish timeout.
 const MAX_PENDING: usize = 256;
+
+/// The time the listener spends not reading its connection on purpose
+/// (backpressure), so that the timers judging the server (the probe's
+/// deadline, a subscribe's timeout) leave it out.
+#[derive(Debug, Default)]
+pub(crate) struct Pauses {
+    /// Paused time before the current pause, and since when it is paused.
+    state: std::sync::Mutex<(Duration, Option<Instant>)>,
+}
+
+impl Pauses {
+    fn state(&self) -> std::sync::MutexGuard<'_, (Duration, Option<Instant>)> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The listener stops reading at `at` (no-op while paused).
+    pub(crate) fn pause(&self, at: Instant) {
+        let mut state = self.state();
+        state.1.get_or_insert(at);
+    }
+
+    /// The listener reads again at `at`; returns how long it paused.
+    pub(crate) fn resume(&self, at: Instant) -> Duration {
+        let mut state = self.state();
+        let paused = state
+            .1
+            .take()
+            .map_or(Duration::ZERO, |since| at.saturating_duration_since(since));
+        state.0 += paused;
+        paused
+    }
+
+    /// All the time paused up to `now`, the current pause included.
+    pub(crate) fn total(&self, now: Instant) -> Duration {
+        let state = self.state();
+        state.0
+            + state
+                .1
+                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+    }
+}
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type Messages = Pin<Box<dyn Stream<Item = Result<AsyncMessage, tokio_postgres::Error>> + Send>>;
@@ -62,22 +110,32 @@ pub(crate) async fn open(config: &PostgresConfig, medium: &str) -> Result<Link, 
     let mut pg = config.pg.clone();
     pg.connect_timeout(config.connect_timeout);
     let limit = config.connect_timeout + Duration::from_secs(1);
-    let (client, mut connection) = match tokio::time::timeout(limit, pg.connect(NoTls)).await {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(error)) => {
-            return Err(PostgresError::from_client(
-                medium,
-                "open the listening connection",
-                error,
-            ));
-        }
-        Err(_) => {
-            return Err(PostgresError::Timeout {
-                operation: format!("connect to {medium}"),
-                after: limit,
-            });
-        }
+    let connected = match &config.connector {
+        Connector::Plain => tokio::time::timeout(limit, connect(&pg, NoTls)).await,
+        #[cfg(feature = "tls")]
+        Connector::Rustls(tls) => tokio::time::timeout(limit, connect(&pg, tls.clone())).await,
     };
+    match connected {
+        Ok(Ok(link)) => Ok(link),
+        Ok(Err(error)) => Err(PostgresError::from_client(
+            medium,
+            "open the listening connection",
+            error,
+        )),
+        Err(_) => Err(PostgresError::Timeout {
+            operation: format!("connect to {medium}"),
+            after: limit,
+        }),
+    }
+}
+
+/// Connects with `tls`; the connection is driven by polling its messages.
+async fn connect<T>(pg: &tokio_postgres::Config, tls: T) -> Result<Link, tokio_postgres::Error>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, mut connection) = pg.connect(tls).await?;
     let messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     Ok(Link {
         client: Arc::new(client),
@@ -133,6 +191,8 @@ pub(crate) struct Listener {
     outage: Option<Instant>,
     ready: Option<oneshot::Sender<Result<(), Error>>>,
     deliveries: FuturesOrdered<BoxFuture<Delivery>>,
+    /// Not reading the connection: [`MAX_PENDING`] notifications wait.
+    holding: bool,
 }
 
 impl Listener {
@@ -170,15 +230,16 @@ impl Listener {
             outage: None,
             ready: Some(ready),
             deliveries: FuturesOrdered::new(),
+            holding: false,
         }
     }
 
     /// Runs until the adapter drops its command sender (or aborts the task).
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         loop {
+            let reading = self.hold_or_read();
             self.start_work();
             let wake = self.next_wake();
-            let reading = self.link.is_some() && self.deliveries.len() < MAX_PENDING;
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.command(command),
@@ -213,10 +274,30 @@ impl Listener {
         }
     }
 
-    /// Starts whatever can start now: a batch, a probe, a reconnect.
+    /// Whether to read the connection now: not while [`MAX_PENDING`]
+    /// notifications wait behind attachment reads. Starts and ends pauses;
+    /// the probe's deadline moves by the time paused.
+    fn hold_or_read(&mut self) -> bool {
+        let reading = self.link.is_some() && self.deliveries.len() < MAX_PENDING;
+        let holding = self.link.is_some() && !reading;
+        if holding != self.holding {
+            let now = Instant::now();
+            if holding {
+                self.shared.pauses.pause(now);
+            } else {
+                let paused = self.shared.pauses.resume(now);
+                self.ping_deadline += paused;
+            }
+            self.holding = holding;
+        }
+        reading
+    }
+
+    /// Starts whatever can start now: a batch, a probe, a reconnect. No
+    /// probe starts, and none is judged, while the task holds back.
     fn start_work(&mut self) {
         let now = Instant::now();
-        if self.ping.is_some() && now >= self.ping_deadline {
+        if self.ping.is_some() && now >= self.ping_deadline && !self.holding {
             let after = self.config.ping_interval;
             self.lost(format!(
                 "the liveness probe was not answered within {after:?}"
@@ -253,7 +334,7 @@ impl Listener {
                         Some(Box::pin(async move { client.batch_execute(&sql).await }));
                 }
             }
-            if self.ping.is_none() && now >= self.next_ping {
+            if self.ping.is_none() && now >= self.next_ping && !self.holding {
                 let client = Arc::clone(&link.client);
                 self.ping_deadline = now + self.config.ping_interval;
                 self.ping = Some(Box::pin(async move {
@@ -274,7 +355,9 @@ impl Listener {
         let mut consider = |at: Instant| {
             wake = Some(wake.map_or(at, |current| current.min(at)));
         };
-        if self.link.is_some() {
+        if self.holding {
+            // Delivered attachments wake the task.
+        } else if self.link.is_some() {
             if self.ping.is_some() {
                 consider(self.ping_deadline);
             } else {
@@ -384,7 +467,7 @@ impl Listener {
             }
             Err(error) => {
                 let error = match error {
-                    frame::FrameError::Reference(_) => DecodeError::InvalidField {
+                    PostgresError::InvalidReferenceFrame { .. } => DecodeError::InvalidField {
                         field: "attachment",
                         reason: error.to_string(),
                     },
@@ -551,4 +634,29 @@ async fn sleep_until(at: Option<Instant>) {
 
 pub(crate) fn truncated(name: &str) -> String {
     name.chars().take(40).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_add_up_and_count_the_current_one() {
+        let pauses = Pauses::default();
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        assert_eq!(pauses.total(at(1)), Duration::ZERO);
+        pauses.pause(at(1));
+        assert_eq!(pauses.total(at(2)), Duration::from_secs(1));
+        assert_eq!(pauses.resume(at(3)), Duration::from_secs(2));
+        assert_eq!(pauses.total(at(9)), Duration::from_secs(2));
+        // A pause while paused keeps the first start.
+        pauses.pause(at(10));
+        pauses.pause(at(11));
+        assert_eq!(pauses.total(at(12)), Duration::from_secs(4));
+        assert_eq!(pauses.resume(at(12)), Duration::from_secs(2));
+        // Resuming while reading changes nothing.
+        assert_eq!(pauses.resume(at(13)), Duration::ZERO);
+        assert_eq!(pauses.total(at(20)), Duration::from_secs(4));
+    }
 }

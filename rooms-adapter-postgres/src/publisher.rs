@@ -15,6 +15,7 @@ use crate::batch::{self, Statement};
 use crate::config::PostgresConfig;
 use crate::error::PostgresError;
 use crate::frame;
+use crate::tls::Connector;
 
 /// Notifies many (channel, payload) pairs in one statement, so one
 /// transaction and one commit, in array order.
@@ -98,13 +99,14 @@ impl Publisher {
             None => "-c synchronous_commit=off".to_owned(),
         };
         pg.options(&options);
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &config.connector {
+            Connector::Plain => Manager::from_config(pg, NoTls, manager_config),
+            #[cfg(feature = "tls")]
+            Connector::Rustls(tls) => Manager::from_config(pg, tls.clone(), manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .runtime(Runtime::Tokio1)

@@ -6,25 +6,30 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
-use rooms_adapter::adapter::{AdapterEvent, EventSink, EventStream};
+use common::{DEADLINE, Pair};
+use rooms_adapter::adapter::EventSink;
 use rooms_adapter::{Envelope, NodeId, RoomAdapter, RoomName, SseMessage};
+use rooms_adapter_postgres::PostgresAdapterBuilder;
 use rooms_conformance::Harness;
-use rooms_testkit::postgres::{PostgresHarness, PostgresMsgpackHarness, connect_direct};
+use rooms_testkit::postgres::{
+    Flavor, PostgresHarness, PostgresHarnessWith, PostgresMsgpackHarness, connect_direct,
+};
 
-const DEADLINE: Duration = Duration::from_secs(10);
-
-async fn next_message(events: &mut EventStream) -> (RoomName, Envelope) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(AdapterEvent::Message { room, envelope })) => return (room, envelope),
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("the event stream ended"),
-            Err(_) => panic!("no message within {DEADLINE:?}"),
-        }
-    }
+/// A receiver subscribed to `rooms` and a publisher, on `harness`, both
+/// built with `configure`.
+async fn pair<F: Flavor>(
+    harness: &PostgresHarnessWith<F>,
+    configure: impl Fn(PostgresAdapterBuilder) -> PostgresAdapterBuilder,
+    capacity: usize,
+    rooms: &[&RoomName],
+) -> Pair {
+    let receiver = harness.adapter_with(&configure).unwrap();
+    let publisher = harness.adapter_with(&configure).unwrap();
+    Pair::connect(receiver, publisher, capacity, rooms).await
 }
 
 /// Polls `check` until it holds, within [`DEADLINE`].
@@ -46,26 +51,17 @@ where
 #[tokio::test]
 async fn a_one_mib_message_crosses_and_its_attachment_row_is_deleted_after_the_ttl() {
     let harness = PostgresHarness::setup().await.unwrap();
-    let ttl = |builder: rooms_adapter_postgres::PostgresAdapterBuilder| {
+    let ttl = |builder: PostgresAdapterBuilder| {
         builder
             .attachment_ttl(Duration::from_millis(300))
             .attachment_cleanup_interval(Duration::from_millis(100))
     };
-    let receiver = harness.adapter_with(ttl).unwrap();
-    let publisher = harness.adapter_with(ttl).unwrap();
-    let (sink, mut events) = EventSink::bounded(64);
-    receiver.connect(NodeId::from("rx"), sink).await.unwrap();
-    publisher
-        .connect_publisher(NodeId::from("tx"))
-        .await
-        .unwrap();
     let room = RoomName::from("big");
-    receiver.subscribe(&room).await.unwrap();
+    let mut nodes = pair(&harness, ttl, 64, &[&room]).await;
 
     let big = "0123456789abcdef".repeat(64 * 1024);
-    let envelope = Envelope::new(NodeId::from("tx"), SseMessage::new(big.clone()));
-    publisher.publish(&room, &envelope).await.unwrap();
-    let (got_room, got) = next_message(&mut events).await;
+    let envelope = nodes.publish(&room, &big).await;
+    let (got_room, got) = nodes.next_message().await;
     assert_eq!(got_room, room);
     assert_eq!(got.message().data, big.as_str());
     assert_eq!(got, envelope);
@@ -76,36 +72,20 @@ async fn a_one_mib_message_crosses_and_its_attachment_row_is_deleted_after_the_t
     })
     .await;
     // A small message does not use the table at all.
-    publisher
-        .publish(
-            &room,
-            &Envelope::new(NodeId::from("tx"), SseMessage::new("small")),
-        )
-        .await
-        .unwrap();
-    let (_, small) = next_message(&mut events).await;
+    nodes.publish(&room, "small").await;
+    let (_, small) = nodes.next_message().await;
     assert_eq!(small.message().data, "small");
     assert_eq!(harness.attachment_rows().await.unwrap(), 0);
-    receiver.disconnect().await.unwrap();
-    publisher.disconnect().await.unwrap();
+    nodes.disconnect().await;
     harness.teardown().await;
 }
 
 #[tokio::test]
 async fn messagepack_uses_the_table_past_the_threshold_and_keeps_order() {
     let harness = PostgresMsgpackHarness::setup().await.unwrap();
-    let small_threshold =
-        |builder: rooms_adapter_postgres::PostgresAdapterBuilder| builder.attachment_threshold(200);
-    let receiver = harness.adapter_with(small_threshold).unwrap();
-    let publisher = harness.adapter_with(small_threshold).unwrap();
-    let (sink, mut events) = EventSink::bounded(256);
-    receiver.connect(NodeId::from("rx"), sink).await.unwrap();
-    publisher
-        .connect_publisher(NodeId::from("tx"))
-        .await
-        .unwrap();
+    let small_threshold = |builder: PostgresAdapterBuilder| builder.attachment_threshold(200);
     let room = RoomName::from("mixed");
-    receiver.subscribe(&room).await.unwrap();
+    let mut nodes = pair(&harness, small_threshold, 256, &[&room]).await;
     // Every third message goes through the table; later small ones wait
     // for it, so the order holds.
     let sent: Vec<String> = (0..30)
@@ -118,50 +98,37 @@ async fn messagepack_uses_the_table_past_the_threshold_and_keeps_order() {
         })
         .collect();
     for data in &sent {
-        let envelope = Envelope::new(NodeId::from("tx"), SseMessage::new(data.clone()));
-        publisher.publish(&room, &envelope).await.unwrap();
+        nodes.publish(&room, data).await;
     }
     for data in &sent {
-        let (_, got) = next_message(&mut events).await;
+        let (_, got) = nodes.next_message().await;
         assert_eq!(got.message().data, data.as_str());
     }
     assert_eq!(harness.attachment_rows().await.unwrap(), 10);
-    receiver.disconnect().await.unwrap();
-    publisher.disconnect().await.unwrap();
+    nodes.disconnect().await;
     harness.teardown().await;
 }
 
 #[tokio::test]
 async fn long_names_and_names_sharing_63_bytes_stay_apart() {
     let harness = PostgresHarness::setup().await.unwrap();
-    let receiver = harness.adapter_with(|builder| builder).unwrap();
-    let publisher = harness.adapter_with(|builder| builder).unwrap();
-    let (sink, mut events) = EventSink::bounded(64);
-    receiver.connect(NodeId::from("rx"), sink).await.unwrap();
-    publisher
-        .connect_publisher(NodeId::from("tx"))
-        .await
-        .unwrap();
     let common = "p".repeat(63);
     let (a, b) = (
         RoomName::from(format!("{common}-a")),
         RoomName::from(format!("{common}-b")),
     );
     let long = RoomName::from("l".repeat(5000));
-    receiver.subscribe(&a).await.unwrap();
-    receiver.subscribe(&long).await.unwrap();
+    let mut nodes = pair(&harness, |builder| builder, 64, &[&a, &long]).await;
     for (room, data) in [(&b, "to b"), (&a, "to a"), (&long, "to long")] {
-        let envelope = Envelope::new(NodeId::from("tx"), SseMessage::new(data));
-        publisher.publish(room, &envelope).await.unwrap();
+        nodes.publish(room, data).await;
     }
-    let (room, got) = next_message(&mut events).await;
+    let (room, got) = nodes.next_message().await;
     assert_eq!(room, a);
     assert_eq!(got.message().data, "to a");
-    let (room, got) = next_message(&mut events).await;
+    let (room, got) = nodes.next_message().await;
     assert_eq!(room, long);
     assert_eq!(got.message().data, "to long");
-    receiver.disconnect().await.unwrap();
-    publisher.disconnect().await.unwrap();
+    nodes.disconnect().await;
     harness.teardown().await;
 }
 
@@ -186,7 +153,7 @@ async fn frames_that_are_not_envelopes_are_skipped_and_counted() {
         .execute("SELECT pg_notify($1, $2)", &[&channel, &good])
         .await
         .unwrap();
-    let (_, got) = next_message(&mut events).await;
+    let (_, got) = common::next_message(&mut events).await;
     assert_eq!(got.message().data, "after");
     assert_eq!(receiver.stats().decode_errors_total(), 5);
     receiver.disconnect().await.unwrap();
@@ -200,16 +167,8 @@ async fn frames_that_are_not_envelopes_are_skipped_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_messages_published_together_all_arrive() {
     let harness = PostgresHarness::setup().await.unwrap();
-    let receiver = harness.new_adapter().await.unwrap();
-    let publisher = harness.new_adapter().await.unwrap();
-    let (sink, mut events) = EventSink::bounded(1024);
-    receiver.connect(NodeId::from("rx"), sink).await.unwrap();
-    publisher
-        .connect_publisher(NodeId::from("tx"))
-        .await
-        .unwrap();
     let room = RoomName::from("same");
-    receiver.subscribe(&room).await.unwrap();
+    let mut nodes = pair(&harness, |builder| builder, 1024, &[&room]).await;
 
     const COUNT: usize = 300;
     let same = Envelope::new(NodeId::from("tx"), SseMessage::new("again"));
@@ -225,19 +184,18 @@ async fn identical_messages_published_together_all_arrive() {
     let results = futures_util::future::join_all(
         envelopes
             .iter()
-            .map(|envelope| publisher.publish(&room, envelope)),
+            .map(|envelope| nodes.publisher.publish(&room, envelope)),
     )
     .await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let mut repeats = 0;
     for _ in 0..COUNT {
-        let (_, envelope) = next_message(&mut events).await;
+        let (_, envelope) = nodes.next_message().await;
         if envelope.message().data == "again" {
             repeats += 1;
         }
     }
     assert_eq!(repeats, COUNT - COUNT.div_ceil(3));
-    receiver.disconnect().await.unwrap();
-    publisher.disconnect().await.unwrap();
+    nodes.disconnect().await;
     harness.teardown().await;
 }

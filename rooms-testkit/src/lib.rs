@@ -10,7 +10,10 @@
 //! - throwaway `nats-server` processes and 3-server NATS clusters with
 //!   routes ([`nats_server`]);
 //! - a fault-injecting TCP proxy ([`tcp_proxy`]), and the PostgreSQL
-//!   harnesses on it (`postgres`, feature `postgres`);
+//!   harnesses on it (`postgres`, feature `postgres`); throwaway PostgreSQL
+//!   clusters ([`postgres_server`]);
+//! - certificates made at test time, for TLS ([`certs`]), and the check
+//!   that a refused connect fails fast and for good ([`refusal`]);
 //! - waiting for a condition with a deadline instead of sleeping a fixed
 //!   time ([`poll`]).
 //!
@@ -20,6 +23,7 @@
 //! crate under test keeps its own features.
 #![warn(missing_docs)]
 
+pub mod certs;
 #[cfg(feature = "cluster")]
 pub mod cluster_harness;
 pub mod memory;
@@ -35,6 +39,7 @@ pub mod redis;
 pub mod redis_cluster;
 pub mod redis_sentinel;
 pub mod redis_server;
+pub mod refusal;
 #[cfg(feature = "sentinel")]
 pub mod sentinel_harness;
 pub mod tcp_proxy;

@@ -134,7 +134,12 @@ fn ci() -> Result<(), String> {
     )?;
     // Every feature alone and in pairs, without dev-dependencies: a cfg gate
     // that only an odd combination breaks (no publish driver, `tls` alone..).
-    for package in ["rooms-adapter-redis", "rooms-adapter-nats", "rooms-adapter"] {
+    for package in [
+        "rooms-adapter-redis",
+        "rooms-adapter-nats",
+        "rooms-adapter-postgres",
+        "rooms-adapter",
+    ] {
         cargo(&[
             "hack",
             "check",
