@@ -72,8 +72,9 @@ pub const NO_SKIP_ENV: &str = "ROOMS_CONFORMANCE_NO_SKIP";
 /// The longest one case may take before it fails as hung.
 pub const CASE_DEADLINE: Duration = Duration::from_secs(120);
 
-/// An optional capability some cases need. The first two are the
-/// [`Harness`]'s ([`Capabilities`]), the others the adapter's
+/// An optional capability some cases need. `FaultInjection`, `RawPublish`
+/// and `NodeFaultInjection` are the [`Harness`]'s ([`Capabilities`]), the
+/// others the adapter's
 /// ([`AdapterCapabilities`](rooms_adapter::AdapterCapabilities)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -93,16 +94,20 @@ pub enum Capability {
     /// [`AdapterCapabilities::history`](rooms_adapter::AdapterCapabilities::history):
     /// per-room history.
     History,
+    /// [`Capabilities::node_fault_injection`]: the harness can cut one node
+    /// off the medium while the others keep it.
+    NodeFaultInjection,
 }
 
 impl Capability {
     /// Every capability.
-    pub const ALL: [Capability; 5] = [
+    pub const ALL: [Capability; 6] = [
         Capability::FaultInjection,
         Capability::RawPublish,
         Capability::Emitter,
         Capability::Control,
         Capability::History,
+        Capability::NodeFaultInjection,
     ];
 
     /// Its name in [`conformance_suite!`]'s `capabilities = [...]`.
@@ -113,6 +118,7 @@ impl Capability {
             Capability::Emitter => "emitter",
             Capability::Control => "control",
             Capability::History => "history",
+            Capability::NodeFaultInjection => "node_fault_injection",
         }
     }
 
@@ -133,6 +139,7 @@ impl Capability {
             Capability::Emitter => adapter.emitter,
             Capability::Control => adapter.control,
             Capability::History => adapter.history,
+            Capability::NodeFaultInjection => harness.node_fault_injection,
         }
     }
 }
@@ -183,6 +190,8 @@ macro_rules! __with_cases {
             history_replays_after_a_position [history],
             history_switch_has_no_gap_or_duplicate [history],
             history_gap_when_it_cannot_cover [history],
+            history_reads_page_by_page [history],
+            history_recovers_after_a_node_outage [node_fault_injection history],
             publish_fails_fast_while_down [fault_injection],
             full_inbound_queue_drops_and_counts [],
             message_ids_are_delivered_once [],
@@ -211,11 +220,15 @@ macro_rules! __capability {
     (history) => {
         $crate::Capability::History
     };
+    (node_fault_injection) => {
+        $crate::Capability::NodeFaultInjection
+    };
     ($other:ident) => {
         ::core::compile_error!(::core::concat!(
             "unknown conformance capability `",
             ::core::stringify!($other),
-            "`: expected fault_injection, raw_publish, emitter, control or history"
+            "`: expected fault_injection, raw_publish, emitter, control, history or \
+             node_fault_injection"
         ))
     };
 }
@@ -229,6 +242,7 @@ macro_rules! __if_declared {
     (emitter [emitter $(, $($rest:tt)*)?] {$($yes:tt)*} {$($no:tt)*}) => { $($yes)* };
     (control [control $(, $($rest:tt)*)?] {$($yes:tt)*} {$($no:tt)*}) => { $($yes)* };
     (history [history $(, $($rest:tt)*)?] {$($yes:tt)*} {$($no:tt)*}) => { $($yes)* };
+    (node_fault_injection [node_fault_injection $(, $($rest:tt)*)?] {$($yes:tt)*} {$($no:tt)*}) => { $($yes)* };
     ($cap:ident [$other:ident $(, $($rest:tt)*)?] $yes:tt $no:tt) => {
         $crate::__if_declared! { $cap [$($($rest)*)?] $yes $no }
     };
@@ -286,6 +300,9 @@ macro_rules! __ignored_test {
     ($harness:ty, $case:ident, history) => {
         $crate::__ignored_test! { @ $harness, $case, "needs capability history" }
     };
+    ($harness:ty, $case:ident, node_fault_injection) => {
+        $crate::__ignored_test! { @ $harness, $case, "needs capability node_fault_injection" }
+    };
     (@ $harness:ty, $case:ident, $why:literal) => {
         #[test]
         #[ignore = $why]
@@ -335,8 +352,9 @@ macro_rules! __case_infos {
 /// `declared_capabilities_match_the_harness`.
 ///
 /// `capabilities = [...]` lists the optional [`Capability`]s the harness and
-/// its adapter offer, by name: `fault_injection`, `raw_publish` (the
-/// harness's [`Capabilities`]), `emitter`, `control`, `history` (the
+/// its adapter offer, by name: `fault_injection`, `raw_publish`,
+/// `node_fault_injection` (the harness's [`Capabilities`]), `emitter`,
+/// `control`, `history` (the
 /// adapter's `AdapterCapabilities`). A case that needs a capability not
 /// listed is generated `#[ignore = "needs capability ..."]`, so `cargo test`
 /// shows it as ignored; `cargo test -- --include-ignored` runs it anyway

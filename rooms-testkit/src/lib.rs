@@ -10,7 +10,9 @@
 //! - throwaway `nats-server` processes and 3-server NATS clusters with
 //!   routes ([`nats_server`]);
 //! - a fault-injecting TCP proxy ([`tcp_proxy`]), and the PostgreSQL
-//!   harnesses on it (`postgres`, feature `postgres`).
+//!   harnesses on it (`postgres`, feature `postgres`);
+//! - [`nodes::Nodes`], which finds a harness's node again by its adapter
+//!   (for `Harness::cut_node`).
 //!
 //! Features `deadpool`, `bb8`, `cluster`, `sentinel`, `nats` and `postgres` enable the harnesses
 //! (and the same features of `rooms-adapter-redis`) for those drivers and
@@ -24,12 +26,14 @@ pub mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod nats_server;
+pub mod nodes;
 mod poll;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod postgres_server;
 mod process;
 pub mod redis;
+pub mod redis_acl;
 pub mod redis_cluster;
 pub mod redis_sentinel;
 pub mod redis_server;
