@@ -153,7 +153,8 @@ mod tests {
         assert_eq!((page.first, page.latest, page.entries.len()), (3, 5, 3));
         assert_eq!(page.next_after, None);
         assert_eq!(histories.read(&room, Some(4), 100, start).entries.len(), 1);
-        let offsets = |page: &HistoryPage| page.entries.iter().map(|e| e.offset).collect::<Vec<_>>();
+        let offsets =
+            |page: &HistoryPage| page.entries.iter().map(|e| e.offset).collect::<Vec<_>>();
         let head = histories.read(&room, Some(1), 2, start);
         assert_eq!((offsets(&head), head.next_after), (vec![3, 4], Some(4)));
         let tail = histories.read(&room, head.next_after, 2, start);

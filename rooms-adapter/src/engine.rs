@@ -820,7 +820,8 @@ impl Inner {
         envelope: Envelope,
         received_at: Option<Instant>,
     ) {
-        if let Some((envelope, received_at)) = self.offer_to_catch_up(&room, envelope, received_at) {
+        if let Some((envelope, received_at)) = self.offer_to_catch_up(&room, envelope, received_at)
+        {
             self.deliver_remote(room, envelope, received_at);
         }
     }

@@ -393,7 +393,8 @@ mod tests {
     #[test]
     fn pages_say_where_the_next_one_starts() {
         // Entries 3..=9 kept.
-        let next = |after, limit, last, count| HistoryPage::next_after_of(after, limit, last, count, 3, 9);
+        let next =
+            |after, limit, last, count| HistoryPage::next_after_of(after, limit, last, count, 3, 9);
         assert_eq!(next(None, 4, Some(6), 4), Some(6));
         assert_eq!(next(Some(6), 4, Some(9), 3), None);
         assert_eq!(next(Some(5), 4, Some(9), 4), None);

@@ -14,7 +14,11 @@ pub struct Nodes<T> {
 
 impl<T> std::fmt::Debug for Nodes<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let count = self.nodes.lock().unwrap_or_else(PoisonError::into_inner).len();
+        let count = self
+            .nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
         f.debug_struct("Nodes").field("count", &count).finish()
     }
 }

@@ -49,7 +49,9 @@ async fn set_user(ports: &[u16], user: &str, enabled: bool) -> Result<(), Error>
     let state = if enabled { "on" } else { "off" };
     on_every(
         ports,
-        &["ACL", "SETUSER", user, state, &password, "~*", "&*", "+@all"],
+        &[
+            "ACL", "SETUSER", user, state, &password, "~*", "&*", "+@all",
+        ],
     )
     .await
 }
@@ -95,7 +97,11 @@ impl NodeUsers {
     }
 
     /// Enables `adapter`'s user again on `ports`.
-    pub async fn restore(&self, adapter: &Arc<dyn RoomAdapter>, ports: &[u16]) -> Result<(), Error> {
+    pub async fn restore(
+        &self,
+        adapter: &Arc<dyn RoomAdapter>,
+        ports: &[u16],
+    ) -> Result<(), Error> {
         let user = self.nodes.find(adapter)?;
         self.set_enabled(&user, true);
         set_user(ports, &user, true).await

@@ -211,8 +211,7 @@ impl std::ops::DerefMut for CatchUpGuard<'_> {
 
 impl Drop for CatchUpGuard<'_> {
     fn drop(&mut self) {
-        self.active
-            .store(!self.state.is_idle(), Ordering::Release);
+        self.active.store(!self.state.is_idle(), Ordering::Release);
     }
 }
 
@@ -247,7 +246,10 @@ mod tests {
         let mut catch_up = CatchUp::new(8);
         let room = RoomName::from("r");
         assert!(catch_up.is_idle());
-        assert!(matches!(catch_up.offer(&room, at(5), |_| false), Offer::Deliver(_)));
+        assert!(matches!(
+            catch_up.offer(&room, at(5), |_| false),
+            Offer::Deliver(_)
+        ));
     }
 
     #[test]
@@ -261,12 +263,21 @@ mod tests {
             Offer::Deliver(_)
         ));
         // 8 after an undelivered 7: held, and what follows too.
-        assert!(matches!(catch_up.offer(&gap, at(8), |_| false), Offer::Held));
+        assert!(matches!(
+            catch_up.offer(&gap, at(8), |_| false),
+            Offer::Held
+        ));
         assert!(matches!(catch_up.offer(&gap, at(9), |_| true), Offer::Held));
         // The first message of an epoch, or one without a position, flows.
-        assert!(matches!(catch_up.offer(&fine, at(1), |_| false), Offer::Deliver(_)));
+        assert!(matches!(
+            catch_up.offer(&fine, at(1), |_| false),
+            Offer::Deliver(_)
+        ));
         let plain = (Envelope::new(NodeId::from("a"), SseMessage::new(0)), None);
-        assert!(matches!(catch_up.offer(&fine, plain, |_| false), Offer::Deliver(_)));
+        assert!(matches!(
+            catch_up.offer(&fine, plain, |_| false),
+            Offer::Deliver(_)
+        ));
         let held = catch_up.release(&gap).expect("held");
         assert_eq!((offsets(&held), held.dropped), (vec![8, 9], 0));
         assert!(!catch_up.is_held(&gap) && !catch_up.is_idle());
@@ -282,7 +293,10 @@ mod tests {
         let losses = catch_up.losses();
         catch_up.hold(&room);
         for offset in 1..=4 {
-            assert!(matches!(catch_up.offer(&room, at(offset), |_| true), Offer::Held));
+            assert!(matches!(
+                catch_up.offer(&room, at(offset), |_| true),
+                Offer::Held
+            ));
         }
         // Lost again before the catch-up ended: the outage goes on.
         catch_up.medium_lost();

@@ -27,7 +27,7 @@
 //! follow, and only then is `Reconnected` announced.
 
 use std::sync::{Arc, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tracing::Instrument as _;
@@ -244,6 +244,11 @@ impl Rooms {
     }
 }
 
+/// Attempts at each history read of a catch-up after an outage.
+const CATCH_UP_ATTEMPTS: u32 = 5;
+/// The wait after the first failed attempt (doubled after each).
+const CATCH_UP_RETRY: Duration = Duration::from_millis(50);
+
 /// What a resume read from history: the replay for one connection, and
 /// what it covered.
 #[derive(Default)]
@@ -392,7 +397,8 @@ impl Inner {
             self.deliver_remote(room.clone(), envelope, received_at);
         }
         if held.dropped > 0 {
-            self.gaps.record(|gaps| gaps.room_dropped(room, held.dropped));
+            self.gaps
+                .record(|gaps| gaps.room_dropped(room, held.dropped));
             self.gap_notify.notify_one();
         }
     }
@@ -441,14 +447,25 @@ impl Inner {
     /// missing: the oldest entry read was delivered already, or the history
     /// was read from its very first message.
     async fn catch_up_room(self: &Arc<Self>, room: &RoomName) -> bool {
+        // The medium just came back: a connection it has not noticed losing
+        // yet may fail the first read, so a retryable failure is retried.
         let read = |after: Option<u64>, limit: usize| async move {
-            self.adapter
-                .read_history(room, after, limit)
-                .await
-                .inspect_err(|error| {
-                    tracing::debug!(%room, %error, "history unavailable after an outage");
-                })
-                .ok()
+            let mut delay = CATCH_UP_RETRY;
+            for attempt in 1..=CATCH_UP_ATTEMPTS {
+                match self.adapter.read_history(room, after, limit).await {
+                    Ok(page) => return Some(page),
+                    Err(error) if error.is_retryable() && attempt < CATCH_UP_ATTEMPTS => {
+                        tracing::debug!(%room, %error, attempt, "history read failed after an outage; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                    Err(error) => {
+                        tracing::debug!(%room, %error, "history unavailable after an outage");
+                        return None;
+                    }
+                }
+            }
+            None
         };
         let window = self
             .recent

@@ -250,7 +250,11 @@ async fn lifecycle_event(
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Ok(event)) if wanted(&event) => return Ok(event),
             Ok(Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
-            Ok(Err(error)) => return fail(format!("lifecycle events ended waiting for {what}: {error}")),
+            Ok(Err(error)) => {
+                return fail(format!(
+                    "lifecycle events ended waiting for {what}: {error}"
+                ));
+            }
             Err(_) => return fail(format!("no {what} within {DELIVERY_TIMEOUT:?}")),
         }
     }
@@ -450,7 +454,9 @@ pub async fn history_reads_page_by_page<H: Harness>(h: Arc<H>) -> CaseResult {
         );
     }
 
-    let mut small = b.connect(ConnectOptions::new().queue_capacity(LIMIT)).await?;
+    let mut small = b
+        .connect(ConnectOptions::new().queue_capacity(LIMIT))
+        .await?;
     let resume = b.join_from(small.id(), "long", Some(&ids[0])).await?;
     ensure!(
         resume == Resume::Replayed { messages: LIMIT },
