@@ -3,6 +3,7 @@
 //! [`MemoryAdapter`](crate::MemoryAdapter)). Pure: the time is passed in.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rooms_adapter::history::{HistoryEntry, HistoryPage, HistoryPolicy, Position, new_epoch};
@@ -13,7 +14,7 @@ const SWEEP_EVERY: u64 = 1_024;
 
 #[derive(Debug)]
 struct Ring {
-    epoch: String,
+    epoch: Arc<str>,
     latest: u64,
     entries: VecDeque<HistoryEntry>,
     last_write: Instant,
@@ -47,20 +48,25 @@ impl Histories {
         if self.appends.is_multiple_of(SWEEP_EVERY) {
             self.rooms.retain(|_, ring| !ring.expired(now));
         }
-        if self.rooms.get(room).is_some_and(|ring| ring.expired(now)) {
-            self.rooms.remove(room);
+        // No copy of the room's name unless it starts a history.
+        if !self.rooms.get(room).is_some_and(|ring| !ring.expired(now)) {
+            let fresh = Ring {
+                epoch: Arc::from(new_epoch()),
+                latest: 0,
+                entries: VecDeque::new(),
+                last_write: now,
+                ttl: policy.ttl(),
+            };
+            self.rooms.insert(room.clone(), fresh);
         }
-        let ring = self.rooms.entry(room.clone()).or_insert_with(|| Ring {
-            epoch: new_epoch(),
-            latest: 0,
-            entries: VecDeque::new(),
-            last_write: now,
-            ttl: policy.ttl(),
-        });
+        let ring = self
+            .rooms
+            .get_mut(room)
+            .ok_or_else(|| Error::Config(format!("no history ring for room {room}")))?;
         ring.latest += 1;
         ring.last_write = now;
         ring.ttl = policy.ttl();
-        let position = Position::new(&ring.epoch, ring.latest)
+        let position = Position::from_shared_epoch(&ring.epoch, ring.latest)
             .ok_or_else(|| Error::Config(format!("history epoch {:?} is not valid", ring.epoch)))?;
         let stored = match envelope.message().id {
             Some(_) => envelope.clone(),
@@ -115,7 +121,7 @@ impl Histories {
             ring.latest,
         );
         HistoryPage {
-            epoch: ring.epoch.clone(),
+            epoch: ring.epoch.to_string(),
             latest: ring.latest,
             first,
             entries,

@@ -200,14 +200,20 @@ impl Rooms {
         policy: &HistoryPolicy,
     ) -> Result<BroadcastReport, Error> {
         let mut report = BroadcastReport::default();
-        let envelope = Envelope::new(self.inner.node.clone(), Arc::clone(&message))
-            .with_except(options.except.clone())
-            .with_meta(options.metadata.clone());
+        let mut message = message;
+        let mut envelope = Some(
+            Envelope::new(self.inner.node.clone(), Arc::clone(&message))
+                .with_except(options.except.clone())
+                .with_meta(options.metadata.clone()),
+        );
         for (index, room) in rooms.iter().enumerate() {
+            let Some(sent) = envelope.as_ref() else {
+                break;
+            };
             let result = self
                 .inner
                 .adapter
-                .publish_with_history(room, &envelope, policy)
+                .publish_with_history(room, sent, policy)
                 .instrument(self.inner.publish_span(room))
                 .await;
             self.inner.medium_result(&result);
@@ -225,10 +231,17 @@ impl Rooms {
             report.published += 1;
             let stored = match message.id {
                 Some(_) => Arc::clone(&message),
+                None if index + 1 == rooms.len() => {
+                    // The last room: without the envelope the message is
+                    // usually this broadcast's alone, so the id is set in
+                    // place (no copy of the message).
+                    envelope = None;
+                    Arc::make_mut(&mut message).id = Some(position.to_id());
+                    Arc::clone(&message)
+                }
                 None => {
-                    let id = position.to_id();
                     let mut with_id = SseMessage::clone(&message);
-                    with_id.id = Some(id);
+                    with_id.id = Some(position.to_id());
                     Arc::new(with_id)
                 }
             };

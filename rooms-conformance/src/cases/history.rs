@@ -59,6 +59,20 @@ fn number(data: &rooms_adapter::Data) -> Option<u64> {
     serde_json::from_str::<Value>(data.as_json()).ok()?.as_u64()
 }
 
+/// The next deliveries carry the numbers `expected`, in order.
+async fn expect_numbers(
+    receiver: &mut rooms_adapter::ConnectionReceiver,
+    expected: std::ops::RangeInclusive<u64>,
+    what: &str,
+) -> Result<(), CaseError> {
+    for n in expected {
+        let delivery = next(receiver, what).await?;
+        let got = number(&delivery.message().data);
+        ensure!(got == Some(n), "{what}: expected {n}, got {got:?}");
+    }
+    Ok(())
+}
+
 /// A client that saw message 2 of 5 gets 3, 4 and 5, in order, with position
 /// ids, then live messages; one that saw the latest gets only live ones.
 pub async fn history_replays_after_a_position<H: Harness>(h: Arc<H>) -> CaseResult {
@@ -349,14 +363,12 @@ pub async fn history_recovers_after_a_node_outage<H: Harness>(h: Arc<H>) -> Case
         Ok(result) => result?,
         Err(error) => return fail(format!("the publisher failed: {error}")),
     }
-    for expected in MISSED + 1..=MISSED + DURING {
-        let delivery = next(&mut client, "a message published while reconnecting").await?;
-        let got = number(&delivery.message().data);
-        ensure!(
-            got == Some(expected),
-            "while reconnecting expected {expected}, got {got:?}"
-        );
-    }
+    expect_numbers(
+        &mut client,
+        MISSED + 1..=MISSED + DURING,
+        "a message published while reconnecting",
+    )
+    .await?;
     expect_quiet(&mut client).await?;
     expect_quiet(&mut quiet).await?;
     shutdown_all(&[&a, &b]).await;
@@ -445,14 +457,7 @@ pub async fn history_reads_page_by_page<H: Harness>(h: Arc<H>) -> CaseResult {
             },
         "resume after the first of {TOTAL} messages: {resume:?}"
     );
-    for expected in 2..=TOTAL {
-        let delivery = next(&mut client, "a replayed message").await?;
-        let got = number(&delivery.message().data);
-        ensure!(
-            got == Some(expected),
-            "replay expected {expected}, got {got:?}"
-        );
-    }
+    expect_numbers(&mut client, 2..=TOTAL, "a replayed message").await?;
 
     let mut small = b
         .connect(ConnectOptions::new().queue_capacity(LIMIT))
@@ -462,14 +467,12 @@ pub async fn history_reads_page_by_page<H: Harness>(h: Arc<H>) -> CaseResult {
         resume == Resume::Replayed { messages: LIMIT },
         "resume into a queue of {LIMIT}: {resume:?}"
     );
-    for expected in 2..=LIMIT as u64 + 1 {
-        let delivery = next(&mut small, "a replayed message").await?;
-        let got = number(&delivery.message().data);
-        ensure!(
-            got == Some(expected),
-            "replay into a small queue expected {expected}, got {got:?}"
-        );
-    }
+    expect_numbers(
+        &mut small,
+        2..=LIMIT as u64 + 1,
+        "a message replayed into a small queue",
+    )
+    .await?;
     shutdown_all(&[&a, &b]).await;
     Ok(Outcome::Passed)
 }
