@@ -49,7 +49,7 @@ impl Histories {
             self.rooms.retain(|_, ring| !ring.expired(now));
         }
         // No copy of the room's name unless it starts a history.
-        if !self.rooms.get(room).is_some_and(|ring| !ring.expired(now)) {
+        if self.rooms.get(room).is_none_or(|ring| ring.expired(now)) {
             let fresh = Ring {
                 epoch: Arc::from(new_epoch()),
                 latest: 0,

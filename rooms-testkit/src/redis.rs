@@ -234,14 +234,16 @@ impl<F: Flavor> Harness for RedisHarnessWith<F> {
     }
 
     async fn restore(&self) -> Result<(), Error> {
+        // With the node users from its first moment: a node that reconnects
+        // at once is never refused.
+        let args = self.users.server_args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.server
             .lock()
             .await
-            .restart()
+            .restart_with_args(&args)
             .await
-            .map_err(|error| unavailable("cannot restart redis-server", error))?;
-        // A restarted server forgot the node users.
-        self.users.recreate(&[self.port]).await
+            .map_err(|error| unavailable("cannot restart redis-server", error))
     }
 
     async fn cut_node(&self, node: &Arc<dyn RoomAdapter>) -> Result<(), Error> {

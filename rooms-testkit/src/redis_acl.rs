@@ -107,6 +107,26 @@ impl NodeUsers {
         set_user(ports, &user, true).await
     }
 
+    /// `redis-server` arguments that make every user, as it is now, at
+    /// start-up (`--user name on|off >password ~* &* +@all` each): a server
+    /// restarted with them never refuses a node that is not cut off.
+    pub fn server_args(&self) -> Vec<String> {
+        let users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut args = Vec::new();
+        for (user, enabled) in users.iter() {
+            args.extend([
+                "--user".to_owned(),
+                user.clone(),
+                if *enabled { "on" } else { "off" }.to_owned(),
+                format!(">{PASSWORD}"),
+                "~*".to_owned(),
+                "&*".to_owned(),
+                "+@all".to_owned(),
+            ]);
+        }
+        args
+    }
+
     /// Makes every user again, as it was, on servers at `ports` that were
     /// restarted (and forgot them).
     pub async fn recreate(&self, ports: &[u16]) -> Result<(), Error> {

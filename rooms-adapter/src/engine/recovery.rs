@@ -292,7 +292,10 @@ impl Inner {
                 })
         };
         let position = Position::parse(last);
-        let mut page = read(position.as_ref().map(Position::offset)).await?;
+        // What the current page was read after: the next must be later (a
+        // medium that says otherwise would have the read go round forever).
+        let mut requested = position.as_ref().map(Position::offset);
+        let mut page = read(requested).await?;
         let epoch = page.epoch.clone();
         // Where the replay starts (an application id may be pages later).
         let mut from = loop {
@@ -300,8 +303,9 @@ impl Inner {
                 ResumePlan::Replay { from } => break from,
                 ResumePlan::Gap {
                     reason: GapReason::UnknownId,
-                } if page.next_after.is_some() => {
-                    page = read(page.next_after).await?;
+                } if page.next_after > requested => {
+                    requested = page.next_after;
+                    page = read(requested).await?;
                     if page.epoch != epoch {
                         return Err(GapReason::EpochChanged);
                     }
@@ -312,7 +316,10 @@ impl Inner {
         let capacity = entry.queue_capacity();
         let mut resume = ResumeRead::default();
         // Everything up to this offset was replayed or seen already.
-        let mut through = page.entries.get(from).map_or(page.latest, |e| e.offset - 1);
+        let mut through = page
+            .entries
+            .get(from)
+            .map_or(page.latest, |e| e.offset.saturating_sub(1));
         loop {
             for stored in page.entries.get(from..).unwrap_or_default() {
                 if resume.replay.len() >= capacity {
@@ -331,8 +338,9 @@ impl Inner {
                 }
             }
             match page.next_after {
-                Some(after) if !resume.truncated => {
-                    page = read(Some(after)).await?;
+                Some(after) if !resume.truncated && Some(after) > requested => {
+                    requested = Some(after);
+                    page = read(requested).await?;
                     if page.epoch != epoch {
                         // The history was lost meanwhile: what followed is
                         // not replayable.
@@ -489,21 +497,25 @@ impl Inner {
             // Nothing tells delivered entries apart.
             return false;
         }
-        let Some(probe) = read(None, 0).await else {
+        // One read when the history fits a page (the usual case); a longer
+        // one is read from the window's worth of its newest entries.
+        let Some(mut page) = read(None, READ_PAGE).await else {
             return false;
         };
-        let kept = (probe.latest + 1).saturating_sub(probe.first);
-        let mut after = (kept > window).then(|| probe.latest - window);
-        let mut complete = after.is_none() && probe.first <= 1;
+        let epoch = page.epoch.clone();
+        let kept = page.latest.saturating_add(1).saturating_sub(page.first);
+        let from_start = kept <= window;
+        if !from_start {
+            page.entries.clear();
+            page.next_after = Some(page.latest - window);
+        }
+        let mut complete = from_start && page.first <= 1;
         let mut oldest = true;
+        // What the current page was read after: the next must be later (a
+        // medium that says otherwise would have the catch-up go round
+        // forever).
+        let mut requested = None;
         loop {
-            let Some(page) = read(after, READ_PAGE).await else {
-                return false;
-            };
-            if page.epoch != probe.epoch {
-                // The history was lost meanwhile.
-                return false;
-            }
             for stored in page.entries {
                 if oldest {
                     oldest = false;
@@ -517,7 +529,15 @@ impl Inner {
                 self.deliver_remote(room.clone(), stored.envelope, None);
             }
             match page.next_after {
-                Some(next) => after = Some(next),
+                Some(next) if Some(next) > requested => {
+                    requested = Some(next);
+                    page = match read(requested, READ_PAGE).await {
+                        Some(page) if page.epoch == epoch => page,
+                        // Unavailable, or the history was lost meanwhile.
+                        _ => return false,
+                    };
+                }
+                Some(_) => return false,
                 None => return complete || oldest,
             }
         }
