@@ -456,6 +456,7 @@ impl RoomAdapter for MemoryBusAdapter {
         &self,
         room: &RoomName,
         after: Option<u64>,
+        limit: usize,
     ) -> Result<HistoryPage, Error> {
         let mut state = self.bus.lock();
         match state.nodes.get(&self.id) {
@@ -467,7 +468,7 @@ impl RoomAdapter for MemoryBusAdapter {
                 });
             }
         }
-        Ok(state.histories.read(room, after, Instant::now()))
+        Ok(state.histories.read(room, after, limit, Instant::now()))
     }
 
     fn stats(&self) -> AdapterStats {

@@ -3,6 +3,7 @@
 //! [`MemoryAdapter`](crate::MemoryAdapter)). Pure: the time is passed in.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rooms_adapter::history::{HistoryEntry, HistoryPage, HistoryPolicy, Position, new_epoch};
@@ -13,7 +14,7 @@ const SWEEP_EVERY: u64 = 1_024;
 
 #[derive(Debug)]
 struct Ring {
-    epoch: String,
+    epoch: Arc<str>,
     latest: u64,
     entries: VecDeque<HistoryEntry>,
     last_write: Instant,
@@ -47,20 +48,25 @@ impl Histories {
         if self.appends.is_multiple_of(SWEEP_EVERY) {
             self.rooms.retain(|_, ring| !ring.expired(now));
         }
-        if self.rooms.get(room).is_some_and(|ring| ring.expired(now)) {
-            self.rooms.remove(room);
+        // No copy of the room's name unless it starts a history.
+        if self.rooms.get(room).is_none_or(|ring| ring.expired(now)) {
+            let fresh = Ring {
+                epoch: Arc::from(new_epoch()),
+                latest: 0,
+                entries: VecDeque::new(),
+                last_write: now,
+                ttl: policy.ttl(),
+            };
+            self.rooms.insert(room.clone(), fresh);
         }
-        let ring = self.rooms.entry(room.clone()).or_insert_with(|| Ring {
-            epoch: new_epoch(),
-            latest: 0,
-            entries: VecDeque::new(),
-            last_write: now,
-            ttl: policy.ttl(),
-        });
+        let ring = self
+            .rooms
+            .get_mut(room)
+            .ok_or_else(|| Error::Config(format!("no history ring for room {room}")))?;
         ring.latest += 1;
         ring.last_write = now;
         ring.ttl = policy.ttl();
-        let position = Position::new(&ring.epoch, ring.latest)
+        let position = Position::from_shared_epoch(&ring.epoch, ring.latest)
             .ok_or_else(|| Error::Config(format!("history epoch {:?} is not valid", ring.epoch)))?;
         let stored = match envelope.message().id {
             Some(_) => envelope.clone(),
@@ -76,37 +82,50 @@ impl Histories {
         Ok((position, stored))
     }
 
-    /// The room's entries after `after` (all for `None`).
+    /// At most `limit` of the room's entries after `after` (from the oldest
+    /// for `None`).
     pub(crate) fn read(
         &mut self,
         room: &RoomName,
         after: Option<u64>,
+        limit: usize,
         now: Instant,
     ) -> HistoryPage {
         if self.rooms.get(room).is_some_and(|ring| ring.expired(now)) {
             self.rooms.remove(room);
         }
-        match self.rooms.get(room) {
-            None => HistoryPage {
-                epoch: new_epoch(),
-                latest: 0,
-                entries: Vec::new(),
-                first: 1,
-            },
-            Some(ring) => HistoryPage {
-                epoch: ring.epoch.clone(),
-                latest: ring.latest,
-                first: ring
-                    .entries
-                    .front()
-                    .map_or(ring.latest + 1, |entry| entry.offset),
-                entries: ring
-                    .entries
-                    .iter()
-                    .filter(|entry| after.is_none_or(|after| entry.offset > after))
-                    .cloned()
-                    .collect(),
-            },
+        let Some(ring) = self.rooms.get(room) else {
+            return HistoryPage::empty();
+        };
+        let first = ring
+            .entries
+            .front()
+            .map_or(ring.latest + 1, |entry| entry.offset);
+        // Offsets are contiguous: the entry after `after` is at a known index.
+        let skip = after.map_or(0, |after| {
+            usize::try_from(after.saturating_add(1).saturating_sub(first)).unwrap_or(usize::MAX)
+        });
+        let entries: Vec<HistoryEntry> = ring
+            .entries
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .cloned()
+            .collect();
+        let next_after = HistoryPage::next_after_of(
+            after,
+            limit,
+            entries.last().map(|entry| entry.offset),
+            entries.len(),
+            first,
+            ring.latest,
+        );
+        HistoryPage {
+            epoch: ring.epoch.to_string(),
+            latest: ring.latest,
+            first,
+            entries,
+            next_after,
         }
     }
 }
@@ -136,15 +155,24 @@ mod tests {
             );
             epoch = position.epoch().to_owned();
         }
-        let page = histories.read(&room, None, start);
+        let page = histories.read(&room, None, 100, start);
         assert_eq!((page.first, page.latest, page.entries.len()), (3, 5, 3));
-        assert_eq!(histories.read(&room, Some(4), start).entries.len(), 1);
+        assert_eq!(page.next_after, None);
+        assert_eq!(histories.read(&room, Some(4), 100, start).entries.len(), 1);
+        let offsets =
+            |page: &HistoryPage| page.entries.iter().map(|e| e.offset).collect::<Vec<_>>();
+        let head = histories.read(&room, Some(1), 2, start);
+        assert_eq!((offsets(&head), head.next_after), (vec![3, 4], Some(4)));
+        let tail = histories.read(&room, head.next_after, 2, start);
+        assert_eq!((offsets(&tail), tail.next_after), (vec![5], None));
+        let probe = histories.read(&room, None, 0, start);
+        assert_eq!((probe.entries.len(), probe.next_after), (0, Some(2)));
         let with_id = Envelope::new(NodeId::from("n"), SseMessage::new("y").with_id("app"));
         let (_, stored) = histories.append(&room, &with_id, &policy, start)?;
         assert_eq!(stored.message().id.as_deref(), Some("app"));
 
         let later = start + Duration::from_secs(10);
-        let expired = histories.read(&room, None, later);
+        let expired = histories.read(&room, None, 100, later);
         assert!(expired.entries.is_empty() && expired.latest == 0);
         let (position, _) = histories.append(&room, &envelope("z"), &policy, later)?;
         assert_eq!(position.offset(), 1);

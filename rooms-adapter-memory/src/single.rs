@@ -107,12 +107,13 @@ impl RoomAdapter for MemoryAdapter {
         &self,
         room: &RoomName,
         after: Option<u64>,
+        limit: usize,
     ) -> Result<HistoryPage, Error> {
         Ok(self
             .histories
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .read(room, after, Instant::now()))
+            .read(room, after, limit, Instant::now()))
     }
 
     /// Nobody else to hear it: accepted and dropped.

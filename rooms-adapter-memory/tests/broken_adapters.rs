@@ -15,6 +15,7 @@ use rooms_adapter::{Envelope, Error, NodeId, RoomName};
 use rooms_adapter_memory::{MemoryBus, MemoryBusAdapter};
 use rooms_conformance::{Capabilities, CaseReport, Harness, cases, run_case};
 use rooms_testkit::memory::MemoryHarness;
+use rooms_testkit::nodes::Nodes;
 
 const IGNORES_UNSUBSCRIBE: u8 = 0;
 const DROPS_EXCEPT: u8 = 1;
@@ -24,6 +25,8 @@ const KEEPS_DELIVERING_AFTER_DISCONNECT: u8 = 4;
 const HIDES_MEDIUM_LOSS: u8 = 5;
 const DROPS_INBOX_FRAMES: u8 = 6;
 const LOSES_A_HISTORY_ENTRY: u8 = 7;
+const CLAIMS_EVERY_PAGE_IS_THE_LAST: u8 = 8;
+const FORGETS_THE_ROOMS_IT_RESUBSCRIBED: u8 = 9;
 
 /// The memory bus adapter with one fault.
 struct Broken<const FAULT: u8> {
@@ -38,13 +41,23 @@ impl<const FAULT: u8> RoomAdapter for Broken<FAULT> {
     }
 
     async fn connect(&self, node: NodeId, sink: EventSink) -> Result<(), Error> {
-        if FAULT == HIDES_MEDIUM_LOSS {
-            // Passes every event on except `MediumLost`.
+        if FAULT == HIDES_MEDIUM_LOSS || FAULT == FORGETS_THE_ROOMS_IT_RESUBSCRIBED {
+            // Passes every event on except `MediumLost`, or reports
+            // `Reconnected` without its rooms.
             let (inner_sink, mut events) = EventSink::bounded(65_536);
             tokio::spawn(async move {
                 while let Some(event) = events.recv().await {
                     match event {
-                        AdapterEvent::MediumLost { .. } => {}
+                        AdapterEvent::MediumLost { .. } if FAULT == HIDES_MEDIUM_LOSS => {}
+                        AdapterEvent::Reconnected { outage, .. }
+                            if FAULT == FORGETS_THE_ROOMS_IT_RESUBSCRIBED =>
+                        {
+                            sink.send_lifecycle(AdapterEvent::Reconnected {
+                                rooms: Vec::new(),
+                                outage,
+                            })
+                            .await;
+                        }
                         AdapterEvent::Message { .. } => {
                             sink.send(event);
                         }
@@ -131,29 +144,37 @@ impl<const FAULT: u8> RoomAdapter for Broken<FAULT> {
         &self,
         room: &RoomName,
         after: Option<u64>,
+        limit: usize,
     ) -> Result<HistoryPage, Error> {
-        let mut page = self.inner.read_history(room, after).await?;
+        let mut page = self.inner.read_history(room, after, limit).await?;
         if FAULT == LOSES_A_HISTORY_ENTRY && !page.entries.is_empty() {
             // The oldest entry asked for goes missing.
             page.entries.remove(0);
+        }
+        if FAULT == CLAIMS_EVERY_PAGE_IS_THE_LAST {
+            // A bounded page that does not say more follows.
+            page.next_after = None;
         }
         Ok(page)
     }
 }
 
-struct BrokenHarness<const FAULT: u8>(MemoryHarness);
+struct BrokenHarness<const FAULT: u8>(MemoryHarness, Nodes<Arc<Broken<FAULT>>>);
 
 #[async_trait]
 impl<const FAULT: u8> Harness for BrokenHarness<FAULT> {
     async fn setup() -> Result<Self, Error> {
-        Ok(Self(MemoryHarness::new(MemoryBus::new())))
+        Ok(Self(MemoryHarness::new(MemoryBus::new()), Nodes::default()))
     }
 
     async fn new_adapter(&self) -> Result<Arc<dyn RoomAdapter>, Error> {
-        Ok(Arc::new(Broken::<FAULT> {
+        let node = Arc::new(Broken::<FAULT> {
             inner: self.0.bus().adapter(),
             published: AtomicU64::new(0),
-        }))
+        });
+        let adapter: Arc<dyn RoomAdapter> = node.clone();
+        self.1.add(&adapter, node);
+        Ok(adapter)
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -166,6 +187,16 @@ impl<const FAULT: u8> Harness for BrokenHarness<FAULT> {
 
     async fn restore(&self) -> Result<(), Error> {
         self.0.restore().await
+    }
+
+    async fn cut_node(&self, node: &Arc<dyn RoomAdapter>) -> Result<(), Error> {
+        self.1.find(node)?.inner.cut_off();
+        Ok(())
+    }
+
+    async fn restore_node(&self, node: &Arc<dyn RoomAdapter>) -> Result<(), Error> {
+        self.1.find(node)?.inner.restore().await;
+        Ok(())
     }
 }
 
@@ -247,4 +278,14 @@ caught!(
     losing_a_history_entry_is_caught,
     LOSES_A_HISTORY_ENTRY,
     history_replays_after_a_position
+);
+caught!(
+    a_page_that_hides_the_next_is_caught,
+    CLAIMS_EVERY_PAGE_IS_THE_LAST,
+    history_reads_page_by_page
+);
+caught!(
+    forgetting_resubscribed_rooms_is_caught,
+    FORGETS_THE_ROOMS_IT_RESUBSCRIBED,
+    history_recovers_after_a_node_outage
 );

@@ -4,20 +4,41 @@
 mod memory {
     rooms_conformance::conformance_suite!(
         rooms_testkit::memory::MemoryHarness,
-        capabilities = [fault_injection, raw_publish, emitter, control, history],
+        capabilities = [
+            fault_injection,
+            raw_publish,
+            emitter,
+            control,
+            history,
+            node_fault_injection
+        ],
     );
 }
 
 mod memory_json {
     rooms_conformance::conformance_suite!(
         rooms_testkit::memory::MemoryJsonHarness,
-        capabilities = [fault_injection, raw_publish, emitter, control, history],
+        capabilities = [
+            fault_injection,
+            raw_publish,
+            emitter,
+            control,
+            history,
+            node_fault_injection
+        ],
     );
 }
 
 mod memory_msgpack {
     rooms_conformance::conformance_suite!(
         rooms_testkit::memory::MemoryMsgpackHarness,
-        capabilities = [fault_injection, raw_publish, emitter, control, history],
+        capabilities = [
+            fault_injection,
+            raw_publish,
+            emitter,
+            control,
+            history,
+            node_fault_injection
+        ],
     );
 }

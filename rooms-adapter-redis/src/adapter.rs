@@ -613,18 +613,19 @@ impl RoomAdapter for RedisAdapter {
     }
 
     /// One Lua script on the room's slot: the epoch and latest offset, the
-    /// oldest entry kept, and the entries after `after`. Entries that do not
-    /// decode (or exceed the payload limit) are skipped and counted as
-    /// decode errors. Fails like [`publish`](RoomAdapter::publish) while
-    /// Redis is down.
+    /// oldest entry kept, and at most `limit` entries after `after`
+    /// (`XRANGE .. COUNT limit`). Entries that do not decode (or exceed the
+    /// payload limit) are skipped and counted as decode errors. Fails like
+    /// [`publish`](RoomAdapter::publish) while Redis is down.
     async fn read_history(
         &self,
         room: &RoomName,
         after: Option<u64>,
+        limit: usize,
     ) -> Result<HistoryPage, Error> {
         let running = self.running()?;
         let channel = wire::channel_name(&self.config.channel_prefix, room.as_str());
-        let call = history::read_call(&channel, after);
+        let call = history::read_call(&channel, after, limit);
         let reply = running
             .publisher
             .run_script(&call, || {
@@ -633,6 +634,7 @@ impl RoomAdapter for RedisAdapter {
             .await?;
         history::parse_page(
             &reply,
+            history::ReadRequest { after, limit },
             room.as_str(),
             self.config.max_payload_bytes,
             &self.shared.counters,

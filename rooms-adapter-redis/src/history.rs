@@ -145,8 +145,9 @@ return {epoch, offset}
 /// Reads a room's history.
 ///
 /// KEYS: stream, meta. ARGV: the first entry id wanted (`{n}-0`, or `-`),
-/// or `` to read no entries. Returns `{epoch or '', latest, oldest entry id
-/// or '', entries}`. Keys of another type read as no history.
+/// or `` to read no entries; the most entries to read. Returns `{epoch or
+/// '', latest, oldest entry id or '', entries}`. Keys of another type read
+/// as no history.
 pub(crate) const READ_SCRIPT: &str = r#"
 local meta = redis.pcall('HMGET', KEYS[2], 'e', 'o')
 if meta.err or not meta[1] then
@@ -161,8 +162,8 @@ if #oldest > 0 then
   first = oldest[1][1]
 end
 local entries = {}
-if ARGV[1] ~= '' and #oldest > 0 then
-  entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+')
+if ARGV[1] ~= '' and #oldest > 0 and tonumber(ARGV[2]) > 0 then
+  entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
 end
 return {meta[1], tonumber(meta[2]) or 0, first, entries}
 "#;
@@ -246,8 +247,9 @@ pub(crate) fn expiry_ms(ttl_ms: u128) -> u128 {
     ttl_ms.saturating_add((ttl_ms / 16).max(1))
 }
 
-/// The read script's call for a channel's history after `after`.
-pub(crate) fn read_call(channel: &str, after: Option<u64>) -> ScriptCall {
+/// The read script's call for at most `limit` entries of a channel's
+/// history after `after`.
+pub(crate) fn read_call(channel: &str, after: Option<u64>, limit: usize) -> ScriptCall {
     let (stream, meta) = keys_of(channel);
     let start = match after {
         None => "-".to_owned(),
@@ -260,7 +262,7 @@ pub(crate) fn read_call(channel: &str, after: Option<u64>) -> ScriptCall {
         read_script(),
         key_slot(channel.as_bytes()),
         vec![stream.into_bytes(), meta.into_bytes()],
-        vec![start.into_bytes()],
+        vec![start.into_bytes(), limit.to_string().into_bytes()],
     )
 }
 
@@ -306,10 +308,19 @@ pub(crate) fn parse_position(value: &Value) -> Result<Position, Error> {
     Err(unexpected("publish", value))
 }
 
-/// The page the read script returned; entries that do not decode are
-/// skipped and counted on `counters` for `room`.
+/// What a read asked for: entries after `after`, at most `limit`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadRequest {
+    pub(crate) after: Option<u64>,
+    pub(crate) limit: usize,
+}
+
+/// The page the read script returned for `request`; entries that do not
+/// decode are skipped and counted on `counters` for `room` (the next page
+/// still starts after them).
 pub(crate) fn parse_page(
     value: &Value,
+    request: ReadRequest,
     room: &str,
     max_payload_bytes: usize,
     counters: &AdapterCounters,
@@ -326,12 +337,7 @@ pub(crate) fn parse_page(
     };
     if Position::new(&epoch, 0).is_none() {
         // No history (or a meta hash that is not ours): a fresh epoch.
-        return Ok(HistoryPage {
-            epoch: new_epoch(),
-            latest: 0,
-            entries: Vec::new(),
-            first: 1,
-        });
+        return Ok(HistoryPage::empty());
     }
     let first = entry_offset(&first).unwrap_or(latest.saturating_add(1));
     let raw = match entries {
@@ -340,18 +346,37 @@ pub(crate) fn parse_page(
         other => return Err(unexpected("read", other)),
     };
     let mut decoded = Vec::with_capacity(raw.len());
+    let mut last_read = None;
     for entry in raw {
+        last_read = raw_offset(entry).or(last_read);
         match decode_entry(entry, max_payload_bytes) {
             Ok(entry) => decoded.push(entry),
             Err(error) => counters.record_decode_error(room, &error),
         }
     }
+    let next_after = HistoryPage::next_after_of(
+        request.after,
+        request.limit,
+        last_read,
+        raw.len(),
+        first,
+        latest,
+    );
     Ok(HistoryPage {
         epoch,
         latest,
         entries: decoded,
         first,
+        next_after,
     })
+}
+
+/// The offset of a raw stream entry, even one whose payload does not decode.
+fn raw_offset(entry: &Value) -> Option<u64> {
+    match entry {
+        Value::Array(parts) => entry_offset(&text(parts.first()?)?),
+        _ => None,
+    }
 }
 
 /// One stream entry: `[id, [field, value, ...]]`.
@@ -440,6 +465,10 @@ mod tests {
         assert_eq!(position.ok().map(|p| p.offset()), Some(7));
         assert!(parse_position(&Value::Array(vec![bulk("zz"), Value::Int(7)])).is_err());
         let counters = AdapterCounters::default();
+        let request = ReadRequest {
+            after: Some(7),
+            limit: 2,
+        };
         let page = parse_page(
             &Value::Array(vec![
                 bulk("0123456789ab"),
@@ -453,12 +482,14 @@ mod tests {
                     Value::Array(vec![bulk("9-0"), Value::Array(vec![])]),
                 ]),
             ]),
+            request,
             "r",
             1024,
             &counters,
         )
         .expect("a page");
         assert_eq!((page.first, page.latest, page.entries.len()), (8, 9, 0));
+        assert_eq!(page.next_after, None, "9 is the latest");
         assert_eq!(counters.snapshot(0, None).decode_errors_total(), 2);
         let empty = parse_page(
             &Value::Array(vec![
@@ -467,6 +498,7 @@ mod tests {
                 bulk(""),
                 Value::Array(vec![]),
             ]),
+            request,
             "r",
             1024,
             &counters,

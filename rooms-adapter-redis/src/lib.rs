@@ -123,8 +123,11 @@
 //! cluster). Redis runs a script atomically, so a room's history order is
 //! the order every node receives its messages in. A read is one script too:
 //! the epoch and latest offset from the hash, the oldest entry's offset
-//! (`first`), and the entries after an offset (`XRANGE`); entries that do
-//! not decode are skipped and counted as decode errors. Publishing and
+//! (`first`), and at most `limit` entries after an offset (`XRANGE ..
+//! COUNT limit`: one page; the engine reads
+//! [`READ_PAGE`](rooms_adapter::history::READ_PAGE) at a time); entries that
+//! do not decode are skipped and counted as decode errors (the next page
+//! still starts after them). Publishing and
 //! reading fail within the publish timeout with a retryable error while
 //! Redis is down, like `publish`.
 //!

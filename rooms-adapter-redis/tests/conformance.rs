@@ -5,7 +5,14 @@
 mod redis {
     rooms_conformance::conformance_suite!(
         rooms_testkit::redis::RedisHarness,
-        capabilities = [fault_injection, raw_publish, emitter, control, history],
+        capabilities = [
+            fault_injection,
+            raw_publish,
+            emitter,
+            control,
+            history,
+            node_fault_injection
+        ],
     );
 }
 
@@ -13,7 +20,14 @@ mod redis {
 mod deadpool {
     rooms_conformance::conformance_suite!(
         rooms_testkit::redis::RedisDeadpoolHarness,
-        capabilities = [fault_injection, raw_publish, emitter, control, history],
+        capabilities = [
+            fault_injection,
+            raw_publish,
+            emitter,
+            control,
+            history,
+            node_fault_injection
+        ],
     );
 }
 
@@ -21,13 +35,27 @@ mod deadpool {
 mod bb8 {
     rooms_conformance::conformance_suite!(
         rooms_testkit::redis::RedisBb8Harness,
-        capabilities = [fault_injection, raw_publish, emitter, control, history],
+        capabilities = [
+            fault_injection,
+            raw_publish,
+            emitter,
+            control,
+            history,
+            node_fault_injection
+        ],
     );
 }
 
 mod msgpack {
     rooms_conformance::conformance_suite!(
         rooms_testkit::redis::RedisMsgpackHarness,
-        capabilities = [fault_injection, raw_publish, emitter, control, history],
+        capabilities = [
+            fault_injection,
+            raw_publish,
+            emitter,
+            control,
+            history,
+            node_fault_injection
+        ],
     );
 }

@@ -5,6 +5,13 @@
 mod redis_sentinel {
     rooms_conformance::conformance_suite!(
         rooms_testkit::sentinel_harness::RedisSentinelHarness,
-        capabilities = [fault_injection, raw_publish, emitter, control, history],
+        capabilities = [
+            fault_injection,
+            raw_publish,
+            emitter,
+            control,
+            history,
+            node_fault_injection
+        ],
     );
 }

@@ -68,7 +68,10 @@ async fn query<T: redis::FromRedisValue>(url: &str, cmd: &mut redis::Cmd) -> T {
 }
 
 async fn read(adapter: &RedisAdapter, room: &RoomName, after: Option<u64>) -> HistoryPage {
-    adapter.read_history(room, after).await.expect("read")
+    adapter
+        .read_history(room, after, 10_000)
+        .await
+        .expect("read")
 }
 
 fn offsets(page: &HistoryPage) -> Vec<u64> {
@@ -189,6 +192,16 @@ async fn trimming_is_reflected_in_first() {
     assert_eq!(offsets(&page), vec![3, 4, 5]);
     assert_eq!(offsets(&read(&a, &room, Some(1)).await), vec![3, 4, 5]);
     assert_eq!(offsets(&read(&a, &room, Some(4)).await), vec![5]);
+    // Pages: `XRANGE .. COUNT`, each saying where the next starts.
+    let head = a.read_history(&room, Some(1), 2).await.expect("read");
+    assert_eq!((offsets(&head), head.next_after), (vec![3, 4], Some(4)));
+    let tail = a
+        .read_history(&room, head.next_after, 2)
+        .await
+        .expect("read");
+    assert_eq!((offsets(&tail), tail.next_after), (vec![5], None));
+    let probe = a.read_history(&room, None, 0).await.expect("read");
+    assert!(probe.entries.is_empty() && probe.next_after.is_some() && probe.latest == 5);
     let (stream, _) = keys_of("sse:room:short");
     let len: u64 = query(&url, redis::cmd("XLEN").arg(&stream)).await;
     assert_eq!(len, 3);
@@ -401,7 +414,7 @@ async fn fails_fast_with(
         );
         let started = Instant::now();
         let error = adapter
-            .read_history(&room, None)
+            .read_history(&room, None, 10)
             .await
             .expect_err("read while down fails");
         assert!(error.is_retryable(), "{name}: {error}");

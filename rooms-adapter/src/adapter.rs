@@ -301,9 +301,16 @@ impl AdapterCapabilities {
 ///   The history keeps at most the policy's `max_len` messages and is
 ///   dropped `ttl` after the room's last message; a new history starts a new
 ///   epoch.
-/// - [`read_history`](Self::read_history) returns the entries kept after an
-///   offset, oldest first, with the epoch, the latest offset and the oldest
-///   offset still kept.
+/// - [`read_history`](Self::read_history) returns one page: at most `limit`
+///   of the entries kept after an offset, oldest first, with the epoch, the
+///   latest offset, the oldest offset still kept, and where the next page
+///   starts ([`HistoryPage::next_after`], `None` on the last page). A page
+///   is a consistent read: its entries are contiguous in offsets and
+///   `latest` is at least the last of them. `limit` 0 reads no entries (a
+///   probe of the epoch and offsets). The engine reads
+///   [`READ_PAGE`](crate::history::READ_PAGE) entries at a time, so a
+///   client resuming from far back in a long history never makes one read
+///   load all of it.
 #[async_trait]
 pub trait RoomAdapter: Send + Sync + 'static {
     /// A short name for logs and metrics, e.g. `memory` or `redis`.
@@ -374,14 +381,16 @@ pub trait RoomAdapter: Send + Sync + 'static {
         })
     }
 
-    /// The room's history after offset `after` (all of it for `None`). The
-    /// default answers [`Error::Unsupported`].
+    /// One page of the room's history: the oldest `limit` entries after
+    /// offset `after` (from the oldest kept for `None`); see the contract
+    /// above. The default answers [`Error::Unsupported`].
     async fn read_history(
         &self,
         room: &RoomName,
         after: Option<u64>,
+        limit: usize,
     ) -> Result<HistoryPage, Error> {
-        let _ = (room, after);
+        let _ = (room, after, limit);
         Err(Error::Unsupported {
             adapter: self.name().to_owned(),
             capability: "history",

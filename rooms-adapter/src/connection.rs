@@ -423,6 +423,11 @@ impl ConnectionEntry {
         outcome
     }
 
+    /// The most deliveries its queue holds.
+    pub(crate) fn queue_capacity(&self) -> usize {
+        self.queue_capacity
+    }
+
     pub(crate) fn info(&self) -> ConnectionInfo<'_> {
         ConnectionInfo {
             id: &self.id,

@@ -99,6 +99,16 @@ impl RecentIds {
         true
     }
 
+    /// Whether `fingerprint` is in the window (without recording it).
+    pub(crate) fn contains(&self, fingerprint: Fingerprint) -> bool {
+        self.seen.contains(&fingerprint)
+    }
+
+    /// How many fingerprints the window holds at most.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.order.len()
@@ -221,7 +231,8 @@ mod tests {
         assert!(recent.first_time(2));
         assert!(recent.first_time(3));
         assert!(recent.first_time(1), "1 was evicted");
-        assert_eq!(recent.len(), 2);
+        assert!(recent.contains(1) && recent.contains(3) && !recent.contains(2));
+        assert_eq!((recent.len(), recent.capacity()), (2, 2));
         assert_eq!(recent.seen.len(), 2);
         let mut off = RecentIds::new(0);
         assert!(off.first_time(1) && off.first_time(1));

@@ -52,6 +52,7 @@ pub const DEFAULT_INBOUND_QUEUE: usize = 65_536;
 /// Largest hand-off queue capacity accepted.
 pub const MAX_INBOUND_QUEUE: usize = 1 << 22;
 
+mod catch_up;
 mod recovery;
 mod subscription;
 
@@ -426,6 +427,7 @@ impl RoomsBuilder {
             control,
             control_task: Mutex::new(None),
             history: self.history,
+            catch_up: catch_up::CatchUpBoard::new(self.inbound_queue),
         });
         inner.adapter.connect(node, sink).await?;
         let dispatcher = tokio::spawn(dispatch(
@@ -548,6 +550,9 @@ pub(crate) struct Inner {
     control_task: Mutex<Option<JoinHandle<()>>>,
     /// Every room keeps this much history ([`RoomsBuilder::history`]).
     history: Option<HistoryPolicy>,
+    /// Rooms whose messages from other nodes wait for their catch-up from
+    /// history after an outage.
+    catch_up: catch_up::CatchUpBoard,
 }
 
 impl std::fmt::Debug for Inner {
@@ -825,6 +830,20 @@ impl Inner {
         envelope: Envelope,
         received_at: Option<Instant>,
     ) {
+        if let Some((envelope, received_at)) = self.offer_to_catch_up(&room, envelope, received_at)
+        {
+            self.deliver_remote(room, envelope, received_at);
+        }
+    }
+
+    /// Delivers a message from another node (or replayed from history) to
+    /// the room's local members, unless it is an echo or a duplicate.
+    fn deliver_remote(
+        self: &Arc<Self>,
+        room: RoomName,
+        envelope: Envelope,
+        received_at: Option<Instant>,
+    ) {
         bump(&self.counters.remote_received);
         if envelope.node() == &self.node {
             bump(&self.counters.echoes_dropped);
@@ -947,6 +966,9 @@ impl Inner {
             AdapterEvent::MediumLost { reason } => {
                 tracing::warn!(%reason, "medium lost");
                 self.set_medium_down(&reason);
+                if self.history.is_some() {
+                    self.catch_up.lock().medium_lost();
+                }
                 let _ = self.lifecycle.send(RoomsEvent::MediumLost { reason });
             }
             AdapterEvent::Reconnected { rooms, outage } => {
@@ -963,10 +985,12 @@ impl Inner {
                     tracing::info!(rooms = rooms.len(), ?outage, "medium reconnected")
                 });
                 if self.history.is_some() {
-                    // What the rooms missed is replayed from history first.
+                    // What the rooms missed is replayed from history first;
+                    // their live messages wait from now on.
+                    let losses = self.hold_for_catch_up(&rooms);
                     let engine = Arc::clone(self);
                     tokio::spawn(
-                        async move { engine.recover_after_outage(rooms, outage).await }
+                        async move { engine.recover_after_outage(rooms, outage, losses).await }
                             .instrument(span),
                     );
                 } else {

@@ -36,6 +36,12 @@ pub const MAX_HISTORY_LEN: usize = 1_000_000;
 /// Longest a room's history may be kept after its last message.
 pub const MAX_HISTORY_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// Most entries the engine asks for in one
+/// [`read_history`](crate::RoomAdapter::read_history): a resume or a catch-up
+/// after an outage reads page by page, so no read holds more than this many
+/// messages at once.
+pub const READ_PAGE: usize = 256;
+
 /// Where a message sits in its room's history.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Position {
@@ -66,7 +72,27 @@ impl Position {
     /// [`POSITION_ID_LEN`] bytes (so a medium can write it into an encoded
     /// envelope in place).
     pub fn to_id(&self) -> String {
-        format!("h1.{}.{:016x}", self.epoch, self.offset)
+        // By hand: `format!` costs a measurable share of a broadcast with
+        // history (one or two ids a message).
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = String::with_capacity(POSITION_ID_LEN);
+        id.push_str("h1.");
+        id.push_str(&self.epoch);
+        id.push('.');
+        for shift in (0..16u32).rev() {
+            let nibble = (self.offset >> (shift * 4)) & 0xf;
+            id.push(char::from(HEX[nibble as usize]));
+        }
+        id
+    }
+
+    /// A position in a history whose epoch is shared already (no copy of
+    /// it); the epoch must be [`EPOCH_LEN`] lowercase hex digits.
+    pub fn from_shared_epoch(epoch: &Arc<str>, offset: u64) -> Option<Position> {
+        valid_epoch(epoch).then(|| Position {
+            epoch: Arc::clone(epoch),
+            offset,
+        })
     }
 
     /// The position an id made by [`to_id`](Self::to_id) names; `None` for
@@ -141,18 +167,66 @@ pub struct HistoryEntry {
     pub envelope: Envelope,
 }
 
-/// What a medium holds of a room's history now.
+/// What a medium holds of a room's history now: one page of it.
 #[derive(Debug, Clone)]
 pub struct HistoryPage {
     /// The current epoch (a fresh one if the room has no history).
     pub epoch: String,
     /// The offset of the last message ever stored in this epoch (0 if none).
     pub latest: u64,
-    /// The entries asked for, oldest first.
+    /// The entries asked for, oldest first: at most the read's `limit`.
     pub entries: Vec<HistoryEntry>,
     /// The offset of the oldest entry still kept (`latest + 1` if none):
     /// anything older was trimmed.
     pub first: u64,
+    /// `Some(offset)` when entries after this page follow: read the next
+    /// page after `offset` (the last entry this page covered, including one
+    /// the adapter skipped because it could not decode it); `None` when the
+    /// page reached the latest entry.
+    pub next_after: Option<u64>,
+}
+
+impl HistoryPage {
+    /// An empty page of a room without history: a fresh epoch, nothing
+    /// stored.
+    pub fn empty() -> HistoryPage {
+        HistoryPage {
+            epoch: new_epoch(),
+            latest: 0,
+            entries: Vec::new(),
+            first: 1,
+            next_after: None,
+        }
+    }
+
+    /// Where the next page starts for a read of at most `limit` entries
+    /// after `after` that got raw entries up to `last_read` (the offset of
+    /// the last entry read, `None` if none), `count` of them, in a history
+    /// whose entries run from `first` to `latest`: for adapters filling
+    /// [`next_after`](Self::next_after).
+    ///
+    /// ```
+    /// use rooms_adapter::history::HistoryPage;
+    ///
+    /// // Entries 1..=10 kept, 4 read after 2: 3..=6, more follow after 6.
+    /// assert_eq!(HistoryPage::next_after_of(Some(2), 4, Some(6), 4, 1, 10), Some(6));
+    /// // The last page.
+    /// assert_eq!(HistoryPage::next_after_of(Some(6), 4, Some(10), 4, 1, 10), None);
+    /// // A probe (limit 0) of a history with entries after `after`.
+    /// assert_eq!(HistoryPage::next_after_of(None, 0, None, 0, 3, 10), Some(2));
+    /// ```
+    pub fn next_after_of(
+        after: Option<u64>,
+        limit: usize,
+        last_read: Option<u64>,
+        count: usize,
+        first: u64,
+        latest: u64,
+    ) -> Option<u64> {
+        let from = after.unwrap_or(0).max(first.saturating_sub(1));
+        let reached = last_read.unwrap_or(from);
+        (count >= limit && reached < latest).then_some(reached)
+    }
 }
 
 /// How a connection joining with a `Last-Event-ID` continues.
@@ -201,7 +275,11 @@ impl GapReason {
 }
 
 /// Decides how a connection that last saw `last_event_id` resumes from
-/// `page` (a read of every entry kept). Pure: no I/O.
+/// `page`: for a position, the first page read after it; for an
+/// application id, a page read from the oldest entry kept (the engine reads
+/// the following pages while the id is not found,
+/// [`GapReason::UnknownId`] with [`next_after`](HistoryPage::next_after)
+/// set). Pure: no I/O.
 pub fn plan_resume(page: &HistoryPage, last_event_id: &str) -> ResumePlan {
     match Position::parse(last_event_id) {
         Some(position) => {
@@ -264,6 +342,7 @@ mod tests {
             latest,
             entries,
             first,
+            next_after: None,
         }
     }
 
@@ -275,9 +354,14 @@ mod tests {
 
     #[test]
     fn ids_round_trip_and_other_ids_are_not_positions() {
-        for offset in [0, 1, 255, u64::MAX] {
+        for offset in [0, 1, 255, 0xdead_beef, u64::MAX] {
             let position = Position::new(EPOCH, offset).expect("valid epoch");
+            assert_eq!(position.to_id(), format!("h1.{EPOCH}.{offset:016x}"));
             assert_eq!(position.to_id().len(), POSITION_ID_LEN);
+            assert_eq!(
+                Position::from_shared_epoch(&Arc::from(EPOCH), offset),
+                Some(position.clone())
+            );
             assert_eq!(Position::parse(&position.to_id()), Some(position));
         }
         for other in [
@@ -329,6 +413,19 @@ mod tests {
                 reason: GapReason::Trimmed
             }
         );
+    }
+
+    #[test]
+    fn pages_say_where_the_next_one_starts() {
+        // Entries 3..=9 kept.
+        let next =
+            |after, limit, last, count| HistoryPage::next_after_of(after, limit, last, count, 3, 9);
+        assert_eq!(next(None, 4, Some(6), 4), Some(6));
+        assert_eq!(next(Some(6), 4, Some(9), 3), None);
+        assert_eq!(next(Some(5), 4, Some(9), 4), None);
+        assert_eq!(next(Some(9), 4, None, 0), None);
+        assert_eq!(next(Some(1), 0, None, 0), Some(2));
+        assert_eq!(next(Some(9), 0, None, 0), None);
     }
 
     #[test]

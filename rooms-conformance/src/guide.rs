@@ -117,8 +117,13 @@
 //! and, if the harness says so in [`capabilities`](crate::Harness::capabilities),
 //! cuts and restores the medium for every node at once
 //! ([`cut`](crate::Harness::cut), [`restore`](crate::Harness::restore):
-//! capability `fault_injection`) and publishes raw bytes on a room's channel
-//! ([`publish_raw`](crate::Harness::publish_raw): capability `raw_publish`).
+//! capability `fault_injection`), for one node while the others keep it
+//! ([`cut_node`](crate::Harness::cut_node),
+//! [`restore_node`](crate::Harness::restore_node): capability
+//! `node_fault_injection`, e.g. a proxy per node, or an ACL user per node
+//! that is disabled and whose connections are killed) and publishes raw
+//! bytes on a room's channel ([`publish_raw`](crate::Harness::publish_raw):
+//! capability `raw_publish`).
 //! Put it in `tests/harness/mod.rs`:
 //!
 //! ```no_run
@@ -205,7 +210,7 @@
 //! ```
 //!
 //! List every optional capability the harness and the adapter offer:
-//! `fault_injection` and `raw_publish` from the harness's
+//! `fault_injection`, `raw_publish` and `node_fault_injection` from the harness's
 //! [`Capabilities`](crate::Capabilities), `emitter`, `control` and `history`
 //! from the adapter's [`AdapterCapabilities`](rooms_adapter::AdapterCapabilities).
 //! The macro makes one `#[test]` per case; a case that needs a capability
@@ -217,10 +222,12 @@
 //! test full_inbound_queue_drops_and_counts ... ok
 //! test golden_vector_messages_round_trip ... ok
 //! test history_gap_when_it_cannot_cover ... ignored, needs capability history
+//! test history_reads_page_by_page ... ignored, needs capability history
+//! test history_recovers_after_a_node_outage ... ignored, needs capability node_fault_injection
 //! test history_replays_after_a_position ... ignored, needs capability history
 //! test history_switch_has_no_gap_or_duplicate ... ignored, needs capability history
 //! ...
-//! test result: ok. 32 passed; 0 failed; 3 ignored; 0 measured; 0 filtered out
+//! test result: ok. 32 passed; 0 failed; 5 ignored; 0 measured; 0 filtered out
 //! ```
 //!
 //! - `ROOMS_CONFORMANCE_NO_SKIP=1 cargo test` fails while any case is
@@ -271,6 +278,8 @@
 //! | `history_replays_after_a_position` | 5 messages, resume after the 2nd; resume from the latest | ids are increasing positions of one epoch; `Replayed { 3 }`, 3–5 in order with their ids, then live; `Replayed { 0 }` then live | `history` |
 //! | `history_switch_has_no_gap_or_duplicate` | resume from the 10th of 400 messages published meanwhile | messages 10 to 399 arrive exactly once, in order | `history` |
 //! | `history_gap_when_it_cannot_cover` | history of 3; resume from a trimmed id, an unknown id, an application id | `Gap { Trimmed }` / `Gap { UnknownId }` and one `event: gap`, then live; the application id resumes with `Replayed { 1 }` | `history` |
+//! | `history_reads_page_by_page` | 522 messages (more than 2 × [`READ_PAGE`](rooms_adapter::history::READ_PAGE)); raw adapter reads of 0 and of 100 entries; resumes after the first | a read of 0 entries gives first 1, latest 522 and a next page; pages of at most 100 whose `next_after` is their last offset hold 1..=522 once, in order, in 6 pages; `Replayed { 521 }` in order; into a queue of 100, `Replayed { 100 }`, 2..=101 in order | `history` |
+//! | `history_recovers_after_a_node_outage` | [`cut_node`](crate::Harness::cut_node) b while a publishes 286 messages (more than a page), then `restore_node` while a publishes 200 more | b's member gets nothing while cut; b's `Reconnected` lists the room as recovered, and when it is seen the 286 are queued already, in order; the 200 follow in order; nothing twice, nothing in another room | `node_fault_injection`, `history` |
 //! | `publish_fails_fast_while_down` | broadcast while cut | fails with a retryable error in under 5 s; the local member still gets it | `fault_injection` |
 //! | `full_inbound_queue_drops_and_counts` | raw adapter on a sink of 8; 100 messages | within 15 s `received >= 100` and `dropped_inbound >= 92`; at most 8 queued and `queued + dropped_inbound + medium_dropped >= 100`; a message after draining arrives | — |
 //! | `message_ids_are_delivered_once` | one message with an id to two rooms of one connection | delivered once; `duplicates == 1` | — |

@@ -26,6 +26,10 @@ pub struct Capabilities {
     /// [`Harness::publish_raw`] works: raw bytes can be published on a room's
     /// channel, as a foreign (or broken) publisher would.
     pub raw_publish: bool,
+    /// [`Harness::cut_node`] and [`Harness::restore_node`] work: one node
+    /// loses the medium (it cannot publish, receive or read history) while
+    /// the others keep it and go on publishing.
+    pub node_fault_injection: bool,
 }
 
 impl Capabilities {
@@ -33,12 +37,14 @@ impl Capabilities {
     pub const NONE: Capabilities = Capabilities {
         fault_injection: false,
         raw_publish: false,
+        node_fault_injection: false,
     };
 
     /// Every optional capability.
     pub const ALL: Capabilities = Capabilities {
         fault_injection: true,
         raw_publish: true,
+        node_fault_injection: true,
     };
 
     /// With [`fault_injection`](Self::fault_injection).
@@ -52,6 +58,13 @@ impl Capabilities {
     #[must_use]
     pub const fn with_raw_publish(mut self) -> Self {
         self.raw_publish = true;
+        self
+    }
+
+    /// With [`node_fault_injection`](Self::node_fault_injection).
+    #[must_use]
+    pub const fn with_node_fault_injection(mut self) -> Self {
+        self.node_fault_injection = true;
         self
     }
 }
@@ -83,6 +96,28 @@ pub trait Harness: Send + Sync + Sized + 'static {
     /// Brings the medium back after [`cut`](Self::cut).
     async fn restore(&self) -> Result<(), Error> {
         Err(Error::Config("this harness cannot inject faults".into()))
+    }
+
+    /// Makes the medium unavailable to one node only: `node` (an adapter
+    /// made by [`new_adapter`](Self::new_adapter)) can no longer publish,
+    /// receive or read history, and notices (reports `MediumLost`), while
+    /// every other node keeps the medium. E.g. a proxy per node that drops
+    /// its connections, or a per-node ACL user that is disabled and whose
+    /// connections are killed.
+    async fn cut_node(&self, node: &Arc<dyn RoomAdapter>) -> Result<(), Error> {
+        let _ = node;
+        Err(Error::Config(
+            "this harness cannot cut a single node off the medium".into(),
+        ))
+    }
+
+    /// Gives `node` the medium back after [`cut_node`](Self::cut_node); it
+    /// reconnects on its own (and reports `Reconnected`).
+    async fn restore_node(&self, node: &Arc<dyn RoomAdapter>) -> Result<(), Error> {
+        let _ = node;
+        Err(Error::Config(
+            "this harness cannot cut a single node off the medium".into(),
+        ))
     }
 
     /// Publishes raw bytes on `room`'s channel, bypassing every codec.

@@ -76,8 +76,9 @@ pub const NO_SKIP_ENV: &str = "ROOMS_CONFORMANCE_NO_SKIP";
 /// The longest one case may take before it fails as hung.
 pub const CASE_DEADLINE: Duration = Duration::from_secs(120);
 
-/// An optional capability some cases need. The first two are the
-/// [`Harness`]'s ([`Capabilities`]), the others the adapter's
+/// An optional capability some cases need. `FaultInjection`, `RawPublish`
+/// and `NodeFaultInjection` are the [`Harness`]'s ([`Capabilities`]), the
+/// others the adapter's
 /// ([`AdapterCapabilities`](rooms_adapter::AdapterCapabilities)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -97,16 +98,20 @@ pub enum Capability {
     /// [`AdapterCapabilities::history`](rooms_adapter::AdapterCapabilities::history):
     /// per-room history.
     History,
+    /// [`Capabilities::node_fault_injection`]: the harness can cut one node
+    /// off the medium while the others keep it.
+    NodeFaultInjection,
 }
 
 impl Capability {
     /// Every capability.
-    pub const ALL: [Capability; 5] = [
+    pub const ALL: [Capability; 6] = [
         Capability::FaultInjection,
         Capability::RawPublish,
         Capability::Emitter,
         Capability::Control,
         Capability::History,
+        Capability::NodeFaultInjection,
     ];
 
     /// Its name in [`conformance_suite!`]'s `capabilities = [...]`.
@@ -117,6 +122,7 @@ impl Capability {
             Capability::Emitter => "emitter",
             Capability::Control => "control",
             Capability::History => "history",
+            Capability::NodeFaultInjection => "node_fault_injection",
         }
     }
 
@@ -137,6 +143,7 @@ impl Capability {
             Capability::Emitter => adapter.emitter,
             Capability::Control => adapter.control,
             Capability::History => adapter.history,
+            Capability::NodeFaultInjection => harness.node_fault_injection,
         }
     }
 }

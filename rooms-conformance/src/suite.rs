@@ -38,6 +38,8 @@ macro_rules! __with_cases {
             history_replays_after_a_position [history],
             history_switch_has_no_gap_or_duplicate [history],
             history_gap_when_it_cannot_cover [history],
+            history_reads_page_by_page [history],
+            history_recovers_after_a_node_outage [node_fault_injection history],
             publish_fails_fast_while_down [fault_injection],
             full_inbound_queue_drops_and_counts [],
             message_ids_are_delivered_once [],
@@ -66,11 +68,15 @@ macro_rules! __capability {
     (history) => {
         $crate::Capability::History
     };
+    (node_fault_injection) => {
+        $crate::Capability::NodeFaultInjection
+    };
     ($other:ident) => {
         ::core::compile_error!(::core::concat!(
             "unknown conformance capability `",
             ::core::stringify!($other),
-            "`: expected fault_injection, raw_publish, emitter, control or history"
+            "`: expected fault_injection, raw_publish, emitter, control, history or \
+             node_fault_injection"
         ))
     };
 }
@@ -84,6 +90,7 @@ macro_rules! __if_declared {
     (emitter [emitter $(, $($rest:tt)*)?] {$($yes:tt)*} {$($no:tt)*}) => { $($yes)* };
     (control [control $(, $($rest:tt)*)?] {$($yes:tt)*} {$($no:tt)*}) => { $($yes)* };
     (history [history $(, $($rest:tt)*)?] {$($yes:tt)*} {$($no:tt)*}) => { $($yes)* };
+    (node_fault_injection [node_fault_injection $(, $($rest:tt)*)?] {$($yes:tt)*} {$($no:tt)*}) => { $($yes)* };
     ($cap:ident [$other:ident $(, $($rest:tt)*)?] $yes:tt $no:tt) => {
         $crate::__if_declared! { $cap [$($($rest)*)?] $yes $no }
     };
@@ -141,6 +148,9 @@ macro_rules! __ignored_test {
     ($harness:ty, $case:ident, history) => {
         $crate::__ignored_test! { @ $harness, $case, "needs capability history" }
     };
+    ($harness:ty, $case:ident, node_fault_injection) => {
+        $crate::__ignored_test! { @ $harness, $case, "needs capability node_fault_injection" }
+    };
     (@ $harness:ty, $case:ident, $why:literal) => {
         #[test]
         #[ignore = $why]
@@ -190,9 +200,9 @@ macro_rules! __case_infos {
 /// `declared_capabilities_match_the_harness`.
 ///
 /// `capabilities = [...]` lists the optional [`Capability`](crate::Capability)s the harness and
-/// its adapter offer, by name: `fault_injection`, `raw_publish` (the
-/// harness's [`Capabilities`](crate::Capabilities)), `emitter`, `control`, `history` (the
-/// adapter's `AdapterCapabilities`). A case that needs a capability not
+/// its adapter offer, by name: `fault_injection`, `raw_publish`,
+/// `node_fault_injection` (the harness's [`Capabilities`](crate::Capabilities)),
+/// `emitter`, `control`, `history` (the adapter's `AdapterCapabilities`). A case that needs a capability not
 /// listed is generated `#[ignore = "needs capability ..."]`, so `cargo test`
 /// shows it as ignored; `cargo test -- --include-ignored` runs it anyway
 /// (it then reports itself skipped). Without the list, no optional

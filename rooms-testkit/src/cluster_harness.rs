@@ -13,6 +13,7 @@ use rooms_adapter_redis::redis::cluster::ClusterClientBuilder;
 use rooms_adapter_redis::{ClusterDriver, PublishDriver, RedisAdapter, RedisAdapterBuilder};
 use rooms_conformance::{Capabilities, Harness};
 
+use crate::redis_acl::{NodeUsers, url_with_user};
 use crate::redis_cluster::RedisCluster;
 
 /// A builder for a cluster adapter on `urls` with the short timeouts the
@@ -37,10 +38,15 @@ fn unavailable(what: &str, error: io::Error) -> Error {
 /// - `fault_injection`: [`cut`](Harness::cut) SIGKILLs all three masters,
 ///   [`restore`](Harness::restore) restarts them on their ports with their
 ///   nodes.conf and waits until the cluster is ok again.
+/// - `node_fault_injection`: each node connects as an ACL user of its own
+///   ([`NodeUsers`], on every master); [`cut_node`](Harness::cut_node)
+///   disables it and kills its connections.
 pub struct RedisClusterHarness {
     cluster: tokio::sync::Mutex<RedisCluster>,
     urls: Vec<String>,
+    ports: Vec<u16>,
     raw: tokio::sync::Mutex<Option<ClusterDriver>>,
+    users: NodeUsers,
 }
 
 impl std::fmt::Debug for RedisClusterHarness {
@@ -79,14 +85,26 @@ impl Harness for RedisClusterHarness {
             .map_err(|error| unavailable("cannot start a redis cluster", error))?;
         let urls = cluster.urls();
         Ok(Self {
+            ports: cluster.ports(),
             cluster: tokio::sync::Mutex::new(cluster),
             urls,
             raw: tokio::sync::Mutex::new(None),
+            users: NodeUsers::default(),
         })
     }
 
+    /// An adapter connecting as a user of its own (for
+    /// [`cut_node`](Harness::cut_node)).
     async fn new_adapter(&self) -> Result<Arc<dyn RoomAdapter>, Error> {
-        Ok(Arc::new(self.adapter_with(|builder| builder)?))
+        let user = self.users.create(&self.ports).await?;
+        let urls: Vec<String> = self
+            .urls
+            .iter()
+            .map(|url| url_with_user(url, &user))
+            .collect();
+        let adapter: Arc<dyn RoomAdapter> = Arc::new(fast_cluster_builder(&urls).build()?);
+        self.users.register(&adapter, user);
+        Ok(adapter)
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -108,7 +126,17 @@ impl Harness for RedisClusterHarness {
             .await
             .restart_all()
             .await
-            .map_err(|error| unavailable("cannot restart the cluster", error))
+            .map_err(|error| unavailable("cannot restart the cluster", error))?;
+        // Restarted masters forgot the node users.
+        self.users.recreate(&self.ports).await
+    }
+
+    async fn cut_node(&self, node: &Arc<dyn RoomAdapter>) -> Result<(), Error> {
+        self.users.cut(node, &self.ports).await
+    }
+
+    async fn restore_node(&self, node: &Arc<dyn RoomAdapter>) -> Result<(), Error> {
+        self.users.restore(node, &self.ports).await
     }
 
     async fn publish_raw(&self, room: &RoomName, payload: &[u8]) -> Result<(), Error> {

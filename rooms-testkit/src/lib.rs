@@ -15,7 +15,9 @@
 //! - certificates made at test time, for TLS ([`certs`]), and the check
 //!   that a refused connect fails fast and for good ([`refusal`]);
 //! - waiting for a condition with a deadline instead of sleeping a fixed
-//!   time ([`poll`]).
+//!   time ([`poll`]);
+//! - [`nodes::Nodes`], which finds a harness's node again by its adapter
+//!   (for `Harness::cut_node`).
 //!
 //! Features `deadpool`, `bb8`, `cluster`, `sentinel`, `nats` and `postgres` enable the harnesses
 //! (and the same features of `rooms-adapter-redis`) for those drivers and
@@ -30,12 +32,14 @@ pub mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod nats_server;
+pub mod nodes;
 pub mod poll;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod postgres_server;
 mod process;
 pub mod redis;
+pub mod redis_acl;
 pub mod redis_cluster;
 pub mod redis_sentinel;
 pub mod redis_server;

@@ -5,13 +5,18 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rooms_adapter::wire::Codec;
 use rooms_adapter::{Error, RoomAdapter, RoomName};
-use rooms_adapter_memory::MemoryBus;
+use rooms_adapter_memory::{MemoryBus, MemoryBusAdapter};
 use rooms_conformance::{Capabilities, Harness};
 
-/// A [`MemoryBus`] that hands envelopes over as they are.
+use crate::nodes::Nodes;
+
+/// A [`MemoryBus`] that hands envelopes over as they are. Every capability:
+/// [`cut`](Harness::cut) cuts every node off the bus,
+/// [`cut_node`](Harness::cut_node) one node.
 #[derive(Debug)]
 pub struct MemoryHarness {
     bus: MemoryBus,
+    nodes: Nodes<Arc<MemoryBusAdapter>>,
 }
 
 /// A [`MemoryBus`] that round-trips every envelope through JSON.
@@ -25,7 +30,10 @@ pub struct MemoryMsgpackHarness(MemoryHarness);
 impl MemoryHarness {
     /// A harness over `bus`.
     pub fn new(bus: MemoryBus) -> Self {
-        Self { bus }
+        Self {
+            bus,
+            nodes: Nodes::default(),
+        }
     }
 
     /// The bus, e.g. to cut off single nodes.
@@ -41,7 +49,10 @@ impl Harness for MemoryHarness {
     }
 
     async fn new_adapter(&self) -> Result<Arc<dyn RoomAdapter>, Error> {
-        Ok(Arc::new(self.bus.adapter()))
+        let node = Arc::new(self.bus.adapter());
+        let adapter: Arc<dyn RoomAdapter> = node.clone();
+        self.nodes.add(&adapter, node);
+        Ok(adapter)
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -55,6 +66,16 @@ impl Harness for MemoryHarness {
 
     async fn restore(&self) -> Result<(), Error> {
         self.bus.restore_all().await;
+        Ok(())
+    }
+
+    async fn cut_node(&self, node: &Arc<dyn RoomAdapter>) -> Result<(), Error> {
+        self.nodes.find(node)?.cut_off();
+        Ok(())
+    }
+
+    async fn restore_node(&self, node: &Arc<dyn RoomAdapter>) -> Result<(), Error> {
+        self.nodes.find(node)?.restore().await;
         Ok(())
     }
 
@@ -88,6 +109,14 @@ macro_rules! codec_harness {
 
             async fn restore(&self) -> Result<(), Error> {
                 self.0.restore().await
+            }
+
+            async fn cut_node(&self, node: &Arc<dyn RoomAdapter>) -> Result<(), Error> {
+                self.0.cut_node(node).await
+            }
+
+            async fn restore_node(&self, node: &Arc<dyn RoomAdapter>) -> Result<(), Error> {
+                self.0.restore_node(node).await
             }
 
             async fn publish_raw(&self, room: &RoomName, payload: &[u8]) -> Result<(), Error> {

@@ -186,7 +186,7 @@ impl<F: Flavor> Harness for NatsHarnessWith<F> {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ALL
+        Capabilities::NONE.with_fault_injection().with_raw_publish()
     }
 
     /// Kills the server, then waits until every adapter's client has seen

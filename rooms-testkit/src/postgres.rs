@@ -255,7 +255,7 @@ impl<F: Flavor> Harness for PostgresHarnessWith<F> {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ALL
+        Capabilities::NONE.with_fault_injection().with_raw_publish()
     }
 
     async fn cut(&self) -> Result<(), Error> {

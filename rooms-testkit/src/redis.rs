@@ -7,8 +7,9 @@
 //! - [`RedisMsgpackHarness`]: the `redis` driver publishing MessagePack.
 //!
 //! Every harness can inject faults ([`cut`](Harness::cut) SIGKILLs the server,
-//! [`restore`](Harness::restore) restarts it on the same port) and publish raw
-//! bytes on a room's channel. Its adapters use short timeouts and a
+//! [`restore`](Harness::restore) restarts it on the same port), cut one node
+//! off ([`cut_node`](Harness::cut_node): each node connects as its own ACL
+//! user, see [`NodeUsers`]) and publish raw bytes on a room's channel. Its adapters use short timeouts and a
 //! 20 ms..500 ms reconnect backoff ([`fast_builder`]) so fault cases run fast.
 //!
 //! ```ignore
@@ -16,7 +17,7 @@
 //! mod redis {
 //!     rooms_conformance::conformance_suite!(
 //!         rooms_testkit::redis::RedisHarness,
-//!         capabilities = [fault_injection, raw_publish, emitter, control, history],
+//!         capabilities = [fault_injection, raw_publish, emitter, control, history, node_fault_injection],
 //!     );
 //! }
 //! ```
@@ -34,6 +35,7 @@ use rooms_adapter_redis::{RedisAdapter, RedisAdapterBuilder};
 use rooms_conformance::{Capabilities, Harness};
 use tokio::sync::Mutex;
 
+use crate::redis_acl::{NodeUsers, url_with_user};
 use crate::redis_server::RedisServer;
 
 /// How harness adapters publish and encode.
@@ -95,7 +97,9 @@ impl Flavor for MsgpackFlavor {
 /// A throwaway `redis-server` and adapters on it that publish with flavor `F`.
 pub struct RedisHarnessWith<F: Flavor> {
     server: Mutex<RedisServer>,
+    port: u16,
     url: String,
+    users: NodeUsers,
     client: redis::Client,
     flavor: PhantomData<fn() -> F>,
 }
@@ -198,15 +202,23 @@ impl<F: Flavor> Harness for RedisHarnessWith<F> {
         let client = redis::Client::open(url.as_str())
             .map_err(|error| Error::Config(format!("bad test url {url}: {error}")))?;
         Ok(Self {
+            port: server.port(),
             server: Mutex::new(server),
             url,
+            users: NodeUsers::default(),
             client,
             flavor: PhantomData,
         })
     }
 
+    /// An adapter connecting as a user of its own (for
+    /// [`cut_node`](Harness::cut_node)).
     async fn new_adapter(&self) -> Result<Arc<dyn RoomAdapter>, Error> {
-        Ok(Arc::new(self.adapter_with(|builder| builder)?))
+        let user = self.users.create(&[self.port]).await?;
+        let url = url_with_user(&self.url, &user);
+        let adapter: Arc<dyn RoomAdapter> = Arc::new(F::configure(fast_builder(&url)).build()?);
+        self.users.register(&adapter, user);
+        Ok(adapter)
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -222,12 +234,24 @@ impl<F: Flavor> Harness for RedisHarnessWith<F> {
     }
 
     async fn restore(&self) -> Result<(), Error> {
+        // With the node users from its first moment: a node that reconnects
+        // at once is never refused.
+        let args = self.users.server_args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.server
             .lock()
             .await
-            .restart()
+            .restart_with_args(&args)
             .await
             .map_err(|error| unavailable("cannot restart redis-server", error))
+    }
+
+    async fn cut_node(&self, node: &Arc<dyn RoomAdapter>) -> Result<(), Error> {
+        self.users.cut(node, &[self.port]).await
+    }
+
+    async fn restore_node(&self, node: &Arc<dyn RoomAdapter>) -> Result<(), Error> {
+        self.users.restore(node, &[self.port]).await
     }
 
     async fn publish_raw(&self, room: &RoomName, payload: &[u8]) -> Result<(), Error> {

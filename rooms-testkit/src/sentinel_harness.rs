@@ -11,6 +11,7 @@ use rooms_adapter_redis::{RedisAdapter, RedisAdapterBuilder, redis};
 use rooms_conformance::{Capabilities, Harness};
 use tokio::sync::Mutex;
 
+use crate::redis_acl::{NodeUsers, url_with_user};
 use crate::redis_sentinel::RedisSentinel;
 
 /// A builder for the sentinels at `urls` watching `master`, with the short
@@ -34,10 +35,17 @@ fn unavailable(what: &str, error: io::Error) -> Error {
 ///   sentinels have nothing to promote), [`restore`](Harness::restore)
 ///   restarts them on their ports. Failover is tested on its own
 ///   (`rooms-adapter-redis/tests/sentinel.rs`).
+/// - `node_fault_injection`: each node connects as an ACL user of its own
+///   ([`NodeUsers`], on the sentinels and the data nodes);
+///   [`cut_node`](Harness::cut_node) disables it on the data nodes and kills
+///   its connections there.
 pub struct RedisSentinelHarness {
     deployment: Mutex<RedisSentinel>,
     urls: Vec<String>,
     master: &'static str,
+    data_ports: Vec<u16>,
+    sentinel_ports: Vec<u16>,
+    users: NodeUsers,
 }
 
 impl std::fmt::Debug for RedisSentinelHarness {
@@ -72,12 +80,32 @@ impl Harness for RedisSentinelHarness {
         Ok(Self {
             urls: deployment.sentinel_urls(),
             master: deployment.master_name(),
+            data_ports: deployment.node_ports(),
+            sentinel_ports: deployment.sentinel_ports(),
             deployment: Mutex::new(deployment),
+            users: NodeUsers::default(),
         })
     }
 
+    /// An adapter connecting as a user of its own (for
+    /// [`cut_node`](Harness::cut_node)).
     async fn new_adapter(&self) -> Result<Arc<dyn RoomAdapter>, Error> {
-        Ok(Arc::new(self.adapter_with(|builder| builder)?))
+        let ports: Vec<u16> = self
+            .data_ports
+            .iter()
+            .chain(&self.sentinel_ports)
+            .copied()
+            .collect();
+        let user = self.users.create(&ports).await?;
+        let urls: Vec<String> = self
+            .urls
+            .iter()
+            .map(|url| url_with_user(url, &user))
+            .collect();
+        let adapter: Arc<dyn RoomAdapter> =
+            Arc::new(fast_sentinel_builder(&urls, self.master).build()?);
+        self.users.register(&adapter, user);
+        Ok(adapter)
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -98,7 +126,17 @@ impl Harness for RedisSentinelHarness {
             .await
             .restart_all()
             .await
-            .map_err(|error| unavailable("cannot restart the data nodes", error))
+            .map_err(|error| unavailable("cannot restart the data nodes", error))?;
+        // Restarted data nodes forgot the node users.
+        self.users.recreate(&self.data_ports).await
+    }
+
+    async fn cut_node(&self, node: &Arc<dyn RoomAdapter>) -> Result<(), Error> {
+        self.users.cut(node, &self.data_ports).await
+    }
+
+    async fn restore_node(&self, node: &Arc<dyn RoomAdapter>) -> Result<(), Error> {
+        self.users.restore(node, &self.data_ports).await
     }
 
     async fn publish_raw(&self, room: &RoomName, payload: &[u8]) -> Result<(), Error> {
