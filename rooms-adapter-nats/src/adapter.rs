@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::task::Poll;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;

@@ -114,7 +114,7 @@ impl ConnectOptions {
     }
 
     /// Overrides the engine's per-connection queue capacity, in messages (1
-    /// to [`MAX_CONNECTION_QUEUE`](crate::engine::MAX_CONNECTION_QUEUE)).
+    /// to [`MAX_CONNECTION_QUEUE`]).
     #[must_use]
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = Some(capacity);
@@ -122,7 +122,7 @@ impl ConnectOptions {
     }
 
     /// Overrides the engine's limit on queued bytes for this connection (1 to
-    /// [`MAX_CONNECTION_QUEUE_BYTES`](crate::engine::MAX_CONNECTION_QUEUE_BYTES)).
+    /// [`MAX_CONNECTION_QUEUE_BYTES`]).
     #[must_use]
     pub fn queue_bytes(mut self, bytes: usize) -> Self {
         self.queue_bytes = Some(bytes);
