@@ -473,7 +473,11 @@ impl NatsAdapter {
         };
         match outcome {
             Ok(Ok(())) => {
-                counters.record_published();
+                // `published` counts room envelopes only: a heartbeat must
+                // not look like a broadcast.
+                if matches!(target, Target::Room(_)) {
+                    counters.record_published();
+                }
                 Ok(())
             }
             Ok(Err(failure)) => {

@@ -229,11 +229,16 @@ impl PostgresAdapter {
         channel: &str,
         bytes: bytes::Bytes,
         what: &str,
+        frame: Frame,
     ) -> Result<(), Error> {
         let session = self.session()?;
         match session.publisher.publish(channel, bytes, what).await {
             Ok(()) => {
-                self.shared.counters.record_published();
+                // `published` counts room envelopes only: a heartbeat must not
+                // look like a broadcast.
+                if frame == Frame::Room {
+                    self.shared.counters.record_published();
+                }
                 Ok(())
             }
             Err(failure) => {
@@ -242,6 +247,15 @@ impl PostgresAdapter {
             }
         }
     }
+}
+
+/// What a publish carries, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Frame {
+    /// A room's envelope: counted in [`AdapterStats::published`].
+    Room,
+    /// A cluster control frame: not a broadcast, not counted as one.
+    Control,
 }
 
 /// Deletes old attachment rows every `interval` while the publisher lives.
@@ -379,7 +393,7 @@ impl RoomAdapter for PostgresAdapter {
         }
         let channel = room_channel(&self.config.channel_prefix, room.as_str());
         let what = format!("room {:?}", truncated(room.as_str()));
-        self.publish_bytes(&channel, bytes, &what).await
+        self.publish_bytes(&channel, bytes, &what, Frame::Room).await
     }
 
     /// Publishes a control frame on `{control_prefix}all` or the target
@@ -394,6 +408,7 @@ impl RoomAdapter for PostgresAdapter {
             &channel,
             bytes::Bytes::copy_from_slice(payload),
             "the control channel",
+            Frame::Control,
         )
         .await
     }

@@ -565,7 +565,8 @@ impl EventSink {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AdapterStats {
-    /// Envelopes published.
+    /// Room envelopes published (cluster control frames such as heartbeats
+    /// are not counted: a local-only broadcast must leave this unchanged).
     pub published: u64,
     /// Publishes that failed.
     pub publish_errors: u64,
