@@ -429,6 +429,16 @@ fn json_nests_deeper_than(payload: &[u8], limit: usize) -> bool {
 /// the markers without recursion; a truncated or invalid payload answers
 /// `false` and is left to the decoder to report.
 fn msgpack_nests_deeper_than(payload: &[u8], limit: usize) -> bool {
+    // Every container starts with one of these bytes; a payload with at most
+    // `limit` of them (counting look-alikes inside strings and numbers too)
+    // cannot nest deeper, and is answered by one counting pass.
+    let markers = payload
+        .iter()
+        .filter(|&&b| matches!(b, 0x80..=0x9f | 0xdc..=0xdf))
+        .count();
+    if markers <= limit {
+        return false;
+    }
     // Items still to read in each open container; the root holds one value.
     let mut pending: Vec<u64> = vec![1];
     let mut pos = 0usize;
@@ -675,16 +685,48 @@ impl<'de> Deserialize<'de> for NodeField {
                 f.write_str("a node id string")
             }
             fn visit_str<E: de::Error>(self, id: &str) -> Result<NodeField, E> {
-                Ok(NodeField(NodeId::from(id)))
+                Ok(NodeField(interned_node(id)))
             }
             fn visit_bytes<E: de::Error>(self, id: &[u8]) -> Result<NodeField, E> {
                 std::str::from_utf8(id)
-                    .map(|id| NodeField(NodeId::from(id)))
+                    .map(|id| NodeField(interned_node(id)))
                     .map_err(|_| E::invalid_value(de::Unexpected::Bytes(id), &self))
             }
         }
         deserializer.deserialize_str(NodeVisitor)
     }
+}
+
+/// The node id `id` names, shared with the last envelopes decoded on this
+/// thread when they came from the same node: a cluster has few nodes, so
+/// most envelopes reuse one of the last few ids instead of allocating.
+fn interned_node(id: &str) -> NodeId {
+    /// Node ids kept per thread, most recent first.
+    const KEPT: usize = 4;
+    /// Longer ids are not kept (they cannot be a cheap comparison).
+    const MAX_KEPT_LEN: usize = 128;
+    thread_local! {
+        static RECENT: std::cell::RefCell<Vec<NodeId>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    if id.len() > MAX_KEPT_LEN {
+        return NodeId::from(id);
+    }
+    RECENT.with(|recent| {
+        let Ok(mut recent) = recent.try_borrow_mut() else {
+            return NodeId::from(id);
+        };
+        if let Some(at) = recent.iter().position(|node| node.as_str() == id) {
+            if at > 0 {
+                let node = recent.remove(at);
+                recent.insert(0, node);
+            }
+            return recent[0].clone();
+        }
+        let node = NodeId::from(id);
+        recent.truncate(KEPT - 1);
+        recent.insert(0, node.clone());
+        node
+    })
 }
 
 enum WireKey {
@@ -881,8 +923,38 @@ mod tests {
             4
         ));
         assert!(!msgpack_nests_deeper_than(&[0xc1], 4));
+        // Marker look-alikes inside a string: counted, then walked, not deep.
+        let text = "\u{90}".repeat(MAX_NESTING_DEPTH * 2);
+        let envelope = Envelope::new(NodeId::from("x"), SseMessage::new(text.as_str()));
+        let packed = envelope.encode(Codec::MessagePack).expect("encodes");
+        assert!(!msgpack_nests_deeper_than(&packed, MAX_NESTING_DEPTH));
+        assert_eq!(
+            decode(&packed, limit()).expect("decodes").message().data,
+            text.as_str()
+        );
         assert!(msgpack_nests_deeper_than(&[0x91, 0x91, 0x91, 0x90], 3));
         assert!(!msgpack_nests_deeper_than(&[0x91, 0x91, 0x90], 3));
+    }
+
+    #[test]
+    fn node_ids_of_recent_envelopes_are_shared() {
+        let a = interned_node("node-a");
+        let b = interned_node("node-b");
+        assert_eq!(
+            interned_node("node-a").as_str().as_ptr(),
+            a.as_str().as_ptr()
+        );
+        assert_eq!(
+            interned_node("node-b").as_str().as_ptr(),
+            b.as_str().as_ptr()
+        );
+        for other in ["c", "d", "e", "f"] {
+            interned_node(other);
+        }
+        // Pushed out by four others: a new allocation, the same text.
+        assert_eq!(interned_node("node-a").as_str(), "node-a");
+        let long = "n".repeat(1_000);
+        assert_eq!(interned_node(&long).as_str(), long);
     }
 
     #[test]

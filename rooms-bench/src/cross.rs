@@ -15,6 +15,7 @@
 //! fixed rate, paced by a thread that sleeps to an absolute schedule, and
 //! measures one-way latency with the wall clock the two processes share.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,9 @@ pub struct ReceiveSpec {
     pub start_timeout: Duration,
     /// How long to wait for the next message before reporting the rest lost.
     pub idle_timeout: Duration,
+    /// Whether a raw receiver decodes each envelope (a real receiver must;
+    /// DESIGN section 7) or only counts it (a stricter reference).
+    pub raw_decode: bool,
 }
 
 /// How a publisher offers its load.
@@ -101,7 +105,10 @@ async fn receive_raw_nats(url: &str, spec: ReceiveSpec) -> Result<Value> {
         .await
         .context("the probe did not come back")?;
 
-    count_raw(messages, spec, |message| &message.payload[..]).await
+    count_raw(messages, spec, |message| {
+        Cow::Borrowed(&message.payload[..])
+    })
+    .await
 }
 
 /// Raw async-nats publisher: `publish` on one client.
@@ -147,32 +154,50 @@ pub async fn receive_raw(url: &str, spec: ReceiveSpec) -> Result<Value> {
     pubsub.subscribe(CHANNEL).await.context("SUBSCRIBE")?;
     let messages = pubsub.into_on_message();
 
-    count_raw(messages, spec, redis::Msg::get_payload_bytes).await
+    count_raw(messages, spec, |message| {
+        Cow::Borrowed(message.get_payload_bytes())
+    })
+    .await
 }
 
-/// The raw receivers' loop: prints READY, then counts every message of
-/// `messages` (for latency, scanning the send time out of the bytes
-/// `payload` gives) until `spec.count` have come, the stream ends or the
-/// watchdog gives up.
+/// The raw receivers' loop: prints READY, then takes every message of
+/// `messages` as a hand-rolled receiver would (DESIGN section 7): a serde
+/// decode of the v1 envelope into its own types, the benchmark tick read
+/// typed out of `data` (as the engine side reads it), until `spec.count` have
+/// come, the stream ends or the watchdog gives up. With `spec.raw_decode`
+/// off it only counts (scanning the send time out of JSON text for latency):
+/// a stricter reference than any real receiver.
 pub(crate) async fn count_raw<S, F>(mut messages: S, spec: ReceiveSpec, payload: F) -> Result<Value>
 where
     S: Stream + Unpin,
-    F: Fn(&S::Item) -> &[u8],
+    F: for<'a> Fn(&'a S::Item) -> Cow<'a, [u8]>,
 {
     let mut tally = Tally::new(spec.count, spec.latency, spec.warmup)?;
     let watchdog = Watchdog::spawn(tally.progress(), spec.start_timeout, spec.idle_timeout);
+    let mut undecodable = 0_u64;
     ready();
     loop {
         tokio::select! {
             biased;
             message = messages.next() => {
                 let Some(message) = message else { break };
-                let sent = if tally.wants_latency() {
-                    scan_u64(payload(&message), b"\"ts\":")
+                let bytes = payload(&message);
+                let (seq, sent) = if spec.raw_decode {
+                    match RawEnvelope::decode(&bytes) {
+                        Some(envelope) => {
+                            let tick = envelope.message.data;
+                            (Some(tick.seq), Some(tick.ts))
+                        }
+                        None => {
+                            undecodable += 1;
+                            (None, None)
+                        }
+                    }
                 } else {
-                    None
+                    (None, scan_u64(&bytes, b"\"ts\":"))
                 };
-                tally.record(None, sent);
+                let sent = if tally.wants_latency() { sent } else { None };
+                tally.record(seq, sent);
                 if tally.done() {
                     break;
                 }
@@ -180,7 +205,45 @@ where
             () = watchdog.stopped() => break,
         }
     }
-    Ok(tally.finish("raw", Value::Null))
+    let side = if spec.raw_decode {
+        "raw"
+    } else {
+        "raw-count-only"
+    };
+    Ok(tally.finish(side, json!({ "undecodable": undecodable })))
+}
+
+/// The v1 envelope as a hand-rolled receiver declares it: its own serde
+/// types, the message body typed as the benchmark's tick.
+#[derive(serde::Deserialize)]
+struct RawEnvelope {
+    #[serde(rename = "v")]
+    _version: u8,
+    #[serde(rename = "m")]
+    message: RawMessage,
+    #[serde(rename = "n")]
+    _node: String,
+}
+
+/// The `m` object of [`RawEnvelope`].
+#[derive(serde::Deserialize)]
+struct RawMessage {
+    #[serde(default, rename = "event")]
+    _event: Option<String>,
+    data: Tick,
+    #[serde(default, rename = "id")]
+    _id: Option<String>,
+}
+
+impl RawEnvelope {
+    /// JSON text starts with `{`; anything else is read as MessagePack.
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.first() == Some(&b'{') {
+            serde_json::from_slice(bytes).ok()
+        } else {
+            rmp_serde::from_slice(bytes).ok()
+        }
+    }
 }
 
 /// Engine receiver: one connection in the room, its queue drained here.

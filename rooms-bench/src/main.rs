@@ -57,20 +57,29 @@ enum RuntimeArg {
     Current,
 }
 
+/// What both sides of a cross-node run are told.
+#[derive(clap::Args)]
+struct CrossNode {
+    #[arg(long, value_enum)]
+    side: CrossSide,
+    #[arg(long)]
+    url: String,
+    #[arg(long, value_enum, default_value = "json")]
+    codec: CodecArg,
+    #[arg(long, default_value = "redis")]
+    driver: String,
+    #[arg(long)]
+    count: u64,
+    #[arg(long, value_enum, default_value = "multi")]
+    runtime: RuntimeArg,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Receiving node of a cross-node run: prints READY once subscribed.
     Recv {
-        #[arg(long, value_enum)]
-        side: CrossSide,
-        #[arg(long)]
-        url: String,
-        #[arg(long, value_enum, default_value = "json")]
-        codec: CodecArg,
-        #[arg(long, default_value = "redis")]
-        driver: String,
-        #[arg(long)]
-        count: u64,
+        #[command(flatten)]
+        node: CrossNode,
         /// Record one-way latency (the publisher must be paced).
         #[arg(long)]
         latency: bool,
@@ -78,32 +87,24 @@ enum Command {
         warmup: u64,
         #[arg(long, default_value_t = 5000)]
         idle_ms: u64,
-        #[arg(long, value_enum, default_value = "multi")]
-        runtime: RuntimeArg,
+        /// Raw side: only count messages instead of decoding each envelope
+        /// (a stricter reference than any real receiver).
+        #[arg(long)]
+        count_only: bool,
         /// Queue capacity of the receiving connection (adapter side).
         #[arg(long, default_value_t = DEFAULT_CONNECTION_QUEUE)]
         queue: usize,
     },
     /// Publishing node of a cross-node run.
     Pub {
-        #[arg(long, value_enum)]
-        side: CrossSide,
-        #[arg(long)]
-        url: String,
-        #[arg(long, value_enum, default_value = "json")]
-        codec: CodecArg,
-        #[arg(long, default_value = "redis")]
-        driver: String,
-        #[arg(long)]
-        count: u64,
+        #[command(flatten)]
+        node: CrossNode,
         /// Publishes in flight (burst mode).
         #[arg(long, default_value_t = 1000)]
         in_flight: usize,
         /// Messages per second (paced mode, for latency).
         #[arg(long)]
         rate: Option<u64>,
-        #[arg(long, value_enum, default_value = "multi")]
-        runtime: RuntimeArg,
     },
     /// Decode + dispatch of pre-recorded payloads, one core.
     ReceivePath {
@@ -245,15 +246,19 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Recv {
-            side,
-            url,
-            codec,
-            driver,
-            count,
+            node:
+                CrossNode {
+                    side,
+                    url,
+                    codec,
+                    driver,
+                    count,
+                    runtime: kind,
+                },
             latency,
             warmup,
             idle_ms,
-            runtime: kind,
+            count_only,
             queue,
         } => {
             let spec = ReceiveSpec {
@@ -262,6 +267,7 @@ fn main() -> Result<()> {
                 warmup: if latency { warmup } else { 0 },
                 start_timeout: Duration::from_secs(60),
                 idle_timeout: Duration::from_millis(idle_ms),
+                raw_decode: !count_only,
             };
             // The loop runs in a spawned task, on a worker thread like the
             // medium's tasks, as an application's handlers would.
@@ -278,14 +284,17 @@ fn main() -> Result<()> {
             })?
         }
         Command::Pub {
-            side,
-            url,
-            codec,
-            driver,
-            count,
+            node:
+                CrossNode {
+                    side,
+                    url,
+                    codec,
+                    driver,
+                    count,
+                    runtime: kind,
+                },
             in_flight,
             rate,
-            runtime: kind,
         } => {
             let load = match rate {
                 Some(rate) => Load::Paced { count, rate },

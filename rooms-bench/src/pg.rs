@@ -11,6 +11,7 @@
 //!   message at a time (publish, wait for delivery) and a burst, for a
 //!   message of a given size.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,9 +58,16 @@ pub async fn receive_raw(url: &str, spec: ReceiveSpec) -> Result<Value> {
         .await
         .context("LISTEN")?;
     let messages = futures_util::stream::poll_fn(|cx| incoming.poll_recv(cx));
-    let result = count_raw(messages, spec, |notification| {
-        notification.payload().as_bytes()
-    })
+    // A hand-rolled listener unwraps the base64 frame of a binary payload
+    // before decoding it, as the adapter does.
+    let result = count_raw(
+        messages,
+        spec,
+        |notification| match rooms_adapter_postgres::frame::parse(notification.payload()) {
+            Ok(rooms_adapter_postgres::frame::Frame::Inline(bytes)) => bytes,
+            _ => Cow::Borrowed(&[]),
+        },
+    )
     .await;
     drop(client);
     result

@@ -519,6 +519,9 @@ struct Side {
     side: &'static str,
     codec: &'static str,
     driver: &'static str,
+    /// Raw side only: count messages without decoding them (the reference
+    /// row; the baseline decodes, as DESIGN section 7 defines it).
+    count_only: bool,
 }
 
 impl Bench {
@@ -565,6 +568,9 @@ impl Bench {
         let mut recv_args = strings(&["recv"]);
         recv_args.extend(strings(&common));
         recv_args.extend(strings(&["--queue", RECEIVER_QUEUE]));
+        if side.count_only {
+            recv_args.push("--count-only".to_owned());
+        }
         let mut pub_args = strings(&["pub"]);
         pub_args.extend(strings(&common));
         if let Some(rate) = rate {
@@ -596,12 +602,31 @@ impl Bench {
         codec: &'static str,
         driver: &'static str,
     ) -> Result<(Outcome, Outcome), String> {
+        let (raw, adapter, _) = self.throughput_runs(label, codec, driver, false)?;
+        Ok((raw, adapter))
+    }
+
+    /// [`throughput_pair`](Self::throughput_pair), and with `reference` a
+    /// third side interleaved with them: the raw receiver counting without
+    /// decoding.
+    fn throughput_runs(
+        &mut self,
+        label: &str,
+        codec: &'static str,
+        driver: &'static str,
+        reference: bool,
+    ) -> Result<(Outcome, Outcome, Option<Outcome>), String> {
         let count = self.plan.throughput_count;
-        let mut raw = Tally::default();
-        let mut adapter = Tally::default();
+        let mut tallies = [Tally::default(), Tally::default(), Tally::default()];
+        let sides: &[(&'static str, bool)] = if reference {
+            &[("raw", false), ("adapter", false), ("raw", true)]
+        } else {
+            &[("raw", false), ("adapter", false)]
+        };
         for rep in 0..self.plan.reps {
-            for (side, tally) in [("raw", &mut raw), ("adapter", &mut adapter)] {
-                let name = format!("throughput {label} {side} #{}", rep + 1);
+            for (index, &(side, count_only)) in sides.iter().enumerate() {
+                let shown = if count_only { "raw-count-only" } else { side };
+                let name = format!("throughput {label} {shown} #{}", rep + 1);
                 eprintln!("   {name}");
                 let (received, published) = self.pair(
                     &name,
@@ -609,14 +634,33 @@ impl Bench {
                         side,
                         codec,
                         driver,
+                        count_only,
                     },
                     count,
                     None,
                 )?;
-                tally.add(&received, &published, count);
+                tallies[index].add(&received, &published, count);
             }
         }
-        Ok((raw.outcome(), adapter.outcome()))
+        let [raw, adapter, count_only] = tallies;
+        Ok((
+            raw.outcome(),
+            adapter.outcome(),
+            reference.then(|| count_only.outcome()),
+        ))
+    }
+
+    /// The reference row: the adapter against a raw receiver that only
+    /// counts (no envelope decode), reported, not judged.
+    fn count_only_row(&mut self, bench: String, reference: Outcome, adapter: Outcome) {
+        self.rows.push(Row {
+            bench,
+            figure: adapter.describe(),
+            baseline: reference.describe(),
+            ratio: format!("{:.2}x", adapter.rate / reference.rate),
+            target: "none (a stricter reference than DESIGN's baseline)".to_owned(),
+            verdict: Verdict::Info,
+        });
     }
 
     fn throughput_row(&mut self, bench: String, raw: Outcome, adapter: Outcome) {
@@ -640,13 +684,22 @@ impl Bench {
 
     fn throughput(&mut self) -> Result<(), String> {
         for (codec, name) in [("json", "JSON"), ("msgpack", "MessagePack")] {
-            let (raw, adapter) = self.throughput_pair(name, codec, "redis")?;
+            let reference = codec == "json";
+            let (raw, adapter, count_only) =
+                self.throughput_runs(name, codec, "redis", reference)?;
             let count = thousands(self.plan.throughput_count as f64);
             self.throughput_row(
                 format!("Cross-node throughput, {name}, driver `redis` ({count} msgs)"),
                 raw,
                 adapter,
             );
+            if let Some(count_only) = count_only {
+                self.count_only_row(
+                    format!("Cross-node throughput, {name}, driver `redis`, against a raw receiver that only counts ({count} msgs)"),
+                    count_only,
+                    adapter,
+                );
+            }
         }
         Ok(())
     }
@@ -682,14 +735,22 @@ impl Bench {
         let saved_redis = self.server.take();
         let result = (|| {
             for (codec, name) in [("json", "JSON"), ("msgpack", "MessagePack")] {
-                let (raw, adapter) =
-                    self.throughput_pair(&format!("NATS {name}"), codec, "nats")?;
+                let reference = codec == "json";
+                let (raw, adapter, count_only) =
+                    self.throughput_runs(&format!("NATS {name}"), codec, "nats", reference)?;
                 let count = thousands(self.plan.throughput_count as f64);
                 self.throughput_row(
                     format!("Cross-node throughput over NATS, {name} ({count} msgs; baseline raw async-nats)"),
                     raw,
                     adapter,
                 );
+                if let Some(count_only) = count_only {
+                    self.count_only_row(
+                        format!("Cross-node throughput over NATS, {name}, against a raw async-nats receiver that only counts ({count} msgs)"),
+                        count_only,
+                        adapter,
+                    );
+                }
             }
             self.latency_over(" over NATS")
         })();
@@ -784,6 +845,7 @@ impl Bench {
                         side,
                         codec: "json",
                         driver: "redis",
+                        count_only: false,
                     },
                     count,
                     Some(RATE),
