@@ -2,43 +2,19 @@
 //! every envelope through each codec.
 
 mod memory {
-    rooms_conformance::conformance_suite!(
-        rooms_testkit::memory::MemoryHarness,
-        capabilities = [
-            fault_injection,
-            raw_publish,
-            emitter,
-            control,
-            history,
-            node_fault_injection
-        ],
-    );
+    rooms_conformance::conformance_suite!(rooms_testkit::memory::MemoryHarness, capabilities = all);
 }
 
 mod memory_json {
     rooms_conformance::conformance_suite!(
         rooms_testkit::memory::MemoryJsonHarness,
-        capabilities = [
-            fault_injection,
-            raw_publish,
-            emitter,
-            control,
-            history,
-            node_fault_injection
-        ],
+        capabilities = all
     );
 }
 
 mod memory_msgpack {
     rooms_conformance::conformance_suite!(
         rooms_testkit::memory::MemoryMsgpackHarness,
-        capabilities = [
-            fault_injection,
-            raw_publish,
-            emitter,
-            control,
-            history,
-            node_fault_injection
-        ],
+        capabilities = all
     );
 }

@@ -17,7 +17,7 @@ use crate::channel::{control_all_channel, control_node_channel, room_channel};
 use crate::config::{PostgresConfig, describe};
 use crate::error::{self, PostgresError};
 use crate::listener::{self, Command, Listener, Parts, truncated};
-use crate::publisher::Publisher;
+use crate::publisher::{Destination, Publisher};
 
 /// Capacity of the command queue from the adapter to its listener task
 /// (subscribes and unsubscribes wait for room in it).
@@ -228,15 +228,15 @@ impl PostgresAdapter {
         &self,
         channel: &str,
         bytes: bytes::Bytes,
-        what: &str,
-        frame: Frame,
+        destination: Destination,
     ) -> Result<(), Error> {
         let session = self.session()?;
-        match session.publisher.publish(channel, bytes, what).await {
+        // `published` counts room envelopes only: a heartbeat must not look
+        // like a broadcast.
+        let counted = matches!(destination, Destination::Room(_));
+        match session.publisher.publish(channel, bytes, destination).await {
             Ok(()) => {
-                // `published` counts room envelopes only: a heartbeat must not
-                // look like a broadcast.
-                if frame == Frame::Room {
+                if counted {
                     self.shared.counters.record_published();
                 }
                 Ok(())
@@ -247,15 +247,6 @@ impl PostgresAdapter {
             }
         }
     }
-}
-
-/// What a publish carries, for the counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Frame {
-    /// A room's envelope: counted in [`AdapterStats::published`].
-    Room,
-    /// A cluster control frame: not a broadcast, not counted as one.
-    Control,
 }
 
 /// Deletes old attachment rows every `interval` while the publisher lives.
@@ -392,8 +383,7 @@ impl RoomAdapter for PostgresAdapter {
             });
         }
         let channel = room_channel(&self.config.channel_prefix, room.as_str());
-        let what = format!("room {:?}", truncated(room.as_str()));
-        self.publish_bytes(&channel, bytes, &what, Frame::Room)
+        self.publish_bytes(&channel, bytes, Destination::Room(room.clone()))
             .await
     }
 
@@ -408,8 +398,7 @@ impl RoomAdapter for PostgresAdapter {
         self.publish_bytes(
             &channel,
             bytes::Bytes::copy_from_slice(payload),
-            "the control channel",
-            Frame::Control,
+            Destination::Control,
         )
         .await
     }

@@ -111,7 +111,7 @@ impl PostgresError {
     /// with an error that is not about the connection, else `Unavailable`.
     pub(crate) fn from_client(
         medium: &str,
-        operation: &str,
+        operation: impl std::fmt::Display,
         source: tokio_postgres::Error,
     ) -> Self {
         let refused = source.as_db_error().is_some_and(|db| {
@@ -124,7 +124,7 @@ impl PostgresError {
                 || code.starts_with("57")
                 || code.starts_with("40"))
         });
-        let (medium, operation) = (medium.to_owned(), operation.to_owned());
+        let (medium, operation) = (medium.to_owned(), operation.to_string());
         if let Some(reason) = crate::tls::setup_error(&source) {
             PostgresError::Tls {
                 medium,

@@ -1,10 +1,13 @@
 //! The pooled side: publishing (`pg_notify`, attachments), reading
 //! attachments, creating the table and deleting old rows.
 
+use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rooms_adapter::RoomName;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
@@ -15,6 +18,7 @@ use crate::batch::{self, Statement};
 use crate::config::PostgresConfig;
 use crate::error::PostgresError;
 use crate::frame;
+use crate::listener::truncated;
 use crate::tls::Connector;
 
 /// Notifies many (channel, payload) pairs in one statement, so one
@@ -37,12 +41,45 @@ const MAX_PIPELINE: usize = 256;
 /// Publishes waiting for a worker (callers wait for room beyond it).
 const JOB_QUEUE: usize = 4096;
 
+/// Where a publish goes. Its errors name it: the text is built only then.
+#[derive(Debug, Clone)]
+pub(crate) enum Destination {
+    /// A room's envelope: counted in
+    /// [`AdapterStats::published`](rooms_adapter::adapter::AdapterStats::published).
+    Room(RoomName),
+    /// A cluster control frame: not a broadcast, not counted as one.
+    Control,
+}
+
+/// Publishing to a destination (`None`: to several), as errors name it.
+#[derive(Debug, Clone, Copy)]
+struct Publish<'a>(Option<&'a Destination>);
+
+impl fmt::Display for Publish<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(Destination::Room(room)) => {
+                write!(f, "publish to room {:?}", truncated(room.as_str()))
+            }
+            Some(Destination::Control) => f.write_str("publish to the control channel"),
+            None => f.write_str("publish"),
+        }
+    }
+}
+
 /// One publish waiting for a worker.
 struct Job {
     channel: String,
     bytes: Bytes,
-    operation: String,
+    destination: Destination,
     reply: oneshot::Sender<Result<(), PostgresError>>,
+}
+
+impl Job {
+    /// What this job's errors call it.
+    fn operation(&self) -> Publish<'_> {
+        Publish(Some(&self.destination))
+    }
 }
 
 /// The publishing pool and the SQL it runs. Publishes are queued to
@@ -158,19 +195,19 @@ impl Publisher {
         &self,
         channel: &str,
         bytes: Bytes,
-        what: &str,
+        destination: Destination,
     ) -> Result<(), PostgresError> {
-        let operation = format!("publish to {what}");
+        let operation = || Publish(Some(&destination)).to_string();
         let (reply, answer) = oneshot::channel();
         let job = Job {
             channel: channel.to_owned(),
             bytes,
-            operation: operation.clone(),
+            destination: destination.clone(),
             reply,
         };
         let closed = || PostgresError::Pool {
             medium: self.medium.clone(),
-            operation: operation.clone(),
+            operation: operation(),
             reason: "the adapter is shutting down".into(),
         };
         let work = async {
@@ -180,7 +217,7 @@ impl Publisher {
         match tokio::time::timeout(self.publish_timeout, work).await {
             Ok(result) => result,
             Err(_) => Err(PostgresError::Timeout {
-                operation,
+                operation: operation(),
                 after: self.publish_timeout,
             }),
         }
@@ -221,7 +258,7 @@ async fn work(inner: Arc<Inner>, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Jo
                 for job in jobs {
                     let error = first.take().unwrap_or_else(|| PostgresError::Pool {
                         medium: inner.medium.clone(),
-                        operation: job.operation.clone(),
+                        operation: job.operation().to_string(),
                         reason: message.clone(),
                     });
                     let _ = job.reply.send(Err(error));
@@ -238,14 +275,10 @@ impl Inner {
         jobs: &[Job],
     ) -> Result<Vec<Result<(), PostgresError>>, PostgresError> {
         let operation = match jobs {
-            [job] => job.operation.as_str(),
-            _ => "publish",
+            [job] => job.operation(),
+            _ => Publish(None),
         };
         let client = self.client(operation).await?;
-        let notify = client
-            .prepare_cached("SELECT pg_notify($1, $2)")
-            .await
-            .map_err(|e| PostgresError::from_client(&self.medium, operation, e))?;
         let frames: Vec<Option<std::borrow::Cow<'_, str>>> = jobs
             .iter()
             .map(|job| frame::inline_text(&job.bytes, self.threshold))
@@ -256,84 +289,35 @@ impl Inner {
             .map(|(job, frame)| (job.channel.as_str(), frame.as_deref()))
             .collect();
         let statements = batch::plan(&planned, MAX_PIPELINE);
-        let notify_many = if statements
-            .iter()
-            .any(|s| matches!(s, Statement::Notify(range) if range.len() > 1))
-        {
-            Some(
-                client
-                    .prepare_cached(NOTIFY_MANY)
-                    .await
-                    .map_err(|e| PostgresError::from_client(&self.medium, operation, e))?,
-            )
-        } else {
-            None
-        };
-        let attach = if frames.iter().any(Option::is_none) {
-            Some(
-                client
-                    .prepare_cached(&self.insert_and_notify)
-                    .await
-                    .map_err(|e| PostgresError::from_client(&self.medium, operation, e))?,
-            )
-        } else {
-            None
+        let pipeline = Pipeline {
+            inner: self,
+            client: &client,
+            notify: self
+                .prepare(&client, "SELECT pg_notify($1, $2)", operation)
+                .await?,
+            notify_many: if statements
+                .iter()
+                .any(|s| matches!(s, Statement::Notify(range) if range.len() > 1))
+            {
+                Some(self.prepare(&client, NOTIFY_MANY, operation).await?)
+            } else {
+                None
+            },
+            attach: if frames.iter().any(Option::is_none) {
+                Some(
+                    self.prepare(&client, &self.insert_and_notify, operation)
+                        .await?,
+                )
+            } else {
+                None
+            },
+            jobs,
+            planned: &planned,
         };
         // Sent back to back on one connection (tokio-postgres pipelines
         // them), answered in order.
-        let sends = statements.iter().map(|statement| {
-            let client = &client;
-            let (notify, notify_many, attach) = (&notify, &notify_many, &attach);
-            let planned = &planned;
-            async move {
-                let (result, first) = match statement {
-                    Statement::Notify(range) => {
-                        let batch = planned.get(range.clone()).unwrap_or_default();
-                        let result = match (batch, notify_many) {
-                            ([(channel, Some(text))], _) => {
-                                client.execute(notify, &[channel, text]).await
-                            }
-                            (_, Some(many)) => {
-                                let channels: Vec<&str> = batch.iter().map(|(c, _)| *c).collect();
-                                let texts: Vec<&str> =
-                                    batch.iter().map(|(_, t)| t.unwrap_or_default()).collect();
-                                client.execute(many, &[&channels, &texts]).await
-                            }
-                            _ => Ok(0),
-                        };
-                        (result, range.start)
-                    }
-                    Statement::Attach(index) => {
-                        let Some(job) = jobs.get(*index) else {
-                            return (Ok(()), *index..*index);
-                        };
-                        let result = match attach {
-                            Some(attach) => {
-                                client
-                                    .execute(attach, &[&job.channel, &&job.bytes[..]])
-                                    .await
-                            }
-                            None => Ok(0),
-                        };
-                        (result, *index)
-                    }
-                };
-                let range = match statement {
-                    Statement::Notify(range) => range.clone(),
-                    Statement::Attach(index) => *index..*index + 1,
-                };
-                let operation = jobs
-                    .get(first)
-                    .map_or("publish", |job| job.operation.as_str());
-                (
-                    result
-                        .map(|_| ())
-                        .map_err(|e| PostgresError::from_client(&self.medium, operation, e)),
-                    range,
-                )
-            }
-        });
-        let answered = futures_util::future::join_all(sends).await;
+        let answered =
+            futures_util::future::join_all(statements.iter().map(|s| pipeline.run(s))).await;
         // One result per job: a statement's result for each of its jobs.
         let mut results: Vec<Result<(), PostgresError>> = Vec::with_capacity(jobs.len());
         for (result, range) in answered {
@@ -345,9 +329,8 @@ impl Inner {
                     for index in range {
                         let error = first.take().unwrap_or_else(|| PostgresError::Pool {
                             medium: self.medium.clone(),
-                            operation: jobs
-                                .get(index)
-                                .map_or_else(|| "publish".to_owned(), |job| job.operation.clone()),
+                            operation: Publish(jobs.get(index).map(|job| &job.destination))
+                                .to_string(),
                             reason: message.clone(),
                         });
                         results.push(Err(error));
@@ -358,7 +341,10 @@ impl Inner {
         Ok(results)
     }
 
-    async fn client(&self, operation: &str) -> Result<deadpool_postgres::Object, PostgresError> {
+    async fn client(
+        &self,
+        operation: impl fmt::Display,
+    ) -> Result<deadpool_postgres::Object, PostgresError> {
         self.pool.get().await.map_err(|error| {
             use deadpool_postgres::PoolError;
             match error {
@@ -371,11 +357,24 @@ impl Inner {
                 },
                 other => PostgresError::Pool {
                     medium: self.medium.clone(),
-                    operation: operation.to_owned(),
+                    operation: operation.to_string(),
                     reason: other.to_string(),
                 },
             }
         })
+    }
+
+    /// Prepares `sql` on `client` (cached per connection).
+    async fn prepare(
+        &self,
+        client: &deadpool_postgres::Object,
+        sql: &str,
+        operation: impl fmt::Display,
+    ) -> Result<tokio_postgres::Statement, PostgresError> {
+        client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| PostgresError::from_client(&self.medium, operation, e))
     }
 
     /// Creates the attachments table if it is missing (concurrent creators
@@ -403,10 +402,7 @@ impl Inner {
         let operation = "read an attachment";
         let work = async {
             let client = self.client(operation).await?;
-            let statement = client
-                .prepare_cached(&self.fetch)
-                .await
-                .map_err(|e| PostgresError::from_client(&self.medium, operation, e))?;
+            let statement = self.prepare(&client, &self.fetch, operation).await?;
             let limit = i32::try_from(limit).unwrap_or(i32::MAX);
             let row = client
                 .query_opt(&statement, &[&id, &limit])
@@ -451,6 +447,72 @@ impl Inner {
     }
 }
 
+/// One pipeline of a worker: its pooled connection, the statements it
+/// prepared, and its jobs. A method per kind of [`Statement`].
+struct Pipeline<'a> {
+    inner: &'a Inner,
+    client: &'a deadpool_postgres::Object,
+    /// One notification.
+    notify: tokio_postgres::Statement,
+    /// [`NOTIFY_MANY`], when a statement notifies several.
+    notify_many: Option<tokio_postgres::Statement>,
+    /// Insert an attachment and notify its id, when a job needs one.
+    attach: Option<tokio_postgres::Statement>,
+    jobs: &'a [Job],
+    /// Each job's channel and inline text (`None`: an attachment).
+    planned: &'a [(&'a str, Option<&'a str>)],
+}
+
+impl Pipeline<'_> {
+    /// Runs `statement`: its result, and the jobs it answers.
+    async fn run(&self, statement: &Statement) -> (Result<(), PostgresError>, Range<usize>) {
+        let (result, range) = match statement {
+            Statement::Notify(range) => (self.notify(range.clone()).await, range.clone()),
+            Statement::Attach(index) => {
+                let Some(job) = self.jobs.get(*index) else {
+                    return (Ok(()), *index..*index);
+                };
+                (self.attach(job).await, *index..*index + 1)
+            }
+        };
+        let operation = Publish(self.jobs.get(range.start).map(|job| &job.destination));
+        let result = result
+            .map(|_| ())
+            .map_err(|e| PostgresError::from_client(&self.inner.medium, operation, e));
+        (result, range)
+    }
+
+    /// [`Statement::Notify`]: the inline publishes `range`, in order, in
+    /// one statement.
+    async fn notify(&self, range: Range<usize>) -> Result<u64, tokio_postgres::Error> {
+        let batch = self.planned.get(range).unwrap_or_default();
+        match (batch, &self.notify_many) {
+            ([(channel, Some(text))], _) => {
+                self.client.execute(&self.notify, &[channel, text]).await
+            }
+            (_, Some(many)) => {
+                let channels: Vec<&str> = batch.iter().map(|(c, _)| *c).collect();
+                let texts: Vec<&str> = batch.iter().map(|(_, t)| t.unwrap_or_default()).collect();
+                self.client.execute(many, &[&channels, &texts]).await
+            }
+            _ => Ok(0),
+        }
+    }
+
+    /// [`Statement::Attach`]: `job`'s payload into the attachments table,
+    /// and its id notified, in one statement.
+    async fn attach(&self, job: &Job) -> Result<u64, tokio_postgres::Error> {
+        match &self.attach {
+            Some(attach) => {
+                self.client
+                    .execute(attach, &[&job.channel, &&job.bytes[..]])
+                    .await
+            }
+            None => Ok(0),
+        }
+    }
+}
+
 /// The DDL of the attachments table `table` (quoted).
 pub(crate) fn table_sql(table: &str) -> String {
     format!(
@@ -464,4 +526,28 @@ pub(crate) fn table_sql(table: &str) -> String {
             table.rsplit('.').next().unwrap_or(table).trim_matches('"')
         )),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_room_truncated_or_the_control_channel() {
+        let room = Destination::Room(RoomName::from(format!("{}\"b", "a".repeat(50))));
+        assert_eq!(
+            Publish(Some(&room)).to_string(),
+            format!("publish to room {:?}", "a".repeat(40))
+        );
+        let quoted = Destination::Room(RoomName::from("say \"hi\""));
+        assert_eq!(
+            Publish(Some(&quoted)).to_string(),
+            r#"publish to room "say \"hi\"""#
+        );
+        assert_eq!(
+            Publish(Some(&Destination::Control)).to_string(),
+            "publish to the control channel"
+        );
+        assert_eq!(Publish(None).to_string(), "publish");
+    }
 }

@@ -15,6 +15,7 @@ use rooms_adapter::adapter::EventSink;
 use rooms_adapter::{Envelope, NodeId, RoomAdapter, RoomName, SseMessage};
 use rooms_adapter_postgres::PostgresAdapterBuilder;
 use rooms_conformance::Harness;
+use rooms_testkit::poll::eventually;
 use rooms_testkit::postgres::{
     Flavor, PostgresHarness, PostgresHarnessWith, PostgresMsgpackHarness, connect_direct,
 };
@@ -30,22 +31,6 @@ async fn pair<F: Flavor>(
     let receiver = harness.adapter_with(&configure).unwrap();
     let publisher = harness.adapter_with(&configure).unwrap();
     Pair::connect(receiver, publisher, capacity, rooms).await
-}
-
-/// Polls `check` until it holds, within [`DEADLINE`].
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {DEADLINE:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -67,7 +52,7 @@ async fn a_one_mib_message_crosses_and_its_attachment_row_is_deleted_after_the_t
     assert_eq!(got, envelope);
 
     // The row was there for the receiver, and goes once older than the TTL.
-    eventually("the attachment row is deleted", || async {
+    eventually("the attachment row to be deleted", DEADLINE, || async {
         harness.attachment_rows().await.unwrap() == 0
     })
     .await;

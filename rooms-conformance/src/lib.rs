@@ -104,15 +104,8 @@ pub enum Capability {
 }
 
 impl Capability {
-    /// Every capability.
-    pub const ALL: [Capability; 6] = [
-        Capability::FaultInjection,
-        Capability::RawPublish,
-        Capability::Emitter,
-        Capability::Control,
-        Capability::History,
-        Capability::NodeFaultInjection,
-    ];
+    /// Every capability (what `capabilities = all` declares).
+    pub const ALL: [Capability; 6] = __with_all_capabilities!(__capabilities!());
 
     /// Its name in [`conformance_suite!`]'s `capabilities = [...]`.
     pub const fn name(self) -> &'static str {

@@ -49,6 +49,38 @@ macro_rules! __with_cases {
     };
 }
 
+/// Calls `$callback!` with `($($args)*)` followed by every capability's
+/// name, in [`Capability::ALL`](crate::Capability::ALL)'s order: what
+/// `capabilities = all` declares.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_all_capabilities {
+    ($callback:ident ! ($($args:tt)*)) => {
+        $crate::$callback! { ($($args)*)
+            fault_injection, raw_publish, emitter, control, history, node_fault_injection
+        }
+    };
+}
+
+/// `[Capability, ...]` for the names, as [`Capability::ALL`](crate::Capability::ALL) is built.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __capabilities {
+    (() $($cap:ident),* $(,)?) => {
+        [$($crate::__capability!($cap)),*]
+    };
+}
+
+/// [`conformance_suite!`](crate::conformance_suite) for `$harness` with the names as its
+/// capability list: how `capabilities = all` expands.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __suite_with {
+    (($harness:ty) $($cap:ident),* $(,)?) => {
+        $crate::conformance_suite!($harness, capabilities = [$($cap),*]);
+    };
+}
+
 /// The [`Capability`](crate::Capability) named by an identifier; a compile error for any other.
 #[doc(hidden)]
 #[macro_export]
@@ -206,7 +238,8 @@ macro_rules! __case_infos {
 /// listed is generated `#[ignore = "needs capability ..."]`, so `cargo test`
 /// shows it as ignored; `cargo test -- --include-ignored` runs it anyway
 /// (it then reports itself skipped). Without the list, no optional
-/// capability is declared.
+/// capability is declared. `capabilities = all` declares every capability
+/// (a medium that offers them all, such as the memory bus).
 ///
 /// The list must match what the harness and the adapter report: a case that
 /// needs a declared capability and finds it missing fails, and
@@ -219,11 +252,15 @@ macro_rules! __case_infos {
 ///
 /// ```ignore
 /// rooms_conformance::conformance_suite!(MyHarness, capabilities = [fault_injection, emitter]);
+/// rooms_conformance::conformance_suite!(MyOtherHarness, capabilities = all);
 /// ```
 #[macro_export]
 macro_rules! conformance_suite {
     ($harness:ty $(,)?) => {
         $crate::conformance_suite!($harness, capabilities = []);
+    };
+    ($harness:ty, capabilities = all $(,)?) => {
+        $crate::__with_all_capabilities!(__suite_with!($harness));
     };
     ($harness:ty, capabilities = [$($cap:ident),* $(,)?] $(,)?) => {
         const _: &[$crate::Capability] = &[$($crate::__capability!($cap)),*];

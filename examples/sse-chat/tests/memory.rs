@@ -96,15 +96,7 @@ async fn chat_round_trip_over_real_http() {
     let health = http.get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     assert_eq!(health.json::<Value>().await.unwrap()["status"], "ok");
-    let metrics = http.get(server.url("/metrics")).send().await.unwrap();
-    assert!(
-        metrics.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain; version=0.0.4")
-    );
-    let metrics = metrics.text().await.unwrap();
-    for line in [
+    server.scrape(&http).await.assert_lines(&[
         "rooms_connections 2",
         "rooms_rooms 1",
         "rooms_broadcasts_total 1",
@@ -113,12 +105,7 @@ async fn chat_round_trip_over_real_http() {
         "rooms_frames_encoded_total 2",
         "rooms_adapter_published_total 1",
         "sse_chat_messages_posted_total 1",
-    ] {
-        assert!(
-            metrics.lines().any(|l| l == line),
-            "{line:?} missing in:\n{metrics}"
-        );
-    }
+    ]);
 
     // The page is served.
     let page = http.get(server.url("/")).send().await.unwrap();

@@ -124,13 +124,8 @@ async fn invalid_input_gets_a_4xx_json_error_naming_the_field() {
         assert_eq!(body["field"].as_str(), field, "{body}");
     }
 
-    let metrics = server.metrics_text(&http).await;
-    assert!(
-        metrics.contains("\nsse_chat_messages_posted_total 0\n"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("\nsse_chat_messages_rejected_total 12\n"),
-        "{metrics}"
-    );
+    server.scrape(&http).await.assert_lines(&[
+        "sse_chat_messages_posted_total 0",
+        "sse_chat_messages_rejected_total 12",
+    ]);
 }

@@ -32,6 +32,17 @@ impl Metrics {
             .unwrap_or_else(|| panic!("no {name} in\n{}", self.text))
     }
 
+    /// Asserts that each of `lines` is a whole line of the page.
+    pub fn assert_lines(&self, lines: &[&str]) {
+        for line in lines {
+            assert!(
+                self.text.lines().any(|l| l == *line),
+                "{line:?} missing in:\n{}",
+                self.text
+            );
+        }
+    }
+
     /// The value of a counter, gauge or untyped sample.
     pub fn value(&self, name: &str) -> f64 {
         use prometheus_parse::Value;

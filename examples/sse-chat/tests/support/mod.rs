@@ -63,6 +63,17 @@ pub async fn read_all(mut stream: impl tokio::io::AsyncRead + Unpin) -> String {
     text
 }
 
+/// Asserts that a finished `sse-chat` printed `secret` neither on stdout nor
+/// on stderr; `what` names the run in the failure.
+pub fn assert_not_printed(output: &std::process::Output, secret: &str, what: &str) {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stdout.contains(secret) && !stderr.contains(secret),
+        "{what} leaks the password:\n{stdout}\n{stderr}"
+    );
+}
+
 /// Publishes a raw payload to a Redis channel over plain RESP, as another
 /// application (e.g. a Node.js node using `@opinionated-machine/sse-rooms-redis`)
 /// would. Returns how many subscribers received it.

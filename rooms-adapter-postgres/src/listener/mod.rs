@@ -2,30 +2,36 @@
 //! It reads notifications off the connection, runs the `LISTEN`/`UNLISTEN`
 //! batches of the [`ListenTable`], probes liveness, and reconnects with
 //! backoff when the connection is lost.
+//!
+//! - [`link`]: opening the connection and reading it;
+//! - [`delivery`]: notifications, in arrival order, to the sink;
+//! - [`pauses`]: the time the task holds back on purpose.
+
+mod delivery;
+mod link;
+mod pauses;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use futures_util::stream::{FuturesOrdered, Stream, StreamExt};
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use rooms_adapter::adapter::{AdapterEvent, EventSink};
-use rooms_adapter::wire::{self, Codec, DecodeError};
 use rooms_adapter::{Error, RoomName};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_postgres::tls::MakeTlsConnect;
-use tokio_postgres::{AsyncMessage, Client, NoTls, Notification, Socket};
 
 use crate::adapter::Shared;
 use crate::channel::quote_identifier;
 use crate::config::PostgresConfig;
 use crate::error::PostgresError;
-use crate::frame::{self, Frame};
-use crate::publisher::{Fetched, Publisher};
+use crate::publisher::Publisher;
 use crate::table::{ListenTable, Subscribed};
-use crate::tls::Connector;
+use delivery::Delivery;
+use link::next_message;
+pub(crate) use link::{Link, open};
+pub(crate) use pauses::Pauses;
 
 /// The most `LISTEN`/`UNLISTEN` statements in one round trip.
 const MAX_BATCH: usize = 1000;
@@ -37,51 +43,7 @@ const MAX_BATCH: usize = 1000;
 /// (see [`Pauses`]). It is bounded: every read has the publish timeout.
 const MAX_PENDING: usize = 256;
 
-/// The time the listener spends not reading its connection on purpose
-/// (backpressure), so that the timers judging the server (the probe's
-/// deadline, a subscribe's timeout) leave it out.
-#[derive(Debug, Default)]
-pub(crate) struct Pauses {
-    /// Paused time before the current pause, and since when it is paused.
-    state: std::sync::Mutex<(Duration, Option<Instant>)>,
-}
-
-impl Pauses {
-    fn state(&self) -> std::sync::MutexGuard<'_, (Duration, Option<Instant>)> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The listener stops reading at `at` (no-op while paused).
-    pub(crate) fn pause(&self, at: Instant) {
-        let mut state = self.state();
-        state.1.get_or_insert(at);
-    }
-
-    /// The listener reads again at `at`; returns how long it paused.
-    pub(crate) fn resume(&self, at: Instant) -> Duration {
-        let mut state = self.state();
-        let paused = state
-            .1
-            .take()
-            .map_or(Duration::ZERO, |since| at.saturating_duration_since(since));
-        state.0 += paused;
-        paused
-    }
-
-    /// All the time paused up to `now`, the current pause included.
-    pub(crate) fn total(&self, now: Instant) -> Duration {
-        let state = self.state();
-        state.0
-            + state
-                .1
-                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
-    }
-}
-
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type Messages = Pin<Box<dyn Stream<Item = Result<AsyncMessage, tokio_postgres::Error>> + Send>>;
 
 /// What the adapter asks of the task.
 pub(crate) enum Command {
@@ -97,62 +59,6 @@ pub(crate) enum Command {
         room: RoomName,
         reply: oneshot::Sender<()>,
     },
-}
-
-/// One open listening connection.
-pub(crate) struct Link {
-    client: Arc<Client>,
-    messages: Messages,
-}
-
-/// Opens a listening connection within the connect timeout.
-pub(crate) async fn open(config: &PostgresConfig, medium: &str) -> Result<Link, PostgresError> {
-    let mut pg = config.pg.clone();
-    pg.connect_timeout(config.connect_timeout);
-    let limit = config.connect_timeout + Duration::from_secs(1);
-    let connected = match &config.connector {
-        Connector::Plain => tokio::time::timeout(limit, connect(&pg, NoTls)).await,
-        #[cfg(feature = "tls")]
-        Connector::Rustls(tls) => tokio::time::timeout(limit, connect(&pg, tls.clone())).await,
-    };
-    match connected {
-        Ok(Ok(link)) => Ok(link),
-        Ok(Err(error)) => Err(PostgresError::from_client(
-            medium,
-            "open the listening connection",
-            error,
-        )),
-        Err(_) => Err(PostgresError::Timeout {
-            operation: format!("connect to {medium}"),
-            after: limit,
-        }),
-    }
-}
-
-/// Connects with `tls`; the connection is driven by polling its messages.
-async fn connect<T>(pg: &tokio_postgres::Config, tls: T) -> Result<Link, tokio_postgres::Error>
-where
-    T: MakeTlsConnect<Socket>,
-    T::Stream: Send + 'static,
-{
-    let (client, mut connection) = pg.connect(tls).await?;
-    let messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    Ok(Link {
-        client: Arc::new(client),
-        messages: Box::pin(messages),
-    })
-}
-
-/// Where a notification goes.
-enum Target {
-    Room(RoomName),
-    Control,
-}
-
-/// A notification ready to hand over, in arrival order.
-struct Delivery {
-    target: Target,
-    payload: Result<Vec<u8>, DecodeError>,
 }
 
 /// What the task works with, from the adapter.
@@ -191,8 +97,6 @@ pub(crate) struct Listener {
     outage: Option<Instant>,
     ready: Option<oneshot::Sender<Result<(), Error>>>,
     deliveries: FuturesOrdered<BoxFuture<Delivery>>,
-    /// Not reading the connection: [`MAX_PENDING`] notifications wait.
-    holding: bool,
 }
 
 impl Listener {
@@ -230,7 +134,6 @@ impl Listener {
             outage: None,
             ready: Some(ready),
             deliveries: FuturesOrdered::new(),
-            holding: false,
         }
     }
 
@@ -262,11 +165,8 @@ impl Listener {
                     self.connected(result);
                 }
                 delivery = self.deliveries.next(), if !self.deliveries.is_empty() => {
-                    if let Some(Delivery { target, payload }) = delivery {
-                        match payload {
-                            Ok(bytes) => self.deliver(target, Ok(&bytes)),
-                            Err(error) => self.deliver(target, Err(error)),
-                        }
+                    if let Some(delivery) = delivery {
+                        self.delivered(delivery);
                     }
                 }
                 () = sleep_until(wake) => {}
@@ -279,25 +179,29 @@ impl Listener {
     /// the probe's deadline moves by the time paused.
     fn hold_or_read(&mut self) -> bool {
         let reading = self.link.is_some() && self.deliveries.len() < MAX_PENDING;
-        let holding = self.link.is_some() && !reading;
-        if holding != self.holding {
+        let hold = self.link.is_some() && !reading;
+        if hold != self.holding() {
             let now = Instant::now();
-            if holding {
+            if hold {
                 self.shared.pauses.pause(now);
             } else {
                 let paused = self.shared.pauses.resume(now);
                 self.ping_deadline += paused;
             }
-            self.holding = holding;
         }
         reading
+    }
+
+    /// Not reading the connection: [`MAX_PENDING`] notifications wait.
+    fn holding(&self) -> bool {
+        self.shared.pauses.is_paused()
     }
 
     /// Starts whatever can start now: a batch, a probe, a reconnect. No
     /// probe starts, and none is judged, while the task holds back.
     fn start_work(&mut self) {
         let now = Instant::now();
-        if self.ping.is_some() && now >= self.ping_deadline && !self.holding {
+        if self.ping.is_some() && now >= self.ping_deadline && !self.holding() {
             let after = self.config.ping_interval;
             self.lost(format!(
                 "the liveness probe was not answered within {after:?}"
@@ -334,7 +238,7 @@ impl Listener {
                         Some(Box::pin(async move { client.batch_execute(&sql).await }));
                 }
             }
-            if self.ping.is_none() && now >= self.next_ping && !self.holding {
+            if self.ping.is_none() && now >= self.next_ping && !self.holding() {
                 let client = Arc::clone(&link.client);
                 self.ping_deadline = now + self.config.ping_interval;
                 self.ping = Some(Box::pin(async move {
@@ -355,7 +259,7 @@ impl Listener {
         let mut consider = |at: Instant| {
             wake = Some(wake.map_or(at, |current| current.min(at)));
         };
-        if self.holding {
+        if self.holding() {
             // Delivered attachments wake the task.
         } else if self.link.is_some() {
             if self.ping.is_some() {
@@ -405,114 +309,6 @@ impl Listener {
                 truncated(room.as_str())
             ),
             source: None,
-        }
-    }
-
-    fn message(&mut self, message: Option<Result<AsyncMessage, tokio_postgres::Error>>) {
-        match message {
-            Some(Ok(AsyncMessage::Notification(notification))) => self.notification(&notification),
-            Some(Ok(AsyncMessage::Notice(notice))) => {
-                tracing::debug!(notice = %notice, "postgres notice on the listening connection");
-            }
-            Some(Ok(_)) => {}
-            Some(Err(error)) => self.lost(format!("the listening connection failed: {error}")),
-            None => self.lost("the listening connection was closed".to_owned()),
-        }
-    }
-
-    fn notification(&mut self, notification: &Notification) {
-        let channel = notification.channel();
-        let target = if self.control.iter().any(|control| control == channel) {
-            Target::Control
-        } else if let Some(room) = self.table.deliverable(channel) {
-            Target::Room(room.clone())
-        } else {
-            return;
-        };
-        match frame::parse(notification.payload()) {
-            Ok(Frame::Inline(bytes)) => {
-                if self.deliveries.is_empty() {
-                    self.deliver(target, Ok(&bytes));
-                } else {
-                    let payload = Ok(bytes.into_owned());
-                    self.deliveries
-                        .push_back(Box::pin(async move { Delivery { target, payload } }));
-                }
-            }
-            Ok(Frame::Attachment(id)) => {
-                let publisher = Arc::clone(&self.publisher);
-                let limit = self.config.max_payload_bytes;
-                let table = self.config.attachment_table.clone();
-                self.deliveries.push_back(Box::pin(async move {
-                    let payload = match publisher.fetch(id, limit).await {
-                        Ok(Fetched::Payload(bytes)) => Ok(bytes),
-                        Ok(Fetched::TooLarge(size)) => Err(DecodeError::TooLarge { size, limit }),
-                        Ok(Fetched::Missing) => Err(DecodeError::InvalidField {
-                            field: "attachment",
-                            reason: format!(
-                                "no row {id} in {table} (deleted after the attachment TTL, or \
-                                 never stored)"
-                            ),
-                        }),
-                        Err(error) => {
-                            tracing::warn!(%error, id, "cannot read an attachment: its message is lost");
-                            Err(DecodeError::InvalidField {
-                                field: "attachment",
-                                reason: format!("row {id} could not be read: {error}"),
-                            })
-                        }
-                    };
-                    Delivery { target, payload }
-                }));
-            }
-            Err(error) => {
-                let error = match error {
-                    PostgresError::InvalidReferenceFrame { .. } => DecodeError::InvalidField {
-                        field: "attachment",
-                        reason: error.to_string(),
-                    },
-                    _ => DecodeError::Malformed {
-                        codec: Codec::MessagePack,
-                        reason: error.to_string(),
-                    },
-                };
-                if self.deliveries.is_empty() {
-                    self.deliver(target, Err(error));
-                } else {
-                    let payload = Err(error);
-                    self.deliveries
-                        .push_back(Box::pin(async move { Delivery { target, payload } }));
-                }
-            }
-        }
-    }
-
-    fn deliver(&self, target: Target, payload: Result<&[u8], DecodeError>) {
-        match target {
-            Target::Control => {
-                if let Ok(bytes) = payload {
-                    self.sink.send(AdapterEvent::Control {
-                        payload: bytes::Bytes::copy_from_slice(bytes),
-                    });
-                }
-            }
-            Target::Room(room) => {
-                if !self.table.is_wanted(&room) {
-                    return;
-                }
-                let decoded =
-                    payload.and_then(|bytes| wire::decode(bytes, self.config.max_payload_bytes));
-                match decoded {
-                    Ok(envelope) => {
-                        self.shared.counters.record_received();
-                        self.sink.send(AdapterEvent::Message { room, envelope });
-                    }
-                    Err(error) => self
-                        .shared
-                        .counters
-                        .record_decode_error(room.as_str(), &error),
-                }
-            }
         }
     }
 
@@ -607,16 +403,6 @@ impl Listener {
     }
 }
 
-/// The next message of the connection, or never without one.
-async fn next_message(
-    link: &mut Option<Link>,
-) -> Option<Result<AsyncMessage, tokio_postgres::Error>> {
-    match link {
-        Some(link) => link.messages.next().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The output of the future in `slot`, or never without one.
 async fn poll_slot<T>(slot: &mut Option<BoxFuture<T>>) -> T {
     match slot {
@@ -634,29 +420,4 @@ async fn sleep_until(at: Option<Instant>) {
 
 pub(crate) fn truncated(name: &str) -> String {
     name.chars().take(40).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pauses_add_up_and_count_the_current_one() {
-        let pauses = Pauses::default();
-        let t0 = Instant::now();
-        let at = |secs: u64| t0 + Duration::from_secs(secs);
-        assert_eq!(pauses.total(at(1)), Duration::ZERO);
-        pauses.pause(at(1));
-        assert_eq!(pauses.total(at(2)), Duration::from_secs(1));
-        assert_eq!(pauses.resume(at(3)), Duration::from_secs(2));
-        assert_eq!(pauses.total(at(9)), Duration::from_secs(2));
-        // A pause while paused keeps the first start.
-        pauses.pause(at(10));
-        pauses.pause(at(11));
-        assert_eq!(pauses.total(at(12)), Duration::from_secs(4));
-        assert_eq!(pauses.resume(at(12)), Duration::from_secs(2));
-        // Resuming while reading changes nothing.
-        assert_eq!(pauses.resume(at(13)), Duration::ZERO);
-        assert_eq!(pauses.total(at(20)), Duration::from_secs(4));
-    }
 }
