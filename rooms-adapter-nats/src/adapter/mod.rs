@@ -26,6 +26,7 @@ use rooms_adapter::{Envelope, Error, NodeId, RoomName};
 use tokio::task::AbortHandle;
 
 use self::barrier::Barrier;
+use self::publish::SubjectCache;
 use self::subscribe::{RoomEntry, forward_control};
 use self::supervisor::Supervisor;
 use crate::builder::redacted;
@@ -47,6 +48,7 @@ pub struct NatsAdapter {
     config: Arc<NatsConfig>,
     medium: String,
     shared: Arc<Shared>,
+    subjects: SubjectCache,
     /// Serializes connect and disconnect.
     lifecycle: tokio::sync::Mutex<()>,
 }
@@ -103,6 +105,7 @@ impl NatsAdapter {
                 rooms: tokio::sync::Mutex::default(),
                 wanted: AtomicUsize::new(0),
             }),
+            subjects: SubjectCache::default(),
             lifecycle: tokio::sync::Mutex::new(()),
         }
     }

@@ -1,17 +1,38 @@
 //! Publishing: room envelopes and control frames, with the fail-fast checks
 //! (disconnected, over `max_payload`, subject too long).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Mutex, PoisonError};
 use std::task::Poll;
 
-use async_nats::Client;
 use async_nats::connection::State;
+use async_nats::{Client, Subject};
 use rooms_adapter::adapter::ControlTarget;
 use rooms_adapter::{Envelope, Error, RoomName};
 
 use super::{NatsAdapter, truncated};
 use crate::error;
 use crate::subject::{MAX_SUBJECT_BYTES, control_all_subject, control_node_subject, room_subject};
+
+/// How many room subjects [`SubjectCache`] keeps before it starts over.
+const SUBJECT_CACHE_ROOMS: usize = 4_096;
+
+/// Room subjects built once: a publish to a room seen before neither
+/// encodes the room name nor allocates its subject (a clone of a
+/// [`Subject`] is a reference count). Bounded by [`SUBJECT_CACHE_ROOMS`]:
+/// emptied when full, so a stream of one-off rooms costs what it did
+/// without a cache.
+#[derive(Default)]
+pub(super) struct SubjectCache {
+    subjects: Mutex<HashMap<RoomName, Subject>>,
+}
+
+impl SubjectCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, Subject>> {
+        self.subjects.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 impl NatsAdapter {
     /// Publishes `envelope` on `room`'s subject.
@@ -44,11 +65,16 @@ impl NatsAdapter {
             return Err(error::subject_too_long("a control inbox", subject.len()));
         }
         let payload = bytes::Bytes::copy_from_slice(payload);
-        self.publish_bytes(&session.client, subject, payload, Target::Control)
+        self.publish_bytes(&session.client, subject.into(), payload, Target::Control)
             .await
     }
 
-    pub(super) fn subject_of(&self, room: &RoomName) -> Result<String, Error> {
+    /// `room`'s subject, from the cache when the room was seen before.
+    pub(super) fn subject_of(&self, room: &RoomName) -> Result<Subject, Error> {
+        let mut subjects = self.subjects.lock();
+        if let Some(subject) = subjects.get(room.as_str()) {
+            return Ok(subject.clone());
+        }
         let subject = room_subject(&self.config.subject_prefix, room.as_str());
         if subject.len() > MAX_SUBJECT_BYTES {
             return Err(error::subject_too_long(
@@ -56,6 +82,12 @@ impl NatsAdapter {
                 subject.len(),
             ));
         }
+        // Shared bytes from here on: a clone is a reference count.
+        let subject = Subject::from(subject.as_str());
+        if subjects.len() >= SUBJECT_CACHE_ROOMS {
+            subjects.clear();
+        }
+        subjects.insert(room.clone(), subject.clone());
         Ok(subject)
     }
 
@@ -63,7 +95,7 @@ impl NatsAdapter {
     async fn publish_bytes(
         &self,
         client: &Client,
-        subject: String,
+        subject: Subject,
         payload: bytes::Bytes,
         target: Target<'_>,
     ) -> Result<(), Error> {
