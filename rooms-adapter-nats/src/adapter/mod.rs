@@ -63,7 +63,7 @@ impl fmt::Debug for NatsAdapter {
 }
 
 struct Shared {
-    counters: AdapterCounters,
+    counters: Arc<AdapterCounters>,
     /// Messages the client dropped because a room's buffer was full.
     slow_consumer_drops: Arc<AtomicU64>,
     phase: Mutex<Phase>,
@@ -99,7 +99,7 @@ impl NatsAdapter {
             config: Arc::new(config),
             medium,
             shared: Arc::new(Shared {
-                counters: AdapterCounters::default(),
+                counters: Arc::default(),
                 slow_consumer_drops: Arc::default(),
                 phase: Mutex::new(Phase::Idle),
                 rooms: tokio::sync::Mutex::default(),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use async_nats::Subscriber;
 use async_nats::connection::State;
 use futures_util::StreamExt;
-use rooms_adapter::adapter::{AdapterEvent, EventSink, SinkOutcome};
+use rooms_adapter::adapter::{AdapterCounters, AdapterEvent, EventSink, SinkOutcome};
 use rooms_adapter::wire;
 use rooms_adapter::{Error, RoomName};
 use tokio::task::AbortHandle;
@@ -72,15 +72,15 @@ impl NatsAdapter {
                         }
                     };
                     let wanted = Arc::new(AtomicBool::new(true));
-                    let forwarder = tokio::spawn(forward_room(
-                        subscriber,
-                        room.clone(),
-                        Arc::clone(&wanted),
+                    let delivery = RoomDelivery {
+                        room: room.clone(),
+                        wanted: Arc::clone(&wanted),
                         sink,
-                        Arc::downgrade(&self.shared),
-                        self.config.max_payload_bytes,
-                    ))
-                    .abort_handle();
+                        counters: Arc::clone(&self.shared.counters),
+                        adapter: Arc::downgrade(&self.shared),
+                        max_payload: self.config.max_payload_bytes,
+                    };
+                    let forwarder = tokio::spawn(forward_room(subscriber, delivery)).abort_handle();
                     rooms.insert(
                         room.clone(),
                         RoomEntry {
@@ -141,34 +141,54 @@ impl NatsAdapter {
     }
 }
 
-/// Delivers one room's messages into the sink while the room is wanted.
-async fn forward_room(
-    mut subscriber: Subscriber,
+/// What one room's task needs to deliver its messages.
+struct RoomDelivery {
     room: RoomName,
+    /// Cleared while the room waits out its unsubscribe delay.
     wanted: Arc<AtomicBool>,
     sink: EventSink,
-    shared: Weak<Shared>,
+    counters: Arc<AdapterCounters>,
+    /// Gone once the adapter is: the task then stops.
+    adapter: Weak<Shared>,
     max_payload: usize,
-) {
-    while let Some(message) = subscriber.next().await {
-        if !wanted.load(Ordering::Acquire) {
-            continue;
+}
+
+impl RoomDelivery {
+    /// Decodes one payload and hands it to the sink; `false` once the task
+    /// should stop. Per message: two atomic loads (adapter alive, room
+    /// wanted), no reference count taken.
+    fn deliver(&self, payload: &[u8]) -> bool {
+        if self.adapter.strong_count() == 0 {
+            return false;
         }
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        match wire::decode(&message.payload, max_payload) {
+        if !self.wanted.load(Ordering::Acquire) {
+            return true;
+        }
+        match wire::decode(payload, self.max_payload) {
             Ok(envelope) => {
-                shared.counters.record_received();
+                self.counters.record_received();
                 let event = AdapterEvent::Message {
-                    room: room.clone(),
+                    room: self.room.clone(),
                     envelope,
                 };
-                if sink.send(event) == SinkOutcome::Closed {
-                    return;
-                }
+                self.sink.send(event) != SinkOutcome::Closed
             }
-            Err(failure) => shared.counters.record_decode_error(room.as_str(), &failure),
+            Err(failure) => {
+                self.counters
+                    .record_decode_error(self.room.as_str(), &failure);
+                true
+            }
+        }
+    }
+}
+
+/// Delivers one room's messages into the sink while the room is wanted,
+/// decoding each on this task as it comes off the subscription's queue:
+/// the only hop after the client's is the engine's own.
+async fn forward_room(mut subscriber: Subscriber, delivery: RoomDelivery) {
+    while let Some(message) = subscriber.next().await {
+        if !delivery.deliver(&message.payload) {
+            return;
         }
     }
 }
