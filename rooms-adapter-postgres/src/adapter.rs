@@ -393,8 +393,7 @@ impl RoomAdapter for PostgresAdapter {
         }
         let channel = room_channel(&self.config.channel_prefix, room.as_str());
         let what = format!("room {:?}", truncated(room.as_str()));
-        self.publish_bytes(&channel, bytes, &what, Frame::Room)
-            .await
+        self.publish_bytes(&channel, bytes, &what, Frame::Room).await
     }
 
     /// Publishes a control frame on `{control_prefix}all` or the target
