@@ -298,6 +298,7 @@ pub async fn receive_engine(rooms: &Rooms, spec: ReceiveSpec) -> Result<Value> {
         "adapter_received": adapter.received,
         "adapter_decode_errors": adapter.decode_errors_total(),
         "adapter_dropped_inbound": adapter.dropped_inbound,
+        "adapter_medium_dropped": adapter.medium_dropped,
     });
     Ok(tally.finish(rooms.adapter_name(), extra))
 }
