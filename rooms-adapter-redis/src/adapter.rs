@@ -592,7 +592,7 @@ impl RoomAdapter for RedisAdapter {
                 ttl_ms: policy.ttl().as_millis(),
                 sharded: self.link.sharded(),
             }
-            .call();
+            .call()?;
             let reply = running
                 .publisher
                 .run_script(&call, || {

@@ -24,7 +24,7 @@ use rooms_adapter::adapter::AdapterCounters;
 use rooms_adapter::history::{EPOCH_LEN, HistoryEntry, HistoryPage, Position, new_epoch};
 use rooms_adapter::wire::{self, DecodeError};
 
-use crate::publish::ScriptCall;
+use crate::publish::{ScriptArg, ScriptCall};
 use crate::subscribe::{SLOT_COUNT, key_slot};
 
 /// Prefix of a room's history stream key.
@@ -88,20 +88,23 @@ pub(crate) fn keys_of(channel: &str) -> (String, String) {
 
 /// Stores and publishes one message (see the crate docs).
 ///
-/// KEYS: stream, meta. ARGV: channel, payload, placeholder (empty when the
-/// message has an id of its own), a fresh epoch, max_len, the ttl in ms,
-/// the publish command (`PUBLISH` or `SPUBLISH`), the expiry to set in ms
-/// (the ttl plus slack). Returns `{epoch, offset}`.
+/// KEYS: stream, meta. ARGV: channel, a fresh epoch, max_len, the ttl in
+/// ms, the expiry to set in ms (the ttl plus slack), the publish command
+/// (`PUBLISH` or `SPUBLISH`), then the payload: whole (a message with an id
+/// of its own), or in two parts, before and after the place of its id (the
+/// script puts the position's id between them). Returns `{epoch, offset}`.
 ///
-/// The keys' expiry is refreshed only when less than the ttl, or more than
-/// the ttl plus slack, is left (a policy with a shorter ttl), and then set
-/// to the ttl plus slack: a busy room's publish skips two `PEXPIRE`s most
-/// of the time, and history lives between the ttl and the ttl plus slack
-/// after the room's last message.
+/// A publish is four commands (`HGET`, `HINCRBY`, `PTTL`, `XADD`) and the
+/// publish; a new epoch (no history, or keys that are not ours) costs a few
+/// more. The keys' expiry is refreshed only when less than the ttl, or more
+/// than the ttl plus slack, is left (a policy with a shorter ttl), and then
+/// set to the ttl plus slack: a busy room's publish skips two `PEXPIRE`s
+/// most of the time, and history lives between the ttl and the ttl plus
+/// slack after the room's last message.
 pub(crate) const PUBLISH_SCRIPT: &str = r#"
 local epoch = redis.pcall('HGET', KEYS[2], 'e')
 local offset = nil
-if type(epoch) == 'string' and #epoch == 12 and string.match(epoch, '^[0-9a-f]+$') then
+if type(epoch) == 'string' and #epoch == 12 and not string.find(epoch, '[^0-9a-f]') then
   offset = redis.pcall('HINCRBY', KEYS[2], 'o', 1)
   if type(offset) ~= 'number' or offset < 1 then
     offset = nil
@@ -110,35 +113,31 @@ end
 local refresh = true
 if not offset then
   -- No history (or a meta hash that is not ours): a new epoch.
-  epoch = ARGV[4]
+  epoch = ARGV[2]
   offset = 1
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[2], 'e', epoch, 'o', offset)
 else
   local left = redis.call('PTTL', KEYS[2])
-  refresh = left < tonumber(ARGV[6]) or left > tonumber(ARGV[8])
+  refresh = left < tonumber(ARGV[4]) or left > tonumber(ARGV[5])
 end
-local payload = ARGV[2]
-if ARGV[3] ~= '' then
-  local s, e = string.find(payload, ARGV[3], 1, true)
-  if not s then
-    return redis.error_reply('ERR rooms history: no placeholder id in the payload')
-  end
-  payload = string.sub(payload, 1, s - 1) .. string.format('h1.%s.%016x', epoch, offset) .. string.sub(payload, e + 1)
+local payload = ARGV[7]
+if ARGV[8] then
+  payload = payload .. 'h1.' .. epoch .. string.format('.%016x', offset) .. ARGV[8]
 end
 local id = string.format('%d-0', offset)
-local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', ARGV[5], id, 'd', payload)
+local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', ARGV[3], id, 'd', payload)
 if type(added) == 'table' and added.err then
   -- Not a stream, or entries beyond our offset: not ours, dropped.
   redis.call('DEL', KEYS[1])
-  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[5], id, 'd', payload)
+  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], id, 'd', payload)
   refresh = true
 end
 if refresh then
-  redis.call('PEXPIRE', KEYS[1], ARGV[8])
-  redis.call('PEXPIRE', KEYS[2], ARGV[8])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
-redis.call(ARGV[7], ARGV[1], payload)
+redis.call(ARGV[6], ARGV[1], payload)
 return {epoch, offset}
 "#;
 
@@ -205,8 +204,10 @@ pub(crate) fn placeholder() -> String {
 /// The publish script's call for one message.
 pub(crate) struct PublishArgs<'a> {
     pub(crate) channel: &'a str,
+    /// The encoded envelope.
     pub(crate) payload: &'a [u8],
-    /// Empty when the message has an id.
+    /// The placeholder id in `payload`, where the script puts the
+    /// position's id; empty when the message has an id of its own.
     pub(crate) placeholder: &'a str,
     pub(crate) max_len: usize,
     pub(crate) ttl_ms: u128,
@@ -214,29 +215,65 @@ pub(crate) struct PublishArgs<'a> {
 }
 
 impl PublishArgs<'_> {
-    pub(crate) fn call(&self) -> ScriptCall {
+    /// The call; an error when the placeholder is not in the payload.
+    pub(crate) fn call(&self) -> Result<ScriptCall, Error> {
         let (stream, meta) = keys_of(self.channel);
-        ScriptCall::new(
+        let epoch = fresh_epoch();
+        let (head, tail) = if self.placeholder.is_empty() {
+            (self.payload, None)
+        } else {
+            let at = find(self.payload, self.placeholder.as_bytes())
+                .ok_or_else(|| internal("publish: no placeholder id in the encoded payload"))?;
+            let (head, rest) = self.payload.split_at(at);
+            (head, rest.get(self.placeholder.len()..))
+        };
+        let args = [
+            ScriptArg::Bytes(self.channel.as_bytes()),
+            ScriptArg::Bytes(epoch.as_bytes()),
+            ScriptArg::Number(self.max_len as u128),
+            ScriptArg::Number(self.ttl_ms.max(1)),
+            ScriptArg::Number(expiry_ms(self.ttl_ms)),
+            ScriptArg::Bytes(if self.sharded {
+                b"SPUBLISH"
+            } else {
+                b"PUBLISH"
+            }),
+            ScriptArg::Bytes(head),
+        ];
+        Ok(ScriptCall::new(
             PUBLISH_SCRIPT,
             publish_script(),
             key_slot(self.channel.as_bytes()),
-            vec![stream.into_bytes(), meta.into_bytes()],
-            vec![
-                self.channel.as_bytes().to_vec(),
-                self.payload.to_vec(),
-                self.placeholder.as_bytes().to_vec(),
-                new_epoch().into_bytes(),
-                self.max_len.to_string().into_bytes(),
-                self.ttl_ms.max(1).to_string().into_bytes(),
-                if self.sharded {
-                    b"SPUBLISH".to_vec()
-                } else {
-                    b"PUBLISH".to_vec()
-                },
-                expiry_ms(self.ttl_ms).to_string().into_bytes(),
-            ],
-        )
+            &[stream.as_bytes(), meta.as_bytes()],
+            args.into_iter().chain(tail.map(ScriptArg::Bytes)),
+        ))
     }
+}
+
+/// Where `needle` (not empty) first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
+    let mut from = 0;
+    while let Some(found) = haystack.get(from..)?.iter().position(|&b| b == first) {
+        let at = from + found;
+        if haystack.get(at + 1..)?.starts_with(rest) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// A fresh epoch: 12 lowercase hex digits of a random 48-bit number, drawn
+/// without a system call (SipHash of a counter under this thread's random
+/// keys, which `RandomState` draws once and then varies for each
+/// instance).
+fn fresh_epoch() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("{:012x}", n >> 16)
 }
 
 /// The expiry the publish script sets: the ttl plus a sixteenth (at least
@@ -261,9 +298,20 @@ pub(crate) fn read_call(channel: &str, after: Option<u64>, limit: usize) -> Scri
         READ_SCRIPT,
         read_script(),
         key_slot(channel.as_bytes()),
-        vec![stream.into_bytes(), meta.into_bytes()],
-        vec![start.into_bytes(), limit.to_string().into_bytes()],
+        &[stream.as_bytes(), meta.as_bytes()],
+        [
+            ScriptArg::Bytes(start.as_bytes()),
+            ScriptArg::Number(limit as u128),
+        ],
     )
+}
+
+fn internal(context: &str) -> Error {
+    Error::Backend {
+        context: format!("history {context}"),
+        retryable: false,
+        source: Box::new(crate::error::Message(context.to_owned())),
+    }
 }
 
 fn unexpected(what: &str, value: &Value) -> Error {
@@ -456,6 +504,64 @@ mod tests {
                 .bytes()
                 .all(|b| b == b'.' || (b'g'..=b'v').contains(&b))
         );
+    }
+
+    #[test]
+    fn publish_calls_carry_the_payload_split_at_the_placeholder() {
+        let args = |cmd: &redis::Cmd| -> Vec<Vec<u8>> {
+            cmd.args_iter()
+                .filter_map(|arg| match arg {
+                    redis::Arg::Simple(bytes) => Some(bytes.to_vec()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let placeholder = placeholder();
+        let payload = format!(r#"{{"m":{{"id":"{placeholder}","data":"{placeholder}"}}}}"#);
+        let mut publish = PublishArgs {
+            channel: "sse:room:r",
+            payload: payload.as_bytes(),
+            placeholder: &placeholder,
+            max_len: 10,
+            ttl_ms: 1_000,
+            sharded: false,
+        };
+        let call = publish.call().expect("a call");
+        let evalsha = args(&call.evalsha());
+        assert_eq!(evalsha.len(), 2 + 1 + 2 + 8);
+        assert_eq!(evalsha[0], b"EVALSHA");
+        let tail = format!(r#"","data":"{placeholder}"}}}}"#);
+        assert_eq!(
+            &evalsha[5..],
+            &[
+                b"sse:room:r".to_vec(),
+                evalsha[6].clone(),
+                b"10".to_vec(),
+                b"1000".to_vec(),
+                b"1062".to_vec(),
+                b"PUBLISH".to_vec(),
+                br#"{"m":{"id":""#.to_vec(),
+                tail.into_bytes(),
+            ]
+        );
+        assert!(Position::new(std::str::from_utf8(&evalsha[6]).unwrap_or(""), 0).is_some());
+        let eval = args(&call.eval());
+        assert_eq!(eval[0], b"EVAL");
+        assert_eq!(eval[1], PUBLISH_SCRIPT.as_bytes());
+        assert_eq!(eval[2..], evalsha[2..]);
+
+        // A message with an id of its own: the payload whole.
+        publish.placeholder = "";
+        let whole = args(&publish.call().expect("a call").evalsha());
+        assert_eq!(whole.len(), 2 + 1 + 2 + 7);
+        assert_eq!(whole.last().map(Vec::as_slice), Some(payload.as_bytes()));
+        // No placeholder in the payload: an error, nothing sent.
+        publish.placeholder = &placeholder;
+        publish.payload = b"{}";
+        assert!(publish.call().is_err());
+        assert_eq!(find(b"abcabd", b"abd"), Some(3));
+        assert_eq!(find(b"ab", b"abc"), None);
+        assert_ne!(fresh_epoch(), fresh_epoch());
     }
 
     #[test]

@@ -113,8 +113,9 @@
 //! a new one, dropping any stale stream, when the hash is missing or not
 //! ours), increments `o`, writes the position id
 //! `h1.{epoch}.{offset:016x}` into the encoded envelope in place of a
-//! random placeholder id of the same length (a message with an id of its
-//! own is stored as it is), `XADD`s it with `MAXLEN {max_len}` (exact),
+//! random placeholder id of the same length (the node sends the bytes
+//! before and after it; a message with an id of its own is stored as it
+//! is), `XADD`s it with `MAXLEN {max_len}` (exact),
 //! makes sure both keys expire between `ttl` and `ttl` plus a sixteenth
 //! after this message (`PEXPIRE`, only when what is left is outside that
 //! window: a busy room refreshes the expiry once per sixteenth of `ttl`),

@@ -1,8 +1,8 @@
-//! Room history on a real redis-server: the key layout (names, slot, ttl),
-//! trimming reflected in `first`, a new epoch once the keys are lost, ids
-//! spliced in without touching hostile data, fail-fast while Redis is down,
-//! foreign garbage in the stream skipped and counted, and the layout on a
-//! cluster (every key on the master of its room's channel).
+//! Room history on a real redis-server, what is stored: the key layout
+//! (names, slot, ttl), trimming reflected in `first`, a new epoch once the
+//! keys are lost, ids spliced in without touching hostile data, the payload
+//! limit, and foreign garbage in the stream skipped and counted. Outages are
+//! in `history_outage.rs`, the cluster layout in `history_cluster.rs`.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod common;
@@ -10,73 +10,13 @@ mod common;
 use std::time::Duration;
 
 use rooms_adapter::adapter::RoomAdapter;
-use rooms_adapter::history::{HistoryPage, HistoryPolicy, Position};
+use rooms_adapter::history::{HistoryPolicy, Position};
 use rooms_adapter::{Codec, Envelope, Error, NodeId, RoomName, SseMessage};
-use rooms_adapter_redis::{RedisAdapter, key_slot, redis};
+use rooms_adapter_redis::redis;
 use tokio::time::Instant;
 
+use common::history::*;
 use common::*;
-
-const TTL: Duration = Duration::from_secs(60);
-
-/// `XRANGE` reply entry: id and field/value pairs.
-type StreamEntry = (String, Vec<(String, Vec<u8>)>);
-
-fn policy(max_len: usize) -> HistoryPolicy {
-    HistoryPolicy::new(max_len, TTL).expect("valid policy")
-}
-
-fn message(data: &str) -> Envelope {
-    Envelope::new(NodeId::from("a"), SseMessage::new(data))
-}
-
-fn data_of(envelope: &Envelope) -> String {
-    serde_json::from_str::<String>(envelope.message().data.as_json()).expect("a JSON string")
-}
-
-/// The slot tag of the wire contract, computed independently: the first of
-/// `0`..`z`, `00`..`zz`, `000`.. (base 36 over `0-9a-z`) in `slot`.
-fn expected_tag(slot: u16) -> String {
-    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    for len in 1..=4u32 {
-        for n in 0..36u64.pow(len) {
-            let mut digits = vec![b'0'; len as usize];
-            let mut rest = n;
-            for digit in digits.iter_mut().rev() {
-                *digit = ALPHABET[(rest % 36) as usize];
-                rest /= 36;
-            }
-            if key_slot(&digits) == slot {
-                return String::from_utf8(digits).unwrap();
-            }
-        }
-    }
-    panic!("no tag for slot {slot}")
-}
-
-fn keys_of(channel: &str) -> (String, String) {
-    let tag = expected_tag(key_slot(channel.as_bytes()));
-    (
-        format!("rooms-history:{{{tag}}}:{channel}"),
-        format!("rooms-history-meta:{{{tag}}}:{channel}"),
-    )
-}
-
-async fn query<T: redis::FromRedisValue>(url: &str, cmd: &mut redis::Cmd) -> T {
-    let mut connection = raw(url).await;
-    cmd.query_async(&mut connection).await.expect("raw command")
-}
-
-async fn read(adapter: &RedisAdapter, room: &RoomName, after: Option<u64>) -> HistoryPage {
-    adapter
-        .read_history(room, after, 10_000)
-        .await
-        .expect("read")
-}
-
-fn offsets(page: &HistoryPage) -> Vec<u64> {
-    page.entries.iter().map(|entry| entry.offset).collect()
-}
 
 /// Stored and published with the position as id; the keys are named by the
 /// rule, carry the ttl, and the stream holds `{offset}-0` entries.
@@ -384,83 +324,6 @@ async fn oversized_messages_are_refused() {
     a.disconnect().await.unwrap();
 }
 
-async fn fails_fast_with(
-    configure: fn(
-        rooms_adapter_redis::RedisAdapterBuilder,
-    ) -> rooms_adapter_redis::RedisAdapterBuilder,
-    name: &str,
-) {
-    let mut server = server().await;
-    let url = server.url();
-    let (adapter, _) = connected(&url, "a", configure).await;
-    let room = RoomName::from("down");
-    adapter
-        .publish_with_history(&room, &message("up"), &policy(10))
-        .await
-        .expect("publish while up");
-    server.kill().expect("kill");
-    for n in 0..2 {
-        let started = Instant::now();
-        let error = adapter
-            .publish_with_history(&room, &message(&format!("down {n}")), &policy(10))
-            .await
-            .expect_err("publish while down fails");
-        assert!(error.is_retryable(), "{name}: {error}");
-        // The harness publish timeout is 1 s.
-        assert!(
-            started.elapsed() <= Duration::from_millis(1_500),
-            "{name}: took {:?}",
-            started.elapsed()
-        );
-        let started = Instant::now();
-        let error = adapter
-            .read_history(&room, None, 10)
-            .await
-            .expect_err("read while down fails");
-        assert!(error.is_retryable(), "{name}: {error}");
-        assert!(started.elapsed() <= Duration::from_millis(1_500));
-    }
-    assert!(adapter.stats().publish_errors >= 2);
-    server.restart().await.expect("restart");
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match adapter
-            .publish_with_history(&room, &message("back"), &policy(10))
-            .await
-        {
-            Ok(position) => {
-                assert!(position.offset() >= 1);
-                break;
-            }
-            Err(error) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "{name}: never recovered: {error}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
-    adapter.disconnect().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_fails_fast_while_down_redis_driver() {
-    fails_fast_with(|b| b.redis_driver(), "redis").await;
-}
-
-#[cfg(feature = "deadpool")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_fails_fast_while_down_deadpool_driver() {
-    fails_fast_with(|b| b.deadpool_driver(4), "deadpool").await;
-}
-
-#[cfg(feature = "bb8")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_fails_fast_while_down_bb8_driver() {
-    fails_fast_with(|b| b.bb8_driver(4), "bb8").await;
-}
-
 /// Entries a foreign client wrote into the stream that do not decode (or
 /// lack the `d` field) are skipped and counted; the others are returned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,87 +355,6 @@ async fn garbage_entries_are_skipped_and_counted() {
     assert_eq!((page.first, page.latest), (1, 5));
     assert_eq!(a.stats().decode_errors_total() - before, 4);
     a.disconnect().await.unwrap();
-}
-
-/// A custom driver that cannot run scripts: no history capability.
-#[tokio::test]
-async fn drivers_without_scripts_offer_no_history() {
-    struct Silent;
-    #[async_trait::async_trait]
-    impl rooms_adapter_redis::PublishDriver for Silent {
-        fn name(&self) -> &str {
-            "silent"
-        }
-        async fn publish(&self, _: &str, _: &[u8]) -> Result<(), Error> {
-            Ok(())
-        }
-    }
-    let adapter = RedisAdapter::builder("redis://127.0.0.1:1")
-        .driver(Silent)
-        .build()
-        .unwrap();
-    assert!(!adapter.capabilities().history);
-    let adapter = RedisAdapter::builder("redis://127.0.0.1:1")
-        .build()
-        .unwrap();
-    assert!(adapter.capabilities().history);
-}
-
-/// On a cluster both keys of a room live in its channel's slot, on the
-/// master serving it, and the script's SPUBLISH reaches subscribers.
-#[cfg(feature = "cluster")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_keys_live_on_the_channel_slot() {
-    use rooms_conformance::Harness;
-    use rooms_testkit::cluster_harness::RedisClusterHarness;
-    use rooms_testkit::redis_cluster::cli;
-
-    let h = RedisClusterHarness::setup().await.expect("cluster");
-    let connect = |id: &'static str| {
-        let adapter = h.adapter_with(|b| b).expect("valid");
-        async move {
-            let (sink, events) = rooms_adapter::EventSink::bounded(1_024);
-            adapter
-                .connect(NodeId::from(id), sink)
-                .await
-                .expect("connects");
-            (adapter, events)
-        }
-    };
-    let (a, _) = connect("a").await;
-    let (b, mut b_events) = connect("b").await;
-    assert!(a.capabilities().history);
-    let rooms = ["alpha", "beta", "gamma", "{x}delta", "epsilon"];
-    for name in rooms {
-        let room = RoomName::from(name);
-        b.subscribe(&room).await.expect("subscribe");
-        let position = a
-            .publish_with_history(&room, &message(name), &policy(10))
-            .await
-            .expect("publish");
-        let (got, received) = next_message(&mut b_events).await;
-        assert_eq!(got, room);
-        assert_eq!(received.message().id, Some(position.to_id()));
-        let page = read(&b, &room, None).await;
-        assert_eq!(offsets(&page), vec![1]);
-
-        let channel = format!("sse:room:{name}");
-        let slot = key_slot(channel.as_bytes());
-        let cluster = h.cluster().lock().await;
-        let owner = cluster
-            .owner_of_slot(0, slot)
-            .await
-            .unwrap()
-            .expect("served");
-        let (stream, meta) = keys_of(&channel);
-        for key in [&stream, &meta] {
-            assert_eq!(cluster.keyslot(key).await.unwrap(), slot, "{key}");
-            let exists = cli(cluster.port(owner), &["EXISTS", key]).await.unwrap();
-            assert_eq!(exists.trim(), "1", "{key} on master {owner}");
-        }
-    }
-    a.disconnect().await.unwrap();
-    b.disconnect().await.unwrap();
 }
 
 /// A rough measurement (ignored by default): publishes per second into one

@@ -130,30 +130,42 @@ pub trait PublishDriver: Send + Sync + 'static {
 
 /// One run of a Lua script, with its keys and arguments (see
 /// [`PublishDriver::run_script`]).
+///
+/// The `EVALSHA` command is built once, when the call is made; `EVAL` (the
+/// rare `NOSCRIPT` case) is built from it on demand.
 #[derive(Debug, Clone)]
 pub struct ScriptCall {
     source: &'static str,
-    hash: &'static str,
     slot: u16,
-    keys: Vec<Vec<u8>>,
-    args: Vec<Vec<u8>>,
+    /// `EVALSHA sha1 numkeys keys.. args..`.
+    evalsha: redis::Cmd,
 }
 
 impl ScriptCall {
-    /// A call of `script` (whose source is `source`).
-    pub(crate) fn new(
+    /// A call of `script` (whose source is `source`) with `keys` (all in
+    /// `slot`) and `args`.
+    pub(crate) fn new<'a>(
         source: &'static str,
         script: &'static redis::Script,
         slot: u16,
-        keys: Vec<Vec<u8>>,
-        args: Vec<Vec<u8>>,
+        keys: &[&[u8]],
+        args: impl IntoIterator<Item = ScriptArg<'a>>,
     ) -> Self {
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha.arg(script.get_hash()).arg(keys.len());
+        for key in keys {
+            evalsha.arg(*key);
+        }
+        for arg in args {
+            match arg {
+                ScriptArg::Bytes(bytes) => evalsha.arg(bytes),
+                ScriptArg::Number(n) => evalsha.arg(n),
+            };
+        }
         Self {
             source,
-            hash: script.get_hash(),
             slot,
-            keys,
-            args,
+            evalsha,
         }
     }
 
@@ -164,24 +176,29 @@ impl ScriptCall {
 
     /// `EVALSHA sha1 numkeys keys.. args..`.
     pub fn evalsha(&self) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.hash)
-            .arg(self.keys.len())
-            .arg(&self.keys)
-            .arg(&self.args);
-        cmd
+        self.evalsha.clone()
     }
 
     /// `EVAL source numkeys keys.. args..` (also caches the script on that
     /// server).
     pub fn eval(&self) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(self.source)
-            .arg(self.keys.len())
-            .arg(&self.keys)
-            .arg(&self.args);
-        cmd
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(self.source);
+        // After `EVALSHA sha1`: numkeys, keys, args.
+        for arg in self.evalsha.args_iter().skip(2) {
+            if let redis::Arg::Simple(bytes) = arg {
+                eval.arg(bytes);
+            }
+        }
+        eval
     }
+}
+
+/// One argument of a [`ScriptCall`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ScriptArg<'a> {
+    Bytes(&'a [u8]),
+    Number(u128),
 }
 
 /// Whether Redis answered that it does not know the script.
@@ -194,7 +211,7 @@ pub async fn run_script_on<C: redis::aio::ConnectionLike>(
     connection: &mut C,
     call: &ScriptCall,
 ) -> Result<redis::Value, redis::RedisError> {
-    match call.evalsha().query_async(connection).await {
+    match call.evalsha.query_async(connection).await {
         Err(error) if no_script(&error) => call.eval().query_async(connection).await,
         other => other,
     }

@@ -19,8 +19,8 @@ mod sharded;
 pub use self::bb8::{Bb8Driver, Bb8Pool};
 #[cfg(feature = "deadpool")]
 pub use self::deadpool::DeadpoolDriver;
-pub(crate) use self::driver::medium_of;
 pub use self::driver::{DriverOptions, PublishDriver, PublishItem, ScriptCall, run_script_on};
+pub(crate) use self::driver::{ScriptArg, medium_of};
 #[cfg(feature = "redis")]
 pub use self::manager::RedisDriver;
 #[cfg(feature = "sentinel")]

@@ -2,6 +2,8 @@
 //! with short timeouts, and waits by condition with deadlines.
 #![allow(dead_code)]
 
+pub mod history;
+
 use std::time::Duration;
 
 use rooms_adapter::adapter::{AdapterEvent, EventSink, EventStream, RoomAdapter};
