@@ -124,7 +124,13 @@ pub async fn adapter_node(url: &str, codec: Codec, queue: usize) -> Result<Rooms
 pub async fn attachment_cost(url: &str, size: usize, count: usize) -> Result<Value> {
     let a = adapter_node(url, Codec::Json, 4096).await?;
     let b = adapter_node(url, Codec::Json, 4096).await?;
-    let mut rx = b.connect(ConnectOptions::new()).await?;
+    // The burst keeps 64 broadcasts of `size` bytes in flight, and the
+    // receiving loop shares one task with the publishing one: a queue limit
+    // of the default 4 MiB would cut the connection off as lagging when the
+    // receiver falls behind, which is not what this row measures.
+    let mut rx = b
+        .connect(ConnectOptions::new().queue_bytes(256 * 1024 * 1024))
+        .await?;
     b.join(rx.id(), ROOM).await?;
     let data = "x".repeat(size);
     let message = SseMessage::new(data).with_event("big");
