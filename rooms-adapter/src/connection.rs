@@ -21,7 +21,7 @@ use crate::metrics::{Latencies, Sampler};
 
 /// One message on its way to local connections, shared by reference count: the
 /// SSE frame is built once per message, not once per connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Delivery {
     message: Arc<SseMessage>,
     frame: Bytes,
@@ -74,40 +74,6 @@ impl Delivery {
     /// blank line), ready to write to an `text/event-stream` body.
     pub fn sse_frame(&self) -> &Bytes {
         &self.frame
-    }
-}
-
-/// Hands one delivery to the many connections of a fan-out. Every
-/// [`Spread::SHARE`] connections get a fresh copy of it (a new reference
-/// count around the same message and frame, two counter increments): the
-/// receivers that drop it on other threads then do not all write to the one
-/// counter the broadcasting thread is still incrementing, a cache line that
-/// would otherwise move between cores on every delivery.
-#[derive(Debug)]
-pub(crate) struct Spread {
-    current: Arc<Delivery>,
-    handed: usize,
-}
-
-impl Spread {
-    /// Connections served by one copy.
-    const SHARE: usize = 64;
-
-    pub(crate) fn new(delivery: Arc<Delivery>) -> Self {
-        Self {
-            current: delivery,
-            handed: 0,
-        }
-    }
-
-    /// The delivery for the next connection.
-    pub(crate) fn next(&mut self) -> &Arc<Delivery> {
-        if self.handed == Self::SHARE {
-            self.current = Arc::new(Delivery::clone(&self.current));
-            self.handed = 0;
-        }
-        self.handed += 1;
-        &self.current
     }
 }
 

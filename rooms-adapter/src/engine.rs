@@ -15,7 +15,7 @@ use crate::adapter::{AdapterEvent, AdapterStats, EventSink, EventStream, RoomAda
 use crate::broadcast::{BroadcastOptions, BroadcastReport, DeliveryFilter};
 use crate::cluster::{ClusterSettings, Control, LocalView, NodeDeparture};
 use crate::connection::{
-    ConnectOptions, ConnectionEntry, ConnectionReceiver, Delivery, Push, SlowConsumerPolicy, Spread,
+    ConnectOptions, ConnectionEntry, ConnectionReceiver, Delivery, Push, SlowConsumerPolicy,
 };
 use crate::dedup::{Fingerprinter, RecentIds};
 use crate::error::Error;
@@ -732,11 +732,11 @@ impl Inner {
                 }
             }
             if !local.is_empty() {
-                let mut delivery = Spread::new(self.frame(Arc::clone(message))?);
+                let delivery = self.frame(Arc::clone(message))?;
                 let mut queued = 0u64;
                 let metadata = options.metadata.as_ref();
                 registry.for_each_recipient(&local, except, |entry, room| {
-                    match self.deliver(entry, delivery.next(), metadata, room, &mut gone) {
+                    match self.deliver(entry, &delivery, metadata, room, &mut gone) {
                         Outcome::Queued => {
                             queued += 1;
                             report.delivered += 1;
@@ -875,9 +875,8 @@ impl Inner {
                 }
             };
             let (mut delivered, mut queued) = (0u64, 0u64);
-            let mut delivery = Spread::new(delivery);
             registry.for_each_recipient(rooms, envelope.except(), |entry, _| {
-                match self.deliver(entry, delivery.next(), envelope.meta(), &room, &mut gone) {
+                match self.deliver(entry, &delivery, envelope.meta(), &room, &mut gone) {
                     Outcome::Queued => {
                         queued += 1;
                         delivered += 1;
