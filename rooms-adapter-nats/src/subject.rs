@@ -132,27 +132,14 @@ mod tests {
 
     #[test]
     fn the_suites_odd_names_round_trip_into_safe_distinct_tokens() {
+        let mut names = rooms_conformance::odd_room_names();
+        names.extend([">", ".", "a.b", "\r\n"].map(str::to_owned));
         let long = "x".repeat(1000);
-        let names = [
-            "",
-            "project:42:chat room/ü 日本 🚀",
-            "with spaces",
-            "*",
-            ">",
-            ".",
-            "a.b",
-            "?[]{}",
-            "sse:room:nested",
-            "line\nbreak",
-            "tab\there",
-            "\r\n",
-            long.as_str(),
-        ];
         let mut seen = std::collections::HashSet::new();
-        for name in names {
+        for name in &names {
             let token = room_token(name);
             assert!(is_subject_safe(&token), "{name:?} -> {token:?}");
-            assert_eq!(decode_room_token(&token).as_deref(), Some(name));
+            assert_eq!(decode_room_token(&token).as_deref(), Some(name.as_str()));
             assert!(seen.insert(token), "collision for {name:?}");
         }
         assert!(room_subject("sse.room.", &long).len() < MAX_SUBJECT_BYTES);

@@ -48,7 +48,7 @@ pub use runner::{CaseReport, run_case, run_suite};
 pub use support::{
     CaseError, CaseResult, DELIVERY_TIMEOUT, Outcome, QUIET_PERIOD, expect_data,
     expect_only_sentinel, expect_quiet, fail, member, member_with, next, next_event, node,
-    node_with, retry_until, shutdown_all, text, wait_until,
+    node_with, odd_room_names, retry_until, shutdown_all, text, wait_until,
 };
 
 /// The `#[async_trait]` attribute, for `impl Harness` (and `impl RoomAdapter`)

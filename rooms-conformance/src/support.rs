@@ -218,3 +218,31 @@ pub async fn shutdown_all(nodes: &[&Rooms]) {
         node.shutdown().await;
     }
 }
+
+/// The room names the `odd_room_names` case uses: empty, unicode and emoji,
+/// spaces, `*`, `?[]{}`, a `:`-nested name, a newline, a tab and 1,000
+/// characters. An adapter that maps room names onto its medium's names
+/// (channels, subjects) should unit-test that every one of them maps to a
+/// distinct, valid name, adding whatever its medium finds odd too.
+///
+/// ```
+/// let names = rooms_conformance::odd_room_names();
+/// assert!(names.iter().any(String::is_empty));
+/// assert!(names.iter().any(|name| name.chars().count() == 1_000));
+/// ```
+pub fn odd_room_names() -> Vec<String> {
+    [
+        "",
+        "project:42:chat room/ü 日本 🚀",
+        "with spaces",
+        "*",
+        "?[]{}",
+        "sse:room:nested",
+        "line\nbreak",
+        "tab\there",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain(std::iter::once("x".repeat(1000)))
+    .collect()
+}
