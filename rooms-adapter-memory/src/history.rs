@@ -3,7 +3,6 @@
 //! [`MemoryAdapter`](crate::MemoryAdapter)). Pure: the time is passed in.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rooms_adapter::history::{HistoryEntry, HistoryPage, HistoryPolicy, Position, new_epoch};
@@ -14,7 +13,8 @@ const SWEEP_EVERY: u64 = 1_024;
 
 #[derive(Debug)]
 struct Ring {
-    epoch: Arc<str>,
+    /// Offset 0 of this history: its epoch, checked once.
+    start: Position,
     latest: u64,
     entries: VecDeque<HistoryEntry>,
     last_write: Instant,
@@ -24,6 +24,32 @@ struct Ring {
 impl Ring {
     fn expired(&self, now: Instant) -> bool {
         now.saturating_duration_since(self.last_write) >= self.ttl
+    }
+
+    /// Stores `envelope` as the next message (its id set to the position if
+    /// it has none), dropping the oldest beyond the policy's length.
+    fn append(
+        &mut self,
+        envelope: &Envelope,
+        policy: &HistoryPolicy,
+        now: Instant,
+    ) -> (Position, Envelope) {
+        self.latest += 1;
+        self.last_write = now;
+        self.ttl = policy.ttl();
+        let position = self.start.at(self.latest);
+        let stored = match envelope.message().id {
+            Some(_) => envelope.clone(),
+            None => envelope.with_message_id(position.to_id()),
+        };
+        while self.entries.len() >= policy.max_len().max(1) {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(HistoryEntry {
+            offset: self.latest,
+            envelope: stored.clone(),
+        });
+        (position, stored)
     }
 }
 
@@ -48,38 +74,25 @@ impl Histories {
         if self.appends.is_multiple_of(SWEEP_EVERY) {
             self.rooms.retain(|_, ring| !ring.expired(now));
         }
-        // No copy of the room's name unless it starts a history.
-        if self.rooms.get(room).is_none_or(|ring| ring.expired(now)) {
-            let fresh = Ring {
-                epoch: Arc::from(new_epoch()),
-                latest: 0,
-                entries: VecDeque::new(),
-                last_write: now,
-                ttl: policy.ttl(),
-            };
-            self.rooms.insert(room.clone(), fresh);
+        // One lookup for a room with a live history; no copy of the room's
+        // name unless it starts one.
+        if let Some(ring) = self.rooms.get_mut(room)
+            && !ring.expired(now)
+        {
+            return Ok(ring.append(envelope, policy, now));
         }
-        let ring = self
-            .rooms
-            .get_mut(room)
-            .ok_or_else(|| Error::Config(format!("no history ring for room {room}")))?;
-        ring.latest += 1;
-        ring.last_write = now;
-        ring.ttl = policy.ttl();
-        let position = Position::from_shared_epoch(&ring.epoch, ring.latest)
-            .ok_or_else(|| Error::Config(format!("history epoch {:?} is not valid", ring.epoch)))?;
-        let stored = match envelope.message().id {
-            Some(_) => envelope.clone(),
-            None => envelope.with_message_id(position.to_id()),
+        let epoch = new_epoch();
+        let mut ring = Ring {
+            start: Position::new(&epoch, 0)
+                .ok_or_else(|| Error::Config(format!("history epoch {epoch:?} is not valid")))?,
+            latest: 0,
+            entries: VecDeque::new(),
+            last_write: now,
+            ttl: policy.ttl(),
         };
-        ring.entries.push_back(HistoryEntry {
-            offset: ring.latest,
-            envelope: stored.clone(),
-        });
-        while ring.entries.len() > policy.max_len() {
-            ring.entries.pop_front();
-        }
-        Ok((position, stored))
+        let appended = ring.append(envelope, policy, now);
+        self.rooms.insert(room.clone(), ring);
+        Ok(appended)
     }
 
     /// At most `limit` of the room's entries after `after` (from the oldest
@@ -121,7 +134,7 @@ impl Histories {
             ring.latest,
         );
         HistoryPage {
-            epoch: ring.epoch.to_string(),
+            epoch: ring.start.epoch().to_owned(),
             latest: ring.latest,
             first,
             entries,

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::RedisConfig;
 use crate::error::{closed, timeout};
+use crate::expiry::ExpiryChecks;
 use crate::history;
 use crate::publish::publisher::{Coalescing, Destination, Publisher};
 use crate::publish::{DriverOptions, PublishDriver, PublishItem};
@@ -101,6 +102,9 @@ pub struct RedisAdapter {
     /// The id a message without one is encoded with for the history script
     /// to replace: drawn once, it never leaves this node.
     placeholder: String,
+    /// When this node last checked each room's history expiry. Never held
+    /// across an await.
+    expiry_checks: Mutex<ExpiryChecks>,
 }
 
 enum State {
@@ -154,6 +158,7 @@ impl RedisAdapter {
             state: Mutex::new(State::Idle),
             sink: Mutex::new(None),
             placeholder: history::placeholder(),
+            expiry_checks: Mutex::new(ExpiryChecks::default()),
         }
     }
 
@@ -553,7 +558,8 @@ impl RoomAdapter for RedisAdapter {
     /// adapter's random placeholder id of a position's length, which the
     /// script replaces with the position it gives out (a message with an id
     /// of its own is stored as it is); then `XADD` (trimmed to `max_len`),
-    /// `PEXPIRE` of both keys when less than the ttl is left, and `PUBLISH`
+    /// `PEXPIRE` of both keys when less than the ttl is left (checked about
+    /// once per 32nd of the ttl per room, see the crate docs), and `PUBLISH`
     /// (`SPUBLISH` on a cluster) of the same bytes, so the
     /// history's order is the order every node receives. Same payload limit,
     /// timeout and retryable errors as [`publish`](RoomAdapter::publish).
@@ -584,12 +590,20 @@ impl RoomAdapter for RedisAdapter {
                 });
             }
             let channel = wire::channel_name(&self.config.channel_prefix, room.as_str());
+            let ttl_ms = policy.ttl().as_millis();
+            let sent = std::time::Instant::now();
+            let check_expiry = self
+                .expiry_checks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .due(&channel, ttl_ms, sent);
             let call = history::PublishArgs {
                 channel: &channel,
                 payload: &payload,
                 placeholder: placeholder.unwrap_or(""),
                 max_len: policy.max_len(),
-                ttl_ms: policy.ttl().as_millis(),
+                ttl_ms,
+                check_expiry,
                 sharded: self.link.sharded(),
             }
             .call()?;
@@ -599,7 +613,14 @@ impl RoomAdapter for RedisAdapter {
                     format!("publish with history to room {:?}", room.as_str())
                 })
                 .await?;
-            history::parse_position(&reply)
+            let position = history::parse_position(&reply)?;
+            if check_expiry {
+                self.expiry_checks
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .checked(&channel, ttl_ms, sent);
+            }
+            Ok(position)
         }
         .await;
         match &result {

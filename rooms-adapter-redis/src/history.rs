@@ -24,6 +24,7 @@ use rooms_adapter::adapter::AdapterCounters;
 use rooms_adapter::history::{EPOCH_LEN, HistoryEntry, HistoryPage, Position, new_epoch};
 use rooms_adapter::wire::{self, DecodeError};
 
+use crate::expiry;
 use crate::publish::{ScriptArg, ScriptCall};
 use crate::subscribe::{SLOT_COUNT, key_slot};
 
@@ -80,27 +81,38 @@ pub(crate) fn slot_tag(slot: u16) -> &'static str {
 /// The stream and meta keys of a room's channel.
 pub(crate) fn keys_of(channel: &str) -> (String, String) {
     let tag = slot_tag(key_slot(channel.as_bytes()));
-    (
-        format!("{STREAM_PREFIX}{{{tag}}}:{channel}"),
-        format!("{META_PREFIX}{{{tag}}}:{channel}"),
-    )
+    // By hand: two `format!`s were a tenth of a publish's client-side cost.
+    let key = |prefix: &str| {
+        let mut key = String::with_capacity(prefix.len() + tag.len() + 3 + channel.len());
+        key.push_str(prefix);
+        key.push('{');
+        key.push_str(tag);
+        key.push_str("}:");
+        key.push_str(channel);
+        key
+    };
+    (key(STREAM_PREFIX), key(META_PREFIX))
 }
 
 /// Stores and publishes one message (see the crate docs).
 ///
-/// KEYS: stream, meta. ARGV: channel, a fresh epoch, max_len, the ttl in
-/// ms, the expiry to set in ms (the ttl plus slack), the publish command
+/// KEYS: stream, meta. ARGV: channel, a fresh epoch, max_len, the low mark
+/// in ms (the ttl plus half the slack; `0`: skip the expiry check, see
+/// [`expiry`](crate::expiry)), the expiry to set in ms (the ttl plus the
+/// slack), the publish command
 /// (`PUBLISH` or `SPUBLISH`), then the payload: whole (a message with an id
 /// of its own), or in two parts, before and after the place of its id (the
 /// script puts the position's id between them). Returns `{epoch, offset}`.
 ///
-/// A publish is four commands (`HGET`, `HINCRBY`, `PTTL`, `XADD`) and the
-/// publish; a new epoch (no history, or keys that are not ours) costs a few
-/// more. The keys' expiry is refreshed only when less than the ttl, or more
-/// than the ttl plus slack, is left (a policy with a shorter ttl), and then
-/// set to the ttl plus slack: a busy room's publish skips two `PEXPIRE`s
-/// most of the time, and history lives between the ttl and the ttl plus
-/// slack after the room's last message.
+/// A publish is three commands (`HGET`, `HINCRBY`, `XADD`) and the
+/// publish, plus a `PTTL` when the node asks for the expiry check (about
+/// once per 32nd of the ttl per room); a new epoch (no history, or keys
+/// that are not ours) costs a few more. The keys' expiry is refreshed only
+/// when less than the low mark, or more than the ttl plus the slack, is
+/// left (a policy with a shorter ttl), and then set to the ttl plus the
+/// slack: a busy room's publish skips two `PEXPIRE`s most of the time, and
+/// history lives between the ttl and the ttl plus the slack after the
+/// room's last message.
 pub(crate) const PUBLISH_SCRIPT: &str = r#"
 local epoch = redis.pcall('HGET', KEYS[2], 'e')
 local offset = nil
@@ -117,6 +129,9 @@ if not offset then
   offset = 1
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[2], 'e', epoch, 'o', offset)
+elseif ARGV[4] == '0' then
+  -- The node checked within the last half slack: the keys have the ttl.
+  refresh = false
 else
   local left = redis.call('PTTL', KEYS[2])
   refresh = left < tonumber(ARGV[4]) or left > tonumber(ARGV[5])
@@ -211,6 +226,8 @@ pub(crate) struct PublishArgs<'a> {
     pub(crate) placeholder: &'a str,
     pub(crate) max_len: usize,
     pub(crate) ttl_ms: u128,
+    /// Whether the script checks the keys' expiry (`PTTL`).
+    pub(crate) check_expiry: bool,
     pub(crate) sharded: bool,
 }
 
@@ -231,8 +248,12 @@ impl PublishArgs<'_> {
             ScriptArg::Bytes(self.channel.as_bytes()),
             ScriptArg::Bytes(epoch.as_bytes()),
             ScriptArg::Number(self.max_len as u128),
-            ScriptArg::Number(self.ttl_ms.max(1)),
-            ScriptArg::Number(expiry_ms(self.ttl_ms)),
+            ScriptArg::Number(if self.check_expiry {
+                expiry::low_ms(self.ttl_ms)
+            } else {
+                0
+            }),
+            ScriptArg::Number(expiry::expiry_ms(self.ttl_ms)),
             ScriptArg::Bytes(if self.sharded {
                 b"SPUBLISH"
             } else {
@@ -274,14 +295,6 @@ fn fresh_epoch() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed));
     format!("{:012x}", n >> 16)
-}
-
-/// The expiry the publish script sets: the ttl plus a sixteenth (at least
-/// 1 ms), so it need not refresh it again until a sixteenth of the ttl has
-/// passed.
-pub(crate) fn expiry_ms(ttl_ms: u128) -> u128 {
-    let ttl_ms = ttl_ms.max(1);
-    ttl_ms.saturating_add((ttl_ms / 16).max(1))
 }
 
 /// The read script's call for at most `limit` entries of a channel's
@@ -524,6 +537,7 @@ mod tests {
             placeholder: &placeholder,
             max_len: 10,
             ttl_ms: 1_000,
+            check_expiry: true,
             sharded: false,
         };
         let call = publish.call().expect("a call");
@@ -537,7 +551,7 @@ mod tests {
                 b"sse:room:r".to_vec(),
                 evalsha[6].clone(),
                 b"10".to_vec(),
-                b"1000".to_vec(),
+                b"1031".to_vec(),
                 b"1062".to_vec(),
                 b"PUBLISH".to_vec(),
                 br#"{"m":{"id":""#.to_vec(),
@@ -549,6 +563,11 @@ mod tests {
         assert_eq!(eval[0], b"EVAL");
         assert_eq!(eval[1], PUBLISH_SCRIPT.as_bytes());
         assert_eq!(eval[2..], evalsha[2..]);
+
+        // Within the node's quiet time: no expiry check (a low mark of 0).
+        publish.check_expiry = false;
+        let quiet = args(&publish.call().expect("a call").evalsha());
+        assert_eq!((&quiet[8], &quiet[9]), (&b"0".to_vec(), &b"1062".to_vec()));
 
         // A message with an id of its own: the payload whole.
         publish.placeholder = "";

@@ -118,8 +118,10 @@
 //! is), `XADD`s it with `MAXLEN {max_len}` (exact),
 //! makes sure both keys expire between `ttl` and `ttl` plus a sixteenth
 //! after this message (`PEXPIRE`, only when what is left is outside that
-//! window: a busy room refreshes the expiry once per sixteenth of `ttl`),
-//! and
+//! window: a busy room refreshes the expiry about once per 32nd of `ttl`;
+//! and a node that has checked a room's expiry skips the `PTTL` of its
+//! publishes there for the next 32nd of `ttl`, when the keys are known to
+//! have at least `ttl` left), and
 //! publishes the same bytes on the channel (`PUBLISH`, `SPUBLISH` on a
 //! cluster). Redis runs a script atomically, so a room's history order is
 //! the order every node receives its messages in. A read is one script too:
@@ -153,6 +155,7 @@ mod builder;
 mod config;
 mod control;
 pub mod error;
+mod expiry;
 mod history;
 mod publish;
 mod sequence;

@@ -72,18 +72,37 @@ impl Position {
     /// [`POSITION_ID_LEN`] bytes (so a medium can write it into an encoded
     /// envelope in place).
     pub fn to_id(&self) -> String {
-        // By hand: `format!` costs a measurable share of a broadcast with
-        // history (one or two ids a message).
+        // By hand into a fixed buffer: `format!` (or a `push` per digit)
+        // costs a measurable share of a broadcast with history (one or two
+        // ids a message).
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut id = String::with_capacity(POSITION_ID_LEN);
-        id.push_str("h1.");
-        id.push_str(&self.epoch);
-        id.push('.');
-        for shift in (0..16u32).rev() {
-            let nibble = (self.offset >> (shift * 4)) & 0xf;
-            id.push(char::from(HEX[nibble as usize]));
+        let mut id = [b'.'; POSITION_ID_LEN];
+        let (head, digits) = id.split_at_mut(POSITION_ID_LEN - 16);
+        if let Some(prefix) = head.get_mut(..3) {
+            prefix.copy_from_slice(b"h1.");
         }
-        id
+        if let Some(epoch) = head.get_mut(3..3 + EPOCH_LEN) {
+            epoch.copy_from_slice(self.epoch.as_bytes());
+        }
+        let mut offset = self.offset;
+        for digit in digits.iter_mut().rev() {
+            *digit = HEX[(offset & 0xf) as usize];
+            offset >>= 4;
+        }
+        // ASCII by construction (the epoch is validated hex).
+        std::str::from_utf8(&id)
+            .map(str::to_owned)
+            .unwrap_or_default()
+    }
+
+    /// The position `offset` in the same history (no copy or check of the
+    /// epoch).
+    #[must_use]
+    pub fn at(&self, offset: u64) -> Position {
+        Position {
+            epoch: Arc::clone(&self.epoch),
+            offset,
+        }
     }
 
     /// A position in a history whose epoch is shared already (no copy of
@@ -360,6 +379,10 @@ mod tests {
             assert_eq!(position.to_id().len(), POSITION_ID_LEN);
             assert_eq!(
                 Position::from_shared_epoch(&Arc::from(EPOCH), offset),
+                Some(position.clone())
+            );
+            assert_eq!(
+                Position::new(EPOCH, 3).map(|p| p.at(offset)),
                 Some(position.clone())
             );
             assert_eq!(Position::parse(&position.to_id()), Some(position));

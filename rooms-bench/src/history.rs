@@ -5,14 +5,21 @@
 //! Two engines (on a memory bus, or each on its own `RedisAdapter`): node A
 //! broadcasts `messages` messages into a room, one after the other; node B
 //! has one member there. The figure is messages per second from the first
-//! publish until B's member has them all. Then, with history on, a client on
-//! B resumes from the first message: the replay rate is the messages queued
-//! by `join_from` per second (it returns once they are queued).
+//! publish until B's member has them all. History keeps `history_len`
+//! messages: with more messages than that, most of the pass runs on a full
+//! history (each message also drops the oldest), as on a server that has run
+//! for a while, not on one whose history is still growing. B's inbound queue
+//! holds a whole pass, so nothing is dropped when A runs ahead.
+//!
+//! Then, with history on, a client on B resumes from the first of
+//! `history_len` messages: the replay rate is the messages queued by
+//! `join_from` per second (it returns once they are queued).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use rooms_adapter::engine::{DEFAULT_INBOUND_QUEUE, MAX_INBOUND_QUEUE};
 use rooms_adapter::history::HistoryPolicy;
 use rooms_adapter::{BroadcastOptions, ConnectOptions, Resume, RoomAdapter, Rooms, SseMessage};
 use rooms_adapter_memory::MemoryBus;
@@ -26,6 +33,8 @@ pub struct HistorySpec {
     pub redis_url: Option<String>,
     /// Messages per pass.
     pub messages: usize,
+    /// Messages each room's history keeps, and the replay's length.
+    pub history_len: usize,
     /// Passes per side (history off, on), alternating; the best is kept.
     pub reps: usize,
 }
@@ -45,7 +54,13 @@ async fn pair(spec: &HistorySpec, history: Option<HistoryPolicy>) -> Result<(Roo
     let bus = MemoryBus::new();
     let mut nodes = Vec::new();
     for _ in 0..2 {
-        let mut builder = Rooms::builder(adapter(spec, &bus)?).connection_queue_capacity(1 << 20);
+        let mut builder = Rooms::builder(adapter(spec, &bus)?)
+            .connection_queue_capacity(1 << 20)
+            .inbound_queue_capacity(
+                spec.messages
+                    .saturating_add(1_024)
+                    .clamp(DEFAULT_INBOUND_QUEUE, MAX_INBOUND_QUEUE),
+            );
         if let Some(policy) = history {
             builder = builder.history(policy);
         }
@@ -72,10 +87,17 @@ async fn pass(spec: &HistorySpec, history: Option<HistoryPolicy>, room: &str) ->
         a.broadcast(room, SseMessage::new(n), BroadcastOptions::new())
             .await?;
     }
-    for _ in 0..spec.messages {
+    for received in 0..spec.messages {
         tokio::time::timeout(Duration::from_secs(60), member.recv())
             .await
-            .context("a message within 60 s")?
+            .with_context(|| {
+                format!(
+                    "message {received} of {} within 60 s; node B: {:?}, its adapter: {:?}",
+                    spec.messages,
+                    b.stats(),
+                    b.adapter_stats()
+                )
+            })?
             .context("the member's stream ended")?;
     }
     let rate = spec.messages as f64 / started.elapsed().as_secs_f64();
@@ -86,7 +108,7 @@ async fn pass(spec: &HistorySpec, history: Option<HistoryPolicy>, room: &str) ->
 
 /// The whole measurement.
 pub async fn run(spec: HistorySpec) -> Result<Value> {
-    let policy = HistoryPolicy::new(spec.messages.max(1), Duration::from_secs(600))?;
+    let policy = HistoryPolicy::new(spec.history_len.max(1), Duration::from_secs(600))?;
     let (mut off, mut on) = (Vec::new(), Vec::new());
     for rep in 0..spec.reps {
         off.push(pass(&spec, None, &format!("bench-off-{rep}")).await?);
@@ -98,7 +120,7 @@ pub async fn run(spec: HistorySpec) -> Result<Value> {
     let (a, b) = pair(&spec, Some(policy)).await?;
     let room = "bench-replay";
     let mut first = None;
-    for n in 0..spec.messages {
+    for n in 0..spec.history_len {
         let report = a
             .broadcast(room, SseMessage::new(n), BroadcastOptions::new())
             .await?;
@@ -123,6 +145,7 @@ pub async fn run(spec: HistorySpec) -> Result<Value> {
     Ok(json!({
         "medium": if spec.redis_url.is_some() { "redis" } else { "memory-bus" },
         "messages": spec.messages,
+        "history_len": spec.history_len,
         "off_per_s": best(&off),
         "on_per_s": best(&on),
         "off_runs": off,

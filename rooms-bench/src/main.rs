@@ -196,10 +196,19 @@ enum Command {
         /// Redis URL; without it, a memory bus.
         #[arg(long)]
         url: Option<String>,
+        /// Messages per pass (history off, on).
         #[arg(long, default_value_t = 10_000)]
         messages: usize,
+        /// Messages each room's history keeps (the policy's `max_len`), and
+        /// the length of the replay.
+        #[arg(long, default_value_t = 10_000)]
+        history_len: usize,
         #[arg(long, default_value_t = 3)]
         reps: usize,
+        /// `current`: both nodes on one thread, so the figure is the CPU
+        /// cost per message, not how two tasks on two cores wake each other.
+        #[arg(long, value_enum, default_value = "multi")]
+        runtime: RuntimeArg,
     },
     /// The attachment path's cost over PostgreSQL: one message of `size`
     /// bytes at a time, then a burst.
@@ -411,11 +420,14 @@ fn main() -> Result<()> {
         Command::History {
             url,
             messages,
+            history_len,
             reps,
-        } => run_spawned(RuntimeArg::Multi, async move {
+            runtime,
+        } => run_spawned(runtime, async move {
             history::run(history::HistorySpec {
                 redis_url: url,
                 messages,
+                history_len,
                 reps,
             })
             .await

@@ -151,8 +151,23 @@ impl ScriptCall {
         keys: &[&[u8]],
         args: impl IntoIterator<Item = ScriptArg<'a>>,
     ) -> Self {
-        let mut evalsha = redis::cmd("EVALSHA");
-        evalsha.arg(script.get_hash()).arg(keys.len());
+        let args: Vec<ScriptArg<'a>> = args.into_iter().collect();
+        // Sized once: growing the command's buffers argument by argument
+        // cost more than building it.
+        let data = keys.iter().map(|key| key.len()).sum::<usize>()
+            + args
+                .iter()
+                .map(|arg| match arg {
+                    ScriptArg::Bytes(bytes) => bytes.len(),
+                    ScriptArg::Number(_) => 39,
+                })
+                .sum::<usize>()
+            + 64;
+        let mut evalsha = redis::Cmd::with_capacity(3 + keys.len() + args.len(), data);
+        evalsha
+            .arg("EVALSHA")
+            .arg(script.get_hash())
+            .arg(keys.len());
         for key in keys {
             evalsha.arg(*key);
         }
