@@ -3,31 +3,14 @@
 //! `bb8` drivers run with their features.
 
 mod redis {
-    rooms_conformance::conformance_suite!(
-        rooms_testkit::redis::RedisHarness,
-        capabilities = [
-            fault_injection,
-            raw_publish,
-            emitter,
-            control,
-            history,
-            node_fault_injection
-        ],
-    );
+    rooms_conformance::conformance_suite!(rooms_testkit::redis::RedisHarness, capabilities = all);
 }
 
 #[cfg(feature = "deadpool")]
 mod deadpool {
     rooms_conformance::conformance_suite!(
         rooms_testkit::redis::RedisDeadpoolHarness,
-        capabilities = [
-            fault_injection,
-            raw_publish,
-            emitter,
-            control,
-            history,
-            node_fault_injection
-        ],
+        capabilities = all
     );
 }
 
@@ -35,27 +18,13 @@ mod deadpool {
 mod bb8 {
     rooms_conformance::conformance_suite!(
         rooms_testkit::redis::RedisBb8Harness,
-        capabilities = [
-            fault_injection,
-            raw_publish,
-            emitter,
-            control,
-            history,
-            node_fault_injection
-        ],
+        capabilities = all
     );
 }
 
 mod msgpack {
     rooms_conformance::conformance_suite!(
         rooms_testkit::redis::RedisMsgpackHarness,
-        capabilities = [
-            fault_injection,
-            raw_publish,
-            emitter,
-            control,
-            history,
-            node_fault_injection
-        ],
+        capabilities = all
     );
 }

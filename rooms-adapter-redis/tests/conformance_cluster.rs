@@ -4,13 +4,6 @@
 mod redis_cluster {
     rooms_conformance::conformance_suite!(
         rooms_testkit::cluster_harness::RedisClusterHarness,
-        capabilities = [
-            fault_injection,
-            raw_publish,
-            emitter,
-            control,
-            history,
-            node_fault_injection
-        ],
+        capabilities = all
     );
 }

@@ -5,13 +5,6 @@
 mod redis_sentinel {
     rooms_conformance::conformance_suite!(
         rooms_testkit::sentinel_harness::RedisSentinelHarness,
-        capabilities = [
-            fault_injection,
-            raw_publish,
-            emitter,
-            control,
-            history,
-            node_fault_injection
-        ],
+        capabilities = all
     );
 }
