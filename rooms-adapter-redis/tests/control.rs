@@ -359,17 +359,8 @@ async fn control_frames_on_a_cluster() {
     use rooms_testkit::redis_cluster::cli;
 
     let h = RedisClusterHarness::setup().await.expect("cluster");
-    let connect = |id: &'static str| {
-        let adapter = h.adapter_with(|b| b).expect("valid");
-        async move {
-            let (sink, events) = rooms_adapter::EventSink::bounded(1_024);
-            adapter
-                .connect(NodeId::from(id), sink)
-                .await
-                .expect("connects");
-            (adapter, events)
-        }
-    };
+    let connect =
+        |id: &'static str| connect_adapter(h.adapter_with(|b| b).expect("valid"), id, 1_024);
     let (a, mut a_events) = connect("a").await;
     let (b, mut b_events) = connect("b").await;
     assert!(b.capabilities().control);

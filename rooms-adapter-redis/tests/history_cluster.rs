@@ -7,7 +7,7 @@
 mod common;
 
 use rooms_adapter::adapter::RoomAdapter;
-use rooms_adapter::{NodeId, RoomName};
+use rooms_adapter::RoomName;
 use rooms_adapter_redis::key_slot;
 
 use common::history::*;
@@ -23,17 +23,8 @@ async fn cluster_keys_live_on_the_channel_slot() {
     use rooms_testkit::redis_cluster::cli;
 
     let h = RedisClusterHarness::setup().await.expect("cluster");
-    let connect = |id: &'static str| {
-        let adapter = h.adapter_with(|b| b).expect("valid");
-        async move {
-            let (sink, events) = rooms_adapter::EventSink::bounded(1_024);
-            adapter
-                .connect(NodeId::from(id), sink)
-                .await
-                .expect("connects");
-            (adapter, events)
-        }
-    };
+    let connect =
+        |id: &'static str| connect_adapter(h.adapter_with(|b| b).expect("valid"), id, 1_024);
     let (a, _) = connect("a").await;
     let (b, mut b_events) = connect("b").await;
     assert!(a.capabilities().history);

@@ -37,7 +37,16 @@ pub async fn connect_with(
     node: &str,
     capacity: usize,
 ) -> (RedisAdapter, EventStream) {
-    let adapter = builder.build().expect("valid config");
+    connect_adapter(builder.build().expect("valid config"), node, capacity).await
+}
+
+/// `adapter` (built by a harness of any topology, or a builder) connected as
+/// `node`, delivering into a sink that holds at most `capacity` events.
+pub async fn connect_adapter(
+    adapter: RedisAdapter,
+    node: &str,
+    capacity: usize,
+) -> (RedisAdapter, EventStream) {
     let (sink, events) = EventSink::bounded(capacity);
     adapter
         .connect(NodeId::from(node), sink)
