@@ -6,8 +6,8 @@
 
 mod common;
 
-use rooms_adapter::adapter::RoomAdapter;
 use rooms_adapter::RoomName;
+use rooms_adapter::adapter::RoomAdapter;
 use rooms_adapter_redis::key_slot;
 
 use common::history::*;
