@@ -148,26 +148,32 @@ pub struct ConnectionInfo<'a> {
 }
 
 /// The engine's side of a connection.
+///
+/// `repr(C)`: the fields every delivery reads come first, so that a push
+/// touches one cache line of the entry (with 10,000 connections the entries
+/// do not stay in cache between two broadcasts: each extra line read is a
+/// miss per delivery).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct ConnectionEntry {
-    pub(crate) id: ConnectionId,
+    /// Set while rooms of this connection are recovered from history: their
+    /// live deliveries wait in `recovery` until the replay is queued.
+    recovering: AtomicBool,
+    /// Set while the connection is in two or more rooms: only then can one
+    /// broadcast reach it twice, and only then does it keep an [`IdRing`].
+    multi_room: AtomicBool,
+    closed: AtomicBool,
+    queue_capacity: usize,
+    queue_bytes_limit: usize,
+    ring_capacity: usize,
+    load: Arc<QueueLoad>,
     /// The queue itself is a tokio unbounded channel: its bound is enforced
     /// here, by count and by bytes, with one atomic word ([`QueueLoad`]) instead of
     /// a semaphore whose lock the receiver would take on every message.
     sender: mpsc::UnboundedSender<Arc<Delivery>>,
+    pub(crate) id: ConnectionId,
     pub(crate) context: Option<Value>,
-    load: Arc<QueueLoad>,
-    queue_capacity: usize,
-    queue_bytes_limit: usize,
-    /// Set while the connection is in two or more rooms: only then can one
-    /// broadcast reach it twice, and only then does it keep an [`IdRing`].
-    multi_room: AtomicBool,
     ring: Mutex<Option<IdRing>>,
-    ring_capacity: usize,
-    closed: AtomicBool,
-    /// Set while rooms of this connection are recovered from history: their
-    /// live deliveries wait in `recovery` until the replay is queued.
-    recovering: AtomicBool,
     recovery: Mutex<Recovery>,
 }
 

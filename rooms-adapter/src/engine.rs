@@ -857,13 +857,13 @@ impl Inner {
             delivered = tracing::field::Empty,
         );
         let _entered = span.enter();
-        let rooms = std::slice::from_ref(&room);
         let mut gone = Vec::new();
         {
             let registry = self.read();
-            if !registry.has_recipients(rooms, envelope.except())
-                || !self.first_in_room(&room, envelope.message())
-            {
+            let Some(recipients) = registry.recipients_of(&room, envelope.except()) else {
+                return;
+            };
+            if !self.first_in_room(&room, envelope.message()) {
                 return;
             }
             let delivery = match self.frame(Arc::clone(envelope.shared_message())) {
@@ -875,7 +875,7 @@ impl Inner {
                 }
             };
             let (mut delivered, mut queued) = (0u64, 0u64);
-            registry.for_each_recipient(rooms, envelope.except(), |entry, _| {
+            recipients.for_each(|entry| {
                 match self.deliver(entry, &delivery, envelope.meta(), &room, &mut gone) {
                     Outcome::Queued => {
                         queued += 1;
@@ -1211,13 +1211,13 @@ impl Rooms {
     }
 
     /// Broadcasts to one room on every node.
-    pub async fn broadcast(
+    pub fn broadcast(
         &self,
         room: impl Into<RoomName>,
         message: impl Into<Arc<SseMessage>>,
         options: BroadcastOptions,
-    ) -> Result<BroadcastReport, Error> {
-        self.broadcast_to([room.into()], message, options).await
+    ) -> impl Future<Output = Result<BroadcastReport, Error>> + Send + '_ {
+        self.broadcast_to([room.into()], message, options)
     }
 
     /// Broadcasts to several rooms on every node. A local connection in more
@@ -1226,25 +1226,39 @@ impl Rooms {
     ///
     /// Local delivery happens first; if publishing then fails (the medium is
     /// down), the error is returned and local members have the message.
-    pub async fn broadcast_to<I, R>(
+    pub fn broadcast_to<I, R>(
         &self,
         rooms: I,
         message: impl Into<Arc<SseMessage>>,
         options: BroadcastOptions,
-    ) -> Result<BroadcastReport, Error>
+    ) -> impl Future<Output = Result<BroadcastReport, Error>> + Send + '_
     where
         I: IntoIterator<Item = R>,
         R: Into<RoomName>,
     {
-        let started = Instant::now();
-        self.inner.ensure_open()?;
-        let message = message.into();
-        sse::validate(&message)?;
+        // The arguments are converted here, before the future exists (pure
+        // conversions, no effect): an async fn would keep them in its state
+        // beside what they became. One broadcast future is allocated per
+        // call by any caller that keeps many in flight, so its size is paid
+        // per message (1,544 bytes before, see `broadcast_future_stays_small`).
         let mut rooms: Vec<RoomName> = rooms.into_iter().map(Into::into).collect();
         if rooms.len() > 1 {
             rooms.sort();
             rooms.dedup();
         }
+        self.broadcast_rooms(rooms, message.into(), options)
+    }
+
+    /// [`broadcast_to`](Self::broadcast_to) once the rooms are known.
+    async fn broadcast_rooms(
+        &self,
+        rooms: Vec<RoomName>,
+        message: Arc<SseMessage>,
+        options: BroadcastOptions,
+    ) -> Result<BroadcastReport, Error> {
+        let started = Instant::now();
+        self.inner.ensure_open()?;
+        sse::validate(&message)?;
         bump(&self.inner.counters.broadcasts);
         let span = tracing::debug_span!(
             "rooms.broadcast",
@@ -1263,10 +1277,25 @@ impl Rooms {
             };
         }
         let local_only = options.local_only;
-        let result = self
-            .broadcast_rooms(rooms, message, options)
-            .instrument(span.clone())
-            .await;
+        let result = match (self.inner.history, rooms.as_slice()) {
+            (Some(policy), _) if !local_only => {
+                // Boxed, as are several rooms: the common case's future
+                // does not carry their state.
+                Box::pin(
+                    self.broadcast_with_history(&rooms, message, options, &policy)
+                        .instrument(span.clone()),
+                )
+                .await
+            }
+            (_, [room]) => self.broadcast_one(room, message, options, &span).await,
+            _ => {
+                Box::pin(
+                    self.broadcast_many(&rooms, message, options)
+                        .instrument(span.clone()),
+                )
+                .await
+            }
+        };
         if let Ok(report) = &result {
             span.record("delivered", report.delivered);
             span.record("published", report.published);
@@ -1277,42 +1306,66 @@ impl Rooms {
         result
     }
 
-    /// [`broadcast_to`](Self::broadcast_to) once the rooms are known.
-    async fn broadcast_rooms(
+    /// Local delivery, then the envelope to publish (`None` when local only).
+    fn deliver_and_wrap(
         &self,
-        rooms: Vec<RoomName>,
+        rooms: &[RoomName],
+        message: Arc<SseMessage>,
+        options: BroadcastOptions,
+        report: &mut BroadcastReport,
+    ) -> Result<Option<Envelope>, Error> {
+        self.inner
+            .deliver_locally(rooms, &message, &options, report)?;
+        if options.local_only {
+            return Ok(None);
+        }
+        Ok(Some(
+            Envelope::new(self.inner.node.clone(), message)
+                .with_except(options.except)
+                .with_meta(options.metadata),
+        ))
+    }
+
+    /// The common case: one room, no history.
+    async fn broadcast_one(
+        &self,
+        room: &RoomName,
+        message: Arc<SseMessage>,
+        options: BroadcastOptions,
+        span: &tracing::Span,
+    ) -> Result<BroadcastReport, Error> {
+        let mut report = BroadcastReport::default();
+        let Some(envelope) = span.in_scope(|| {
+            self.deliver_and_wrap(std::slice::from_ref(room), message, options, &mut report)
+        })?
+        else {
+            return Ok(report);
+        };
+        let publish_span = span.in_scope(|| self.inner.publish_span(room));
+        let result = self
+            .inner
+            .adapter
+            .publish(room, &envelope)
+            .instrument(publish_span)
+            .await;
+        self.inner.medium_result(&result);
+        result?;
+        report.published = 1;
+        Ok(report)
+    }
+
+    /// Several rooms without history: one envelope, published to each.
+    async fn broadcast_many(
+        &self,
+        rooms: &[RoomName],
         message: Arc<SseMessage>,
         options: BroadcastOptions,
     ) -> Result<BroadcastReport, Error> {
-        if let Some(policy) = self.inner.history
-            && !options.local_only
-        {
-            return self
-                .broadcast_with_history(&rooms, message, options, &policy)
-                .await;
-        }
         let mut report = BroadcastReport::default();
-        self.inner
-            .deliver_locally(&rooms, &message, &options, &mut report)?;
-
-        if options.local_only {
+        let Some(envelope) = self.deliver_and_wrap(rooms, message, options, &mut report)? else {
             return Ok(report);
-        }
-        let envelope = Envelope::new(self.inner.node.clone(), message)
-            .with_except(options.except)
-            .with_meta(options.metadata);
+        };
         let adapter = &self.inner.adapter;
-        if let [room] = rooms.as_slice() {
-            // The common case: no fan-out of futures to join.
-            let result = adapter
-                .publish(room, &envelope)
-                .instrument(self.inner.publish_span(room))
-                .await;
-            self.inner.medium_result(&result);
-            result?;
-            report.published = 1;
-            return Ok(report);
-        }
         let results = futures_util::future::join_all(rooms.iter().map(|room| {
             adapter
                 .publish(room, &envelope)

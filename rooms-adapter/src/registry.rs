@@ -213,6 +213,20 @@ impl Registry {
         }
     }
 
+    /// The members of `room` when one of them other than `except` exists:
+    /// the check and the delivery of a one-room broadcast with one lookup.
+    pub(crate) fn recipients_of<'a>(
+        &'a self,
+        room: &RoomName,
+        except: Option<&'a ConnectionId>,
+    ) -> Option<Recipients<'a>> {
+        let members = self.rooms.get(room)?;
+        members
+            .keys()
+            .any(|id| except != Some(id))
+            .then_some(Recipients { members, except })
+    }
+
     /// Whether any member of `rooms` other than `except` exists.
     pub(crate) fn has_recipients(&self, rooms: &[RoomName], except: Option<&ConnectionId>) -> bool {
         rooms.iter().any(|room| {
@@ -229,6 +243,23 @@ impl Registry {
             .drain()
             .map(|(_, state)| state.entry)
             .collect()
+    }
+}
+
+/// One room's recipients, from [`Registry::recipients_of`].
+pub(crate) struct Recipients<'a> {
+    members: &'a HashMap<ConnectionId, Arc<ConnectionEntry>>,
+    except: Option<&'a ConnectionId>,
+}
+
+impl Recipients<'_> {
+    /// Visits every member but the excepted one.
+    pub(crate) fn for_each(&self, mut visit: impl FnMut(&Arc<ConnectionEntry>)) {
+        for (id, entry) in self.members {
+            if self.except != Some(id) {
+                visit(entry);
+            }
+        }
     }
 }
 

@@ -24,7 +24,7 @@
 pub mod axum;
 
 use crate::error::Error;
-use crate::json_text::Strings;
+use crate::json_text::{Strings, count_bytes};
 use crate::message::{MAX_ID_BYTES, SseMessage};
 use bytes::Bytes;
 
@@ -105,10 +105,7 @@ pub fn frame(message: &SseMessage) -> Result<Bytes, Error> {
 /// text can never break out of its `data:` line.
 fn push_compact_json(out: &mut Vec<u8>, json: &str) {
     let bytes = json.as_bytes();
-    if !bytes
-        .iter()
-        .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-    {
+    if count_bytes(bytes, |b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) == 0 {
         out.extend_from_slice(bytes);
         return;
     }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 
 use async_nats::connection::State;
@@ -11,7 +11,7 @@ use async_nats::{Client, Subject};
 use rooms_adapter::adapter::ControlTarget;
 use rooms_adapter::{Envelope, Error, RoomName};
 
-use super::{NatsAdapter, truncated};
+use super::{NatsAdapter, Session, truncated};
 use crate::error;
 use crate::subject::{MAX_SUBJECT_BYTES, control_all_subject, control_node_subject, room_subject};
 
@@ -36,16 +36,30 @@ impl SubjectCache {
 
 impl NatsAdapter {
     /// Publishes `envelope` on `room`'s subject.
+    ///
+    /// The checks and the encoding run before the first await, so the
+    /// future (boxed by the trait, one per in-flight publish) holds little
+    /// more than the client's own publish (864 bytes before, 512 after).
     pub(super) async fn publish_room(
         &self,
         room: &RoomName,
         envelope: &Envelope,
     ) -> Result<(), Error> {
+        let ready = self.prepare_room(room, envelope)?;
+        self.send(ready, Target::Room(room)).await
+    }
+
+    /// The client, subject and payload of a room publish, checked.
+    fn prepare_room(&self, room: &RoomName, envelope: &Envelope) -> Result<Ready, Error> {
         let session = self.session()?;
         let subject = self.subject_of(room)?;
         let payload = envelope.encode(self.config.codec)?;
-        self.publish_bytes(&session.client, subject, payload, Target::Room(room))
-            .await
+        self.check(&session.client, payload.len(), Target::Room(room))?;
+        Ok(Ready {
+            session,
+            subject,
+            payload,
+        })
     }
 
     /// Publishes a control frame on `{control_prefix}all` or the target
@@ -64,9 +78,13 @@ impl NatsAdapter {
         if subject.len() > MAX_SUBJECT_BYTES {
             return Err(error::subject_too_long("a control inbox", subject.len()));
         }
-        let payload = bytes::Bytes::copy_from_slice(payload);
-        self.publish_bytes(&session.client, subject.into(), payload, Target::Control)
-            .await
+        self.check(&session.client, payload.len(), Target::Control)?;
+        let ready = Ready {
+            session,
+            subject: subject.into(),
+            payload: bytes::Bytes::copy_from_slice(payload),
+        };
+        self.send(ready, Target::Control).await
     }
 
     /// `room`'s subject, from the cache when the room was seen before.
@@ -91,25 +109,19 @@ impl NatsAdapter {
         Ok(subject)
     }
 
-    /// Publishes raw bytes on `subject` with the fail-fast checks.
-    async fn publish_bytes(
-        &self,
-        client: &Client,
-        subject: Subject,
-        payload: bytes::Bytes,
-        target: Target<'_>,
-    ) -> Result<(), Error> {
+    /// The fail-fast checks: our payload limit, the connection state (the
+    /// client would buffer the publish until it reconnects), the server's
+    /// `max_payload`.
+    fn check(&self, client: &Client, size: usize, target: Target<'_>) -> Result<(), Error> {
         let counters = &self.shared.counters;
-        if payload.len() > self.config.max_payload_bytes {
+        if size > self.config.max_payload_bytes {
             counters.record_publish_error();
             return Err(Error::PayloadTooLarge {
                 room: target.name(),
-                size: payload.len(),
+                size,
                 limit: self.config.max_payload_bytes,
             });
         }
-        // The client would buffer the publish until it reconnects: fail
-        // fast instead, as the contract asks.
         if client.connection_state() != State::Connected {
             counters.record_publish_error();
             return Err(error::disconnected(
@@ -118,26 +130,36 @@ impl NatsAdapter {
             ));
         }
         let server_max = client.max_payload();
-        if payload.len() > server_max {
+        if size > server_max {
             counters.record_publish_error();
             return Err(error::over_server_max_payload(
                 &target.describe(),
-                payload.len(),
+                size,
                 server_max,
             ));
         }
+        Ok(())
+    }
+
+    /// Hands a checked publish to the client, within the publish timeout.
+    async fn send(&self, ready: Ready, target: Target<'_>) -> Result<(), Error> {
+        let Ready {
+            session,
+            subject,
+            payload,
+        } = ready;
         let limit = self.config.publish_timeout;
         // The client's queue has room almost always: a first poll without a
         // timer spares a timer entry per message; only a publish that has
         // to wait for room gets the timeout, boxed: the timer is not part
-        // of every publish's future (944 -> 832 bytes; each in-flight
-        // publish is one such box, and its first poll is a cache miss).
-        let mut publish = std::pin::pin!(client.publish(subject, payload));
+        // of every publish's future.
+        let mut publish = std::pin::pin!(session.client.publish(subject, payload));
         let first = std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx))).await;
         let outcome = match first {
             Poll::Ready(result) => Ok(result),
             Poll::Pending => Box::pin(tokio::time::timeout(limit, publish)).await,
         };
+        let counters = &self.shared.counters;
         match outcome {
             Ok(Ok(())) => {
                 // `published` counts room envelopes only: a heartbeat must
@@ -164,6 +186,13 @@ impl NatsAdapter {
             }
         }
     }
+}
+
+/// A publish that passed the checks.
+struct Ready {
+    session: Arc<Session>,
+    subject: Subject,
+    payload: bytes::Bytes,
 }
 
 /// What a publish goes to, described only when it fails.

@@ -1,13 +1,13 @@
 //! Nesting limits checked before a payload is parsed, so a deep payload is
 //! skipped and counted whatever the build profile and stack size.
 
-use crate::json_text::Strings;
+use crate::json_text::{Strings, count_bytes};
 
 /// Whether JSON text opens more than `limit` nested objects or arrays. A
 /// payload with at most `limit` brackets in all is answered by one counting
 /// pass; only the rare one with more is walked string by string.
 pub(super) fn json_nests_deeper_than(payload: &[u8], limit: usize) -> bool {
-    let openers = payload.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    let openers = count_bytes(payload, |b| b == b'[' || b == b'{');
     if openers <= limit {
         return false;
     }
@@ -37,10 +37,7 @@ pub(super) fn msgpack_nests_deeper_than(payload: &[u8], limit: usize) -> bool {
     // Every container starts with one of these bytes; a payload with at most
     // `limit` of them (counting look-alikes inside strings and numbers too)
     // cannot nest deeper, and is answered by one counting pass.
-    let markers = payload
-        .iter()
-        .filter(|&&b| matches!(b, 0x80..=0x9f | 0xdc..=0xdf))
-        .count();
+    let markers = count_bytes(payload, |b| matches!(b, 0x80..=0x9f | 0xdc..=0xdf));
     if markers <= limit {
         return false;
     }
