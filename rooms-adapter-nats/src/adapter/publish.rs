@@ -152,9 +152,17 @@ impl NatsAdapter {
         // The client's queue has room almost always: a first poll without a
         // timer spares a timer entry per message; only a publish that has
         // to wait for room gets the timeout, boxed: the timer is not part
-        // of every publish's future.
+        // of every publish's future. The first poll is `unconstrained`: a
+        // caller with many publishes in flight on one task (a
+        // `FuturesUnordered`) soon spends tokio's cooperative budget, after
+        // which every poll of the queue answers `Pending` with room to
+        // spare, and each of those publishes paid for a timer. The queue
+        // still bounds such a caller: once it is full, the publish waits.
         let mut publish = std::pin::pin!(session.client.publish(subject, payload));
-        let first = std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx))).await;
+        let first = tokio::task::unconstrained(std::future::poll_fn(|cx| {
+            Poll::Ready(publish.as_mut().poll(cx))
+        }))
+        .await;
         let outcome = match first {
             Poll::Ready(result) => Ok(result),
             Poll::Pending => Box::pin(tokio::time::timeout(limit, publish)).await,
