@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::process::{self, ServerChild};
+
 use crate::poll::wait_for;
 use crate::redis_server::free_port;
 
@@ -51,7 +53,7 @@ pub const TEST_MAX_PAYLOAD: usize = 8 * 1024 * 1024;
 pub struct NatsServer {
     port: u16,
     dir: PathBuf,
-    child: Option<Child>,
+    child: ServerChild,
     /// Extra configuration appended to the generated file (e.g. a
     /// `cluster { ... }` block).
     extra_config: String,
@@ -102,7 +104,7 @@ impl NatsServer {
         Ok(Self {
             port,
             dir: temp_dir(port)?,
-            child: None,
+            child: ServerChild::default(),
             extra_config: extra_config.to_owned(),
             monitor_port: None,
         })
@@ -136,43 +138,29 @@ impl NatsServer {
 
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.pid()
     }
 
     /// Whether the process is running.
     pub fn is_running(&mut self) -> bool {
-        match &mut self.child {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.child.is_running()
     }
 
     /// Kills the server with SIGKILL (no lame duck mode, as a crash) and
     /// reaps it. Idempotent.
     pub fn kill(&mut self) -> io::Result<()> {
-        if let Some(mut child) = self.child.take() {
-            match child.kill() {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::InvalidInput => {} // already exited
-                Err(error) => return Err(error),
-            }
-            child.wait()?;
-        }
-        Ok(())
+        self.child.kill()
     }
 
     /// Starts the server again on the same port (killing it first if it
     /// still runs) and waits until it greets clients.
     pub async fn restart(&mut self) -> io::Result<()> {
         self.kill()?;
-        let deadline = Instant::now() + START_DEADLINE;
+        let until = Instant::now() + START_DEADLINE;
         loop {
             match self.spawn_and_wait().await {
                 Ok(()) => return Ok(()),
-                Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(error),
-                // The port may linger for a moment after the kill.
-                Err(error) if Instant::now() >= deadline => return Err(error),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(error) => process::pause_before_retry(error, until).await?,
             }
         }
     }
@@ -200,7 +188,7 @@ impl NatsServer {
     async fn spawn_and_wait(&mut self) -> io::Result<()> {
         let child = self.spawn()?;
         let port = self.port;
-        let child = crate::process::wait_ready(
+        let child = process::wait_ready(
             child,
             "nats-server",
             port,
@@ -210,7 +198,7 @@ impl NatsServer {
             || greets(port),
         )
         .await?;
-        self.child = Some(child);
+        self.child.set(child);
         Ok(())
     }
 
@@ -322,7 +310,7 @@ impl NatsCluster {
         let running = self.servers.iter().filter(|s| s.child.is_some()).count();
         let expected = running.saturating_sub(1);
         for server in &self.servers {
-            let (Some(_), Some(monitor)) = (&server.child, server.monitor_port) else {
+            let (true, Some(monitor)) = (server.child.is_some(), server.monitor_port) else {
                 continue;
             };
             wait_for(

@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::process::{self, ServerChild};
+
 /// How long [`RedisServer::start`] waits for the server to answer PING.
 pub const START_DEADLINE: Duration = Duration::from_secs(15);
 
@@ -39,7 +41,7 @@ pub const SERVER_BIN_ENV: &str = "ROOMS_REDIS_SERVER";
 pub struct RedisServer {
     port: u16,
     dir: PathBuf,
-    child: Option<Child>,
+    child: ServerChild,
     extra_args: Vec<String>,
     /// What goes into `redis.conf` in `dir`, passed before the other
     /// arguments ([`start_with_config`](Self::start_with_config)).
@@ -81,7 +83,7 @@ impl RedisServer {
             let mut server = Self {
                 port,
                 dir,
-                child: None,
+                child: ServerChild::default(),
                 extra_args: args.iter().map(|arg| (*arg).to_owned()).collect(),
                 config: config.map(str::to_owned),
             };
@@ -100,7 +102,7 @@ impl RedisServer {
         let mut server = Self {
             port,
             dir: temp_dir(port)?,
-            child: None,
+            child: ServerChild::default(),
             extra_args: Vec::new(),
             config: None,
         };
@@ -120,45 +122,29 @@ impl RedisServer {
 
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.pid()
     }
 
     /// Whether the process is running.
     pub fn is_running(&mut self) -> bool {
-        match &mut self.child {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.child.is_running()
     }
 
     /// Kills the server with SIGKILL (no shutdown, as a crash) and reaps it.
     /// Idempotent.
     pub fn kill(&mut self) -> io::Result<()> {
-        if let Some(mut child) = self.child.take() {
-            // Resume a paused server first, so SIGKILL is not queued behind SIGSTOP.
-            let _ = signal(child.id(), "CONT");
-            match child.kill() {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::InvalidInput => {} // already exited
-                Err(error) => return Err(error),
-            }
-            child.wait()?;
-        }
-        Ok(())
+        self.child.kill()
     }
 
     /// Starts the server again on the same port (killing it first if it still
     /// runs) and waits until it answers PING. Its data is gone.
     pub async fn restart(&mut self) -> io::Result<()> {
         self.kill()?;
-        let deadline = Instant::now() + START_DEADLINE;
+        let until = Instant::now() + START_DEADLINE;
         loop {
             match self.spawn_and_wait().await {
                 Ok(()) => return Ok(()),
-                Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(error),
-                // The port may linger for a moment after the kill.
-                Err(error) if Instant::now() >= deadline => return Err(error),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(error) => process::pause_before_retry(error, until).await?,
             }
         }
     }
@@ -174,18 +160,12 @@ impl RedisServer {
     /// Freezes the server (SIGSTOP): connections stay open, nothing is
     /// answered, as with a dead proxy or a hung host.
     pub fn pause(&mut self) -> io::Result<()> {
-        match &self.child {
-            Some(child) => signal(child.id(), "STOP"),
-            None => Err(io::Error::other("redis-server is not running")),
-        }
+        self.child.signal("STOP", "redis-server")
     }
 
     /// Thaws a [`pause`](Self::pause)d server (SIGCONT).
     pub fn resume(&mut self) -> io::Result<()> {
-        match &self.child {
-            Some(child) => signal(child.id(), "CONT"),
-            None => Err(io::Error::other("redis-server is not running")),
-        }
+        self.child.signal("CONT", "redis-server")
     }
 
     /// Sends one inline command and returns the raw reply (e.g. `PING` gives
@@ -208,7 +188,7 @@ impl RedisServer {
     async fn spawn_and_wait(&mut self) -> io::Result<()> {
         let child = self.spawn()?;
         let port = self.port;
-        let child = crate::process::wait_ready(
+        let child = process::wait_ready(
             child,
             "redis-server",
             port,
@@ -218,7 +198,7 @@ impl RedisServer {
             || ping(port),
         )
         .await?;
-        self.child = Some(child);
+        self.child.set(child);
         Ok(())
     }
 
@@ -327,22 +307,6 @@ async fn ping(port: u16) -> bool {
     )
 }
 
-fn signal(pid: u32, name: &str) -> io::Result<()> {
-    let status = Command::new("kill")
-        .args([format!("-{name}"), pid.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "kill -{name} {pid} failed: {status}"
-        )))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,7 +366,7 @@ mod tests {
         let server = RedisServer {
             port: 1,
             dir: temp_dir(1).expect("temp dir"),
-            child: None,
+            child: ServerChild::default(),
             extra_args: Vec::new(),
             config: None,
         };
