@@ -189,12 +189,8 @@ impl Registry {
         match rooms {
             [] => {}
             [room] => {
-                if let Some(members) = self.rooms.get(room) {
-                    for (id, entry) in members {
-                        if keep(id) {
-                            visit(entry, room);
-                        }
-                    }
+                if let Some(recipients) = self.recipients_of(room, except) {
+                    recipients.for_each(|entry| visit(entry, room));
                 }
             }
             many => {
@@ -225,15 +221,6 @@ impl Registry {
             .keys()
             .any(|id| except != Some(id))
             .then_some(Recipients { members, except })
-    }
-
-    /// Whether any member of `rooms` other than `except` exists.
-    pub(crate) fn has_recipients(&self, rooms: &[RoomName], except: Option<&ConnectionId>) -> bool {
-        rooms.iter().any(|room| {
-            self.rooms
-                .get(room)
-                .is_some_and(|members| members.keys().any(|id| except != Some(id)))
-        })
     }
 
     /// Empties the registry, returning every connection.
@@ -304,8 +291,8 @@ mod tests {
         };
         assert_eq!(count(&[r1.clone(), r2.clone()], None), 2);
         assert_eq!(count(std::slice::from_ref(&r1), Some(&a)), 1);
-        assert!(registry.has_recipients(std::slice::from_ref(&r2), None));
-        assert!(!registry.has_recipients(std::slice::from_ref(&r2), Some(&a)));
+        assert!(registry.recipients_of(&r2, None).is_some());
+        assert!(registry.recipients_of(&r2, Some(&a)).is_none());
 
         let left = registry.leave(&b, &r1).expect("leave");
         assert_eq!(
