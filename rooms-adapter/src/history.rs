@@ -105,15 +105,6 @@ impl Position {
         }
     }
 
-    /// A position in a history whose epoch is shared already (no copy of
-    /// it); the epoch must be [`EPOCH_LEN`] lowercase hex digits.
-    pub fn from_shared_epoch(epoch: &Arc<str>, offset: u64) -> Option<Position> {
-        valid_epoch(epoch).then(|| Position {
-            epoch: Arc::clone(epoch),
-            offset,
-        })
-    }
-
     /// The position an id made by [`to_id`](Self::to_id) names; `None` for
     /// any other id.
     pub fn parse(id: &str) -> Option<Position> {
@@ -377,10 +368,6 @@ mod tests {
             let position = Position::new(EPOCH, offset).expect("valid epoch");
             assert_eq!(position.to_id(), format!("h1.{EPOCH}.{offset:016x}"));
             assert_eq!(position.to_id().len(), POSITION_ID_LEN);
-            assert_eq!(
-                Position::from_shared_epoch(&Arc::from(EPOCH), offset),
-                Some(position.clone())
-            );
             assert_eq!(
                 Position::new(EPOCH, 3).map(|p| p.at(offset)),
                 Some(position.clone())
