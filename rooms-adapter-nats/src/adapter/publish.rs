@@ -39,7 +39,8 @@ impl NatsAdapter {
     ///
     /// The checks and the encoding run before the first await, so the
     /// future (boxed by the trait, one per in-flight publish) holds little
-    /// more than the client's own publish (864 bytes before, 512 after).
+    /// more than the client's own publish (864 bytes before, 824
+    /// after; the client's publish is 568 of them).
     pub(super) async fn publish_room(
         &self,
         room: &RoomName,
