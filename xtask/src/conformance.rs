@@ -1,5 +1,6 @@
 //! `cargo xtask conformance`: every backend through the suite, one matrix.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
@@ -95,6 +96,8 @@ fn print_matrix(rows: &[(&str, Vec<CaseReport>)]) -> usize {
     println!("{}", "-".repeat(header.len()));
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     let mut details = Vec::new();
+    // Why each skip happened: reason -> (backends, cases).
+    let mut skips: BTreeMap<&str, (BTreeSet<&str>, BTreeSet<&str>)> = BTreeMap::new();
     for (i, case) in CASE_NAMES.iter().enumerate() {
         let mut line = format!("{case:width$}");
         for (backend, reports) in rows {
@@ -103,8 +106,11 @@ fn print_matrix(rows: &[(&str, Vec<CaseReport>)]) -> usize {
                     passed += 1;
                     "pass".to_owned()
                 }
-                Some(Ok(Outcome::Skipped(_))) => {
+                Some(Ok(Outcome::Skipped(why))) => {
                     skipped += 1;
+                    let (backends, cases) = skips.entry(why).or_default();
+                    backends.insert(backend);
+                    cases.insert(case);
                     "skip".to_owned()
                 }
                 Some(Err(error)) => {
@@ -120,6 +126,15 @@ fn print_matrix(rows: &[(&str, Vec<CaseReport>)]) -> usize {
     }
     for detail in &details {
         println!("\nFAILED {detail}");
+    }
+    for (why, (backends, cases)) in &skips {
+        let backends: Vec<&str> = backends.iter().copied().collect();
+        let cases: Vec<&str> = cases.iter().copied().collect();
+        println!(
+            "\nskip on {}: {why}\n  cases: {}",
+            backends.join(", "),
+            cases.join(", ")
+        );
     }
     println!("\nconformance: {passed} passed, {failed} failed, {skipped} skipped");
     failed
