@@ -8,7 +8,7 @@ use tracing::Instrument as _;
 
 use super::{Rooms, bump};
 use crate::broadcast::{BroadcastOptions, BroadcastReport};
-use crate::connection::{Push, SlowConsumerPolicy};
+use crate::connection::Push;
 use crate::error::Error;
 use crate::ids::{ConnectionId, RoomName};
 use crate::message::SseMessage;
@@ -216,15 +216,9 @@ impl Rooms {
                     false
                 }
                 Push::Full => {
-                    // The slow-consumer policy applies, as for a broadcast.
-                    if self.inner.policy == SlowConsumerPolicy::Disconnect {
-                        if entry.close() {
-                            bump(&self.inner.counters.lagging_disconnects);
-                            gone.push(entry.id.clone());
-                        }
-                    } else {
-                        bump(&self.inner.counters.lagging_drops);
-                    }
+                    // The slow-consumer policy applies, as for a broadcast
+                    // (no room: no gap is recorded).
+                    self.inner.queue_full(entry, None, &mut gone);
                     false
                 }
             }

@@ -56,22 +56,7 @@ impl Inner {
                 Outcome::Duplicate
             }
             Push::Full => {
-                match self.policy {
-                    SlowConsumerPolicy::DropNewest => {
-                        bump(&self.counters.lagging_drops);
-                        self.gaps
-                            .record(|gaps| gaps.connection_dropped(room, &entry.id));
-                    }
-                    SlowConsumerPolicy::Disconnect => {
-                        if entry.close() {
-                            bump(&self.counters.lagging_disconnects);
-                            tracing::debug!(connection = %entry.id, "disconnecting lagging connection");
-                            self.gaps
-                                .record(|gaps| gaps.connection_dropped(room, &entry.id));
-                            gone.push(entry.id.clone());
-                        }
-                    }
-                }
+                self.queue_full(entry, Some(room), gone);
                 Outcome::Dropped
             }
             Push::Closed => {
@@ -135,20 +120,42 @@ impl Inner {
     /// policy applies, as for any full queue.
     pub(crate) fn lagging_after_replay(self: &Arc<Self>, entry: &ConnectionEntry, room: &RoomName) {
         let mut gone = Vec::new();
+        self.queue_full(entry, Some(room), &mut gone);
+        self.remove_gone(gone);
+    }
+
+    /// A full queue: the slow-consumer policy applies. Under
+    /// [`SlowConsumerPolicy::DropNewest`] the delivery is dropped; under
+    /// [`SlowConsumerPolicy::Disconnect`] the connection is closed and
+    /// collected in `gone` (once: a connection already closed is already
+    /// on its way out). A delivery for `room` is recorded as that
+    /// connection's gap in the room.
+    pub(super) fn queue_full(
+        &self,
+        entry: &ConnectionEntry,
+        room: Option<&RoomName>,
+        gone: &mut Vec<ConnectionId>,
+    ) {
+        let record_gap = || {
+            if let Some(room) = room {
+                self.gaps
+                    .record(|gaps| gaps.connection_dropped(room, &entry.id));
+            }
+        };
         match self.policy {
             SlowConsumerPolicy::DropNewest => {
                 bump(&self.counters.lagging_drops);
-                self.gaps
-                    .record(|gaps| gaps.connection_dropped(room, &entry.id));
+                record_gap();
             }
             SlowConsumerPolicy::Disconnect => {
                 if entry.close() {
                     bump(&self.counters.lagging_disconnects);
+                    tracing::debug!(connection = %entry.id, "disconnecting lagging connection");
+                    record_gap();
+                    gone.push(entry.id.clone());
                 }
-                gone.push(entry.id.clone());
             }
         }
-        self.remove_gone(gone);
     }
 
     pub(super) fn remove_gone(self: &Arc<Self>, gone: Vec<ConnectionId>) {
