@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rooms_adapter::adapter::{AdapterEvent, EventSink, RoomAdapter};
 use rooms_adapter::engine::{MAX_CONNECTION_QUEUE, MAX_DEDUP_CAPACITY};
+use rooms_adapter::history::HistoryPolicy;
 use rooms_adapter::{
     BroadcastOptions, ConnectOptions, Envelope, Error, GapScope, NodeId, RoomName, Rooms,
     RoomsEvent, SlowConsumerPolicy, SseMessage,
@@ -398,4 +399,41 @@ async fn send_to_reaches_one_connection_only() {
     let unknown = rooms.send_to(&"nobody".into(), SseMessage::new(1));
     assert!(matches!(unknown, Err(Error::UnknownConnection(_))));
     rooms.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_replay_that_does_not_fit_cuts_the_connection_and_signals_its_gap() {
+    let rooms = Rooms::builder(Arc::new(MemoryAdapter::new()))
+        .slow_consumer_policy(SlowConsumerPolicy::Disconnect)
+        .history(HistoryPolicy::new(100, Duration::from_secs(300)).unwrap())
+        .build()
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let report = rooms
+            .broadcast("news", SseMessage::new(i), BroadcastOptions::new())
+            .await
+            .unwrap();
+        ids.push(report.id.expect("a history position"));
+    }
+    let mut events = rooms.lifecycle();
+    let mut client = rooms
+        .connect(ConnectOptions::new().queue_capacity(4))
+        .await
+        .unwrap();
+    rooms
+        .join_from(client.id(), "news", Some(&ids[0]))
+        .await
+        .unwrap();
+    let (room, scope, _) = next_gap(&mut events).await;
+    assert_eq!(room.as_str(), "news");
+    assert_eq!(scope, GapScope::Connections(vec![client.id().clone()]));
+    assert_eq!(rooms.stats().lagging_disconnects, 1);
+    assert!(!rooms.is_connected(client.id()));
+    // What fitted is still read, then the stream ends.
+    let deadline = Instant::now() + DEADLINE;
+    while client.recv().await.is_some() {
+        assert!(Instant::now() < deadline, "the cut connection never ended");
+    }
 }
