@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
@@ -341,8 +341,6 @@ pub(crate) struct Inner {
     /// Drops waiting to be signalled (shared with the sink, which records
     /// inbound drops).
     gaps: Arc<GapBoard>,
-    /// Wakes the dispatcher to report gaps found outside it.
-    gap_notify: Arc<Notify>,
     sink: EventSink,
     closed: AtomicBool,
     dispatcher: Mutex<Option<JoinHandle<()>>>,

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use tokio::sync::Notify;
+
 use crate::ids::{ConnectionId, RoomName};
 
 /// Rooms tracked at once; past this, every room with members is reported.
@@ -131,18 +133,27 @@ impl GapTracker {
 
 /// A [`GapTracker`] shared by the sink (inbound drops) and the engine
 /// (connection drops), with a flag so that checking for nothing costs one
-/// atomic load rather than a lock.
+/// atomic load rather than a lock, and a wake-up for the dispatcher, which
+/// reports what was recorded.
 #[derive(Debug, Default)]
 pub(crate) struct GapBoard {
     pending: AtomicBool,
     tracker: Mutex<GapTracker>,
+    recorded: Notify,
 }
 
 impl GapBoard {
-    /// Records drops.
+    /// Records drops, and wakes the dispatcher to report them.
     pub(crate) fn record(&self, record: impl FnOnce(&mut GapTracker)) {
         record(&mut self.tracker.lock().unwrap_or_else(PoisonError::into_inner));
         self.pending.store(true, Ordering::Release);
+        self.recorded.notify_one();
+    }
+
+    /// Resolves after the next [`record`](Self::record) (or at once if one
+    /// happened since the last wait).
+    pub(crate) fn recorded(&self) -> tokio::sync::futures::Notified<'_> {
+        self.recorded.notified()
     }
 
     /// Everything recorded since the last call (see [`GapTracker::take`]).

@@ -12,8 +12,8 @@ use rooms_adapter::adapter::{AdapterEvent, EventSink, RoomAdapter};
 use rooms_adapter::engine::{MAX_CONNECTION_QUEUE, MAX_DEDUP_CAPACITY};
 use rooms_adapter::history::HistoryPolicy;
 use rooms_adapter::{
-    BroadcastOptions, ConnectOptions, Envelope, Error, GapScope, NodeId, RoomName, Rooms,
-    RoomsEvent, SlowConsumerPolicy, SseMessage,
+    BroadcastOptions, ConnectOptions, ConnectionReceiver, Envelope, Error, GapScope, NodeId,
+    RoomName, Rooms, RoomsEvent, SlowConsumerPolicy, SseMessage,
 };
 use rooms_adapter_memory::{MemoryAdapter, MemoryBus};
 use tokio::sync::broadcast::Receiver;
@@ -401,10 +401,11 @@ async fn send_to_reaches_one_connection_only() {
     rooms.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_replay_that_does_not_fit_cuts_the_connection_and_signals_its_gap() {
+/// A replay larger than the connection's queue: the slow-consumer policy
+/// applies and the room's gap event names the connection.
+async fn replay_that_does_not_fit(policy: SlowConsumerPolicy) -> (Rooms, ConnectionReceiver) {
     let rooms = Rooms::builder(Arc::new(MemoryAdapter::new()))
-        .slow_consumer_policy(SlowConsumerPolicy::Disconnect)
+        .slow_consumer_policy(policy)
         .history(HistoryPolicy::new(100, Duration::from_secs(300)).unwrap())
         .build()
         .await
@@ -418,7 +419,7 @@ async fn a_replay_that_does_not_fit_cuts_the_connection_and_signals_its_gap() {
         ids.push(report.id.expect("a history position"));
     }
     let mut events = rooms.lifecycle();
-    let mut client = rooms
+    let client = rooms
         .connect(ConnectOptions::new().queue_capacity(4))
         .await
         .unwrap();
@@ -426,9 +427,16 @@ async fn a_replay_that_does_not_fit_cuts_the_connection_and_signals_its_gap() {
         .join_from(client.id(), "news", Some(&ids[0]))
         .await
         .unwrap();
+    // Nothing else happens on the engine: the gap must be reported by itself.
     let (room, scope, _) = next_gap(&mut events).await;
     assert_eq!(room.as_str(), "news");
     assert_eq!(scope, GapScope::Connections(vec![client.id().clone()]));
+    (rooms, client)
+}
+
+#[tokio::test]
+async fn a_replay_that_does_not_fit_cuts_the_connection_and_signals_its_gap() {
+    let (rooms, mut client) = replay_that_does_not_fit(SlowConsumerPolicy::Disconnect).await;
     assert_eq!(rooms.stats().lagging_disconnects, 1);
     assert!(!rooms.is_connected(client.id()));
     // What fitted is still read, then the stream ends.
@@ -436,4 +444,12 @@ async fn a_replay_that_does_not_fit_cuts_the_connection_and_signals_its_gap() {
     while client.recv().await.is_some() {
         assert!(Instant::now() < deadline, "the cut connection never ended");
     }
+}
+
+#[tokio::test]
+async fn a_replay_that_does_not_fit_under_drop_newest_signals_its_gap_at_once() {
+    let (rooms, client) = replay_that_does_not_fit(SlowConsumerPolicy::DropNewest).await;
+    assert_eq!(rooms.stats().lagging_drops, 1);
+    assert!(rooms.is_connected(client.id()));
+    assert_eq!(client.queued(), 4);
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::broadcast;
 
 use super::inbound::dispatch;
 use super::{
@@ -209,7 +209,6 @@ impl RoomsBuilder {
             latency: Arc::default(),
             lifecycle: broadcast::channel(LIFECYCLE_CAPACITY).0,
             gaps: sink.gaps(),
-            gap_notify: Arc::new(Notify::new()),
             sink: sink.clone(),
             closed: AtomicBool::new(false),
             dispatcher: Mutex::new(None),
@@ -222,7 +221,7 @@ impl RoomsBuilder {
         let dispatcher = tokio::spawn(dispatch(
             Arc::downgrade(&inner),
             stream,
-            Arc::clone(&inner.gap_notify),
+            Arc::clone(&inner.gaps),
         ));
         *inner
             .dispatcher

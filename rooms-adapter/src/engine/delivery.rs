@@ -109,9 +109,6 @@ impl Inner {
                     .fetch_add(queued, Ordering::Relaxed);
             }
         }
-        if report.dropped > 0 {
-            self.gap_notify.notify_one();
-        }
         self.remove_gone(gone);
         Ok(())
     }
@@ -159,12 +156,8 @@ impl Inner {
     }
 
     pub(super) fn remove_gone(self: &Arc<Self>, gone: Vec<ConnectionId>) {
-        let lagging = !gone.is_empty();
         for id in gone {
             self.connection_gone(&id);
-        }
-        if lagging {
-            self.gap_notify.notify_one();
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use tokio::sync::Notify;
+use crate::gap::GapBoard;
 use tracing::Instrument as _;
 
 use super::delivery::Outcome;
@@ -109,14 +109,15 @@ impl Inner {
 pub(super) async fn dispatch(
     engine: std::sync::Weak<Inner>,
     mut events: EventStream,
-    gap_notify: Arc<Notify>,
+    gaps: Arc<GapBoard>,
 ) {
     loop {
         let event = tokio::select! {
             biased;
             event = events.recv_stamped() => event,
-            () = gap_notify.notified() => {
-                // A drop outside the receive path; report it if idle.
+            () = gaps.recorded() => {
+                // A drop was recorded (here or on another task); report
+                // it once the inbound queue is idle.
                 match engine.upgrade() {
                     Some(inner) if events.is_empty() => inner.signal_gaps(),
                     Some(_) => {}

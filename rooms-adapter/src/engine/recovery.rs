@@ -180,7 +180,7 @@ impl Rooms {
         };
         let outcome = entry.finish_recovery(&room, gap.as_ref(), &replay, covered, overflow_gap);
         bump(&self.inner.counters.replayed);
-        if truncated || outcome.full > 0 || outcome.closed {
+        if truncated || outcome.full > 0 {
             // More than the queue holds: the connection lags, as any other.
             self.inner.lagging_after_replay(&entry, &room);
         }
@@ -420,7 +420,6 @@ impl Inner {
         if held.dropped > 0 {
             self.gaps
                 .record(|gaps| gaps.room_dropped(room, held.dropped));
-            self.gap_notify.notify_one();
         }
     }
 
