@@ -1,4 +1,4 @@
-//! How a worker groups queued publishes into statements: consecutive inline
+//! How a pipeline groups publishes into statements: consecutive inline
 //! notifications go into one `SELECT pg_notify(c, p) FROM unnest($1, $2)`
 //! (one transaction, one commit, so one turn of PostgreSQL's cluster-wide
 //! notify lock for many messages), an attachment is a statement of its own,
@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
-/// One statement of a worker's pipeline.
+/// One statement of a pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Statement {
     /// These publishes (indices into the queue), all inline, notified in

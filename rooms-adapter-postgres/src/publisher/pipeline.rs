@@ -74,10 +74,10 @@ impl Inner {
                     for index in range {
                         let error = first.take().unwrap_or_else(|| PostgresError::Pool {
                             medium: self.medium.clone(),
-                            operation: Publish(
-                                requests.get(index).map(|request| &request.destination),
-                            )
-                            .to_string(),
+                            operation: requests
+                                .get(index)
+                                .map_or(Publish(None), Request::operation)
+                                .to_string(),
                             reason: message.clone(),
                         });
                         results.push(Err(error));
@@ -89,8 +89,9 @@ impl Inner {
     }
 }
 
-/// One pipeline (a worker's, or a publish on its caller's task): its pooled connection, the statements it
-/// prepared, and its publishes. A method per kind of [`Statement`].
+/// One pipeline (a worker's, or a publish on its caller's task): its pooled
+/// connection, the statements it prepared, and its publishes. A method per
+/// kind of [`Statement`].
 struct Pipeline<'a> {
     inner: &'a Inner,
     client: &'a deadpool_postgres::Object,
@@ -117,11 +118,10 @@ impl Pipeline<'_> {
                 (self.attach(request).await, *index..*index + 1)
             }
         };
-        let operation = Publish(
-            self.requests
-                .get(range.start)
-                .map(|request| &request.destination),
-        );
+        let operation = self
+            .requests
+            .get(range.start)
+            .map_or(Publish(None), Request::operation);
         let result = result
             .map(|_| ())
             .map_err(|e| PostgresError::from_client(&self.inner.medium, operation, e));
