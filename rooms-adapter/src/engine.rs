@@ -51,7 +51,6 @@ mod builder;
 mod catch_up;
 mod delivery;
 mod inbound;
-
 mod recovery;
 mod subscription;
 

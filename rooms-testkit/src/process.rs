@@ -62,7 +62,7 @@ impl ServerChild {
 }
 
 /// Sends the signal `name` to `pid` with `kill(1)`.
-pub(crate) fn signal(pid: u32, name: &str) -> io::Result<()> {
+fn signal(pid: u32, name: &str) -> io::Result<()> {
     let status = Command::new("kill")
         .args([format!("-{name}"), pid.to_string()])
         .stdin(Stdio::null())
