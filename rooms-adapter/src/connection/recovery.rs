@@ -45,31 +45,22 @@ impl Covered {
         let Some(id) = delivery.message().id.as_deref() else {
             return false;
         };
-        if self.ids.contains(id) {
-            return true;
-        }
-        match (&self.floor, Position::parse(id)) {
-            (Some((epoch, latest)), Some(position)) => {
-                position.epoch() == epoch && position.offset() <= *latest
-            }
-            _ => false,
-        }
+        self.ids.contains(id)
+            || self
+                .floor
+                .as_ref()
+                .is_some_and(|(epoch, latest)| at_or_before(delivery, epoch, *latest))
     }
 }
 
-/// What [`ConnectionEntry::finish_recovery`] queued.
-#[derive(Debug, Default)]
-pub(crate) struct Recovered {
-    /// Replayed and held deliveries queued.
-    pub(crate) queued: usize,
-    /// Held deliveries that repeated a replayed id.
-    pub(crate) duplicates: usize,
-    /// Deliveries that did not fit the queue.
-    pub(crate) full: usize,
-    /// Live deliveries were lost while held (a gap event was queued).
-    pub(crate) overflowed: bool,
-    /// The connection is closed.
-    pub(crate) closed: bool,
+/// Whether `delivery`'s id is a history position of `epoch` up to `latest`.
+fn at_or_before(delivery: &Delivery, epoch: &str, latest: u64) -> bool {
+    delivery
+        .message()
+        .id
+        .as_deref()
+        .and_then(Position::parse)
+        .is_some_and(|position| position.epoch() == epoch && position.offset() <= latest)
 }
 
 impl ConnectionEntry {
@@ -96,12 +87,7 @@ impl ConnectionEntry {
         match recovery.rooms.get(room) {
             None => return false,
             Some(RoomRecovery::Floor { epoch, latest }) => {
-                let covered = delivery
-                    .message()
-                    .id
-                    .as_deref()
-                    .and_then(Position::parse)
-                    .is_some_and(|p| p.epoch() == epoch && p.offset() <= *latest);
+                let covered = at_or_before(delivery, epoch, *latest);
                 if !covered {
                     // Past the replay: the room is live again.
                     recovery.rooms.remove(room);
@@ -126,7 +112,8 @@ impl ConnectionEntry {
     /// already cover, then a gap event if held deliveries were lost.
     /// Deliveries arriving meanwhile wait for the lock, so they queue after
     /// all of these; those the read covered (in flight during the read) are
-    /// dropped until the first later one.
+    /// dropped until the first later one. Returns how many deliveries did
+    /// not fit the queue.
     pub(crate) fn finish_recovery(
         &self,
         room: &RoomName,
@@ -134,20 +121,21 @@ impl ConnectionEntry {
         replay: &[Arc<Delivery>],
         covered: Covered,
         overflow_gap: impl FnOnce() -> Option<Arc<Delivery>>,
-    ) -> Recovered {
+    ) -> usize {
         let mut recovery = self.recovery();
-        let mut outcome = Recovered::default();
-        let queue = |delivery: &Arc<Delivery>, outcome: &mut Recovered| match self.push(delivery) {
-            Push::Queued => outcome.queued += 1,
-            Push::Duplicate => outcome.duplicates += 1,
-            Push::Full => outcome.full += 1,
-            Push::Closed => outcome.closed = true,
+        let mut full = 0;
+        // A duplicate (an id this connection got through another room) is
+        // skipped; a closed connection is removed by its receiver's drop.
+        let queue = |delivery: &Arc<Delivery>, full: &mut usize| {
+            if matches!(self.push(delivery), Push::Full) {
+                *full += 1;
+            }
         };
         if let Some(gap) = gap {
-            queue(gap, &mut outcome);
+            queue(gap, &mut full);
         }
         for delivery in replay {
-            queue(delivery, &mut outcome);
+            queue(delivery, &mut full);
         }
         let held = std::mem::take(&mut recovery.held);
         for (held_room, delivery) in held {
@@ -155,17 +143,14 @@ impl ConnectionEntry {
                 recovery.held.push((held_room, delivery));
                 continue;
             }
-            if covered.covers(&delivery) {
-                outcome.duplicates += 1;
-                continue;
+            if !covered.covers(&delivery) {
+                queue(&delivery, &mut full);
             }
-            queue(&delivery, &mut outcome);
         }
-        if recovery.overflowed.remove(room) {
-            outcome.overflowed = true;
-            if let Some(gap) = overflow_gap() {
-                queue(&gap, &mut outcome);
-            }
+        if recovery.overflowed.remove(room)
+            && let Some(gap) = overflow_gap()
+        {
+            queue(&gap, &mut full);
         }
         match covered.floor {
             Some((epoch, latest)) => {
@@ -180,6 +165,6 @@ impl ConnectionEntry {
                 }
             }
         }
-        outcome
+        full
     }
 }

@@ -178,9 +178,9 @@ impl Rooms {
                 .frame(Arc::new(gap_message(&room, "overflow")))
                 .ok()
         };
-        let outcome = entry.finish_recovery(&room, gap.as_ref(), &replay, covered, overflow_gap);
+        let full = entry.finish_recovery(&room, gap.as_ref(), &replay, covered, overflow_gap);
         bump(&self.inner.counters.replayed);
-        if truncated || outcome.full > 0 {
+        if truncated || full > 0 {
             // More than the queue holds: the connection lags, as any other.
             self.inner.lagging_after_replay(&entry, &room);
         }
